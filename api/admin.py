@@ -1,0 +1,116 @@
+"""Admin endpoints under ``/admin``: manage API keys (bearer ``ANTIHACK_ADMIN_TOKEN``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+
+from api.app_helpers import json_response
+from api.auth import admin_only
+from api.context import db, services
+from shared.errors import ApiError
+from shared.keys import (
+    KeyOptions,
+    create_key,
+    get_key,
+    key_view,
+    list_keys,
+    revoke_key,
+    rotate_key,
+    secrets_view,
+    update_key,
+)
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+_TYPES: dict[str, type] = {
+    "name": str,
+    "quota": int,
+    "quota_period": str,
+    "rate": float,
+    "burst": int,
+    "expires_at": str,
+    "permissions": str,
+    "webhook_url": str,
+    "require_signed": bool,
+}
+
+
+def _options() -> KeyOptions:
+    body = request.get_json(silent=True)
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ApiError("INVALID_ARGUMENT", "the body must be a JSON object")
+    unknown = set(body) - set(_TYPES)
+    if unknown:
+        raise ApiError("INVALID_ARGUMENT", f"unknown fields {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in body.items():
+        kind = _TYPES[name]
+        if value is None:
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if name == "permissions" and isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ApiError("INVALID_ARGUMENT", f"{name} must be {kind.__name__}")
+        if name == "expires_at":
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                raise ApiError("INVALID_ARGUMENT", "expires_at must be ISO 8601") from None
+        values[name] = value
+    return KeyOptions(**values)
+
+
+@bp.post("/keys")
+@admin_only
+def create() -> ResponseReturnValue:
+    session = db()
+    key, new = create_key(session, services().settings.secret_key, _options())
+    session.commit()
+    return json_response(secrets_view(key, new), 201)
+
+
+@bp.get("/keys")
+@admin_only
+def index() -> ResponseReturnValue:
+    return json_response({"keys": [key_view(k) for k in list_keys(db())]})
+
+
+@bp.get("/keys/<api_id>")
+@admin_only
+def show(api_id: str) -> ResponseReturnValue:
+    return json_response(key_view(get_key(db(), api_id)))
+
+
+@bp.patch("/keys/<api_id>")
+@admin_only
+def update(api_id: str) -> ResponseReturnValue:
+    session = db()
+    key = update_key(session, api_id, _options())
+    session.commit()
+    return json_response(key_view(key))
+
+
+@bp.post("/keys/<api_id>/rotate")
+@admin_only
+def rotate(api_id: str) -> ResponseReturnValue:
+    session = db()
+    key, new = rotate_key(session, services().settings.secret_key, api_id)
+    session.commit()
+    return json_response(secrets_view(key, new))
+
+
+@bp.delete("/keys/<api_id>")
+@admin_only
+def revoke(api_id: str) -> ResponseReturnValue:
+    session = db()
+    key = revoke_key(session, api_id)
+    session.commit()
+    return json_response(key_view(key))

@@ -1,0 +1,94 @@
+"""Flask app factory: settings in, app out; one error handler speaks the seed's error body."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, g, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from api import admin, jobs, ops
+from api.context import Services
+from shared.db import make_engine, make_sessionmaker
+from shared.errors import ApiError
+from shared.runtime import prepare
+from shared.secrets import new_request_id
+from shared.settings import Settings
+from worker.celery_app import make_celery
+
+log = logging.getLogger(__name__)
+
+# Multipart fields besides the file: a few short strings.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = prepare(settings or Settings.from_env())
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
+    # Applies to text fields (and parser buffers), not to file parts.
+    app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024
+    app.config["MAX_FORM_PARTS"] = 20
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["antihack"] = Services(
+        settings=settings,
+        sessions=make_sessionmaker(make_engine(settings.effective_database_url)),
+        redis=redis.Redis.from_url(
+            settings.redis_client_url, socket_timeout=settings.sync_wait_s + 5
+        ),
+        celery=make_celery(settings),
+    )
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(ops.bp)
+    _register_errors(app)
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = new_request_id()
+
+    @app.teardown_request
+    def _close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.close()
+
+    return app
+
+
+def error_response(status: str, reason: str, code: int) -> ResponseReturnValue:
+    body = {"status": status, "reason": reason, "request_id": g.get("request_id") or new_request_id()}
+    return jsonify(body), code
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> ResponseReturnValue:
+        response = error_response(exc.status, exc.reason, exc.http_code)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> ResponseReturnValue:
+        code = exc.code or 500
+        if code == 404:
+            return error_response("NOT_FOUND", f"the request path {request.path} is not found", 404)
+        if code == 405:
+            return error_response(
+                "NOT_FOUND", f"{request.method} is not supported on {request.path}", 405
+            )
+        if code == 413:
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            return error_response("INVALID_ARGUMENT", f"request body larger than {limit} bytes", 413)
+        if code >= 500:
+            return error_response("INTERNAL_ERROR", "server processes failed", code)
+        return error_response("INVALID_ARGUMENT", exc.description or exc.name, code)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> ResponseReturnValue:
+        log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+        return error_response("INTERNAL_ERROR", "server processes failed", 500)
+
+

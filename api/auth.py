@@ -1,0 +1,61 @@
+"""Authentication: client keys by the seed's headers, admins by a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+from flask import g, request
+
+from api.context import db, services
+from shared.errors import ApiError
+from shared.keys import authenticate
+from shared.models import ApiKey
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def client_key(endpoint: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Require valid ``X-DF-API-ID``/``X-DF-API-SECRET`` permitted to call ``endpoint``."""
+
+    def decorator(view: Callable[P, R]) -> Callable[P, R]:
+        @wraps(view)
+        def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+            api_id = request.headers.get("X-DF-API-ID", "")
+            api_secret = request.headers.get("X-DF-API-SECRET", "")
+            if not api_id or not api_secret:
+                raise ApiError("UNAUTHORIZED", "missing X-DF-API-ID or X-DF-API-SECRET header")
+            key = authenticate(db(), services().settings.secret_key, api_id, api_secret)
+            if not key.permits(endpoint):
+                raise ApiError("NO_PERMISSION", f"this API key may not call {endpoint}")
+            g.key = key
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def current_key() -> ApiKey:
+    key: ApiKey = g.key
+    return key
+
+
+def admin_only(view: Callable[P, R]) -> Callable[P, R]:
+    """Require ``Authorization: Bearer <ANTIHACK_ADMIN_TOKEN>``."""
+
+    @wraps(view)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        expected = services().settings.admin_token
+        if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(
+            token.strip().encode(), expected.encode()
+        ):
+            raise ApiError("UNAUTHORIZED", "admin endpoints need Authorization: Bearer <token>")
+        return view(*args, **kwargs)
+
+    return wrapped

@@ -1,0 +1,33 @@
+"""What a request handler reaches: settings, a database session, Redis, the task publisher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import current_app, g
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.settings import Settings
+from worker.celery_app import AntihackCelery
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    celery: AntihackCelery
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["antihack"]
+    return svc
+
+
+def db() -> Session:
+    """One session per request, closed at teardown."""
+    if "db" not in g:
+        g.db = services().sessions()
+    session: Session = g.db
+    return session

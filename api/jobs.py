@@ -1,0 +1,152 @@
+"""Client endpoints: the seed's synchronous path, jobs with polling, H5 image upload."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import redis
+from flask import Blueprint, g, request, url_for
+from flask.typing import ResponseReturnValue
+
+from api.app_helpers import json_response
+from api.auth import client_key, current_key
+from api.context import db, services
+from api.submission import read_submission
+from shared.capture import CaptureError, capture_from_image
+from shared.db import transaction
+from shared.errors import HTTP_CODES, ApiError
+from shared.jobs import capture_limits, create_job, get_owned_job, job_resource
+from shared.models import FINAL_STATES, Image, Job, utcnow
+from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, done_key
+from shared.secrets import new_request_id
+
+log = logging.getLogger(__name__)
+bp = Blueprint("jobs", __name__)
+
+
+def _submit() -> Job:
+    """Validate, commit the job, then publish its id (the sweeper covers a failed publish)."""
+    svc = services()
+    session = db()
+    key = current_key()
+    # End the authentication read before slow work (download), so no transaction stays open.
+    session.commit()
+    sub = read_submission(session, key, svc.settings)
+    session.commit()
+    job, created = create_job(session, key, sub)
+    session.commit()
+    g.request_id = job.id
+    if created:
+        try:
+            svc.celery.send_task(ANALYZE_TASK, args=(job.id,), queue=ANALYZE_QUEUE)
+        except Exception:
+            log.warning("publish failed; the sweeper will enqueue it", extra={"request_id": job.id})
+    return job
+
+
+def _accepted(job: Job) -> ResponseReturnValue:
+    url = url_for("jobs.get_job", request_id=job.id, _external=True)
+    body = {"request_id": job.id, "status": job.status, "job_url": url}
+    return json_response(body, 202, Location=url)
+
+
+def _wait_final(job_id: str, timeout: float) -> Job | None:
+    """Wait for the job to end, woken by the worker's Redis push; poll the database as backup."""
+    svc = services()
+    deadline = time.monotonic() + timeout
+    while True:
+        with transaction(svc.sessions) as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.status in FINAL_STATES:
+                _ = job.result  # load before the session closes
+                return job
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            svc.redis.blpop([done_key(job_id)], timeout=max(0.05, min(remaining, 1.0)))
+        except redis.RedisError:
+            time.sleep(min(remaining, 0.25))
+
+
+@bp.post("/face/liveness_anti_hack")
+@client_key("liveness_anti_hack")
+def liveness_anti_hack() -> ResponseReturnValue:
+    """The seed endpoint: waits for the result, or answers 202 when asked or when it is slow."""
+    job = _submit()
+    prefer = request.headers.get("Prefer", "").lower()
+    if "respond-async" in prefer or job.status not in FINAL_STATES and services().settings.sync_wait_s <= 0:
+        return _accepted(job)
+    done = job if job.status in FINAL_STATES else _wait_final(job.id, services().settings.sync_wait_s)
+    if done is None or done.result is None:
+        return _accepted(job)
+    body = done.result.body
+    code = 200 if body.get("status") == "OK" else HTTP_CODES.get(str(body.get("status")), 500)
+    return json_response(body, code)
+
+
+@bp.post("/v1/jobs")
+@client_key("jobs")
+def submit_job() -> ResponseReturnValue:
+    return _accepted(_submit())
+
+
+@bp.get("/v1/jobs/<request_id>")
+@client_key("jobs")
+def get_job(request_id: str) -> ResponseReturnValue:
+    job = get_owned_job(db(), current_key(), request_id)
+    return json_response(job_resource(job, url_for("jobs.get_job", request_id=job.id, _external=True)))
+
+
+@bp.delete("/v1/jobs/<request_id>")
+@client_key("jobs")
+def delete_job(request_id: str) -> ResponseReturnValue:
+    """Remove a job's input now (the result stays, so the job can still be read)."""
+    session = db()
+    job = get_owned_job(session, current_key(), request_id)
+    if job.input is not None:
+        session.delete(job.input)
+    session.commit()
+    return json_response({"request_id": job.id, "status": "OK"})
+
+
+@bp.post("/face/liveness_image")
+@client_key("liveness_image")
+def upload_image() -> ResponseReturnValue:
+    """H5 flow: keep one image for a while and answer its ``image_id``."""
+    svc = services()
+    session = db()
+    key = current_key()
+    session.commit()
+    if request.mimetype != "multipart/form-data":
+        raise ApiError("INVALID_ARGUMENT", "the request body must be multipart/form-data")
+    upload = request.files.get("image")
+    if upload is None:
+        raise ApiError("INVALID_ARGUMENT", "must specify 'image' argument")
+    data = upload.stream.read(svc.settings.max_upload_bytes + 1)
+    if not data:
+        raise ApiError("INVALID_ARGUMENT", "image is empty")
+    try:
+        capture_from_image(data, capture_limits(svc.settings))
+    except CaptureError as exc:
+        raise ApiError(exc.status, f"image: {exc.reason}") from None
+    now = utcnow()
+    image = Image(
+        id="IMG" + new_request_id()[3:],
+        api_key_id=key.id,
+        payload=data,
+        created_at=now,
+        expires_at=now + timedelta(seconds=svc.settings.image_ttl_s),
+    )
+    session.add(image)
+    session.commit()
+    return json_response(
+        {
+            "request_id": g.request_id,
+            "status": "OK",
+            "image_id": image.id,
+            "expires_at": image.expires_at.isoformat(),
+        }
+    )

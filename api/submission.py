@@ -1,0 +1,106 @@
+"""Reading a submission from a multipart request: exactly one source, flags, optional callback."""
+
+from __future__ import annotations
+
+from flask import request
+from sqlalchemy.orm import Session
+
+from shared.capture import CaptureError, capture_from_image, parse_capture
+from shared.errors import ApiError
+from shared.jobs import Submission, capture_limits
+from shared.models import ApiKey, Image, utcnow
+from shared.settings import Settings
+from shared.urlguard import UrlRefused, fetch, resolve
+
+SOURCES = ("liveness_data_file", "liveness_data_url", "image_id")
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _flag(name: str) -> bool:
+    raw = request.form.get(name)
+    if raw is None or raw == "":
+        return False
+    if raw not in ("0", "1"):
+        raise ApiError("INVALID_ARGUMENT", f"{name} must be 0 or 1, got {raw[:20]!r}")
+    return raw == "1"
+
+
+def _idempotency_key() -> str | None:
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY or not value.isprintable():
+        raise ApiError(
+            "INVALID_ARGUMENT",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+        )
+    return value
+
+
+def read_submission(session: Session, key: ApiKey, settings: Settings) -> Submission:
+    """Validate the request and load its payload; every problem is a seed error, not a job."""
+    if request.mimetype != "multipart/form-data":
+        raise ApiError("INVALID_ARGUMENT", "the request body must be multipart/form-data")
+    upload = request.files.get("liveness_data_file")
+    url = request.form.get("liveness_data_url", "").strip()
+    image_id = request.form.get("image_id", "").strip()
+    given = [name for name, v in zip(SOURCES, (upload, url, image_id), strict=True) if v]
+    if not given:
+        raise ApiError(
+            "INVALID_ARGUMENT",
+            "must specify liveness_data_file' argument (or liveness_data_url, or image_id)",
+        )
+    if len(given) > 1:
+        raise ApiError("INVALID_ARGUMENT", f"give exactly one of {', '.join(SOURCES)}, got {given}")
+    return_image, return_extra = _flag("return_image"), _flag("return_extra")
+    idem = _idempotency_key()
+    callback_url = request.form.get("callback_url", "").strip() or None
+    if callback_url:
+        try:
+            resolve(callback_url, allow_private=settings.allow_private_urls)
+        except UrlRefused as exc:
+            raise ApiError("INVALID_ARGUMENT", f"callback_url refused: {exc.reason}") from None
+
+    limits = capture_limits(settings)
+    if upload is not None:
+        source = "file"
+        payload = upload.stream.read(settings.max_upload_bytes + 1)
+        if len(payload) > settings.max_upload_bytes:
+            raise ApiError(
+                "INVALID_ARGUMENT", f"file larger than {settings.max_upload_bytes} bytes", 413
+            )
+    elif url:
+        source = "url"
+        try:
+            payload = fetch(
+                url,
+                allow_private=settings.allow_private_urls,
+                read_timeout=settings.download_timeout_s,
+                max_bytes=settings.max_upload_bytes,
+            )
+        except UrlRefused as exc:
+            raise ApiError("DOWNLOAD_ERROR", f"liveness_data_url: {exc.reason}") from None
+    else:
+        source = "image"
+        image = session.get(Image, image_id)
+        if image is None or image.api_key_id != key.id or image.expires_at <= utcnow():
+            raise ApiError("INVALID_ARGUMENT", f"unknown or expired image_id {image_id[:64]!r}")
+        try:
+            payload = capture_from_image(image.payload, limits).SerializeToString()
+        except CaptureError as exc:
+            raise ApiError(exc.status, exc.reason) from None
+    if not payload:
+        raise ApiError("INVALID_ARGUMENT", f"{given[0]} is empty")
+    try:
+        parse_capture(payload, limits)
+    except CaptureError as exc:
+        raise ApiError(exc.status, f"{given[0]}: {exc.reason}") from None
+    return Submission(
+        payload=payload,
+        source=source,
+        return_image=return_image,
+        return_extra=return_extra,
+        callback_url=callback_url,
+        idempotency_key=idem,
+    )

@@ -1,0 +1,323 @@
+"""The ``antihack`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from shared.settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    from shared.runtime import prepare
+
+    try:
+        return prepare(Settings.from_env())
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """antihack: a self-hosted face-liveness anti-hack service."""
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", type=int, default=None, help="Worker processes (default: CPU count).")
+def serve(host: str, port: int, workers: int | None) -> None:
+    """Run API, worker and scheduler (and the embedded Redis) as one supervised process tree."""
+    from shared.serve import serve as run
+
+    sys.exit(run(_settings(), host, port, workers))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--processes", default=2, show_default=True, type=int)
+@click.option("--threads", default=16, show_default=True, type=int)
+def api(host: str, port: int, processes: int, threads: int) -> None:
+    """Run the HTTP API under gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    from api import create_app
+
+    settings = _settings()
+
+    class App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", processes)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            # A synchronous request may wait ANTIHACK_SYNC_WAIT_S for its result.
+            self.cfg.set("timeout", int(settings.sync_wait_s + 30))
+            self.cfg.set("graceful_timeout", 20)
+            self.cfg.set("proc_name", "antihack-api")
+            self.cfg.set("accesslog", None)
+
+        def load(self) -> Any:
+            return create_app(settings)
+
+    App().run()
+
+
+@main.command()
+@click.option("--concurrency", type=int, default=None, help="Processes (default: CPU count).")
+@click.option("--queues", default=None, help="Comma-separated queues (default: all).")
+@click.option("--pool", default="prefork", show_default=True)
+def worker(concurrency: int | None, queues: str | None, pool: str) -> None:
+    """Run a Celery worker; refuses to start if a model file is missing or altered."""
+    from shared.queues import ALL_QUEUES
+    from worker import make_celery
+    from worker.pipeline.models import verify_models
+
+    settings = _settings()
+    problems = verify_models(None if not settings.model_dir else _path(settings.model_dir))
+    if problems:
+        for problem in problems:
+            click.echo(f"worker: {problem}", err=True)
+        raise click.ClickException("model files are missing or altered; refusing to start")
+    app = make_celery(settings)
+    argv = [
+        "worker",
+        f"--loglevel={settings.log_level}",
+        f"--queues={queues or ','.join(ALL_QUEUES)}",
+        f"--pool={pool}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if concurrency or settings.worker_concurrency:
+        argv.append(f"--concurrency={concurrency or settings.worker_concurrency}")
+    app.worker_main(argv)
+
+
+@main.command()
+def beat() -> None:
+    """Run the scheduler (sweeper and purge)."""
+    from worker import make_celery
+
+    settings = _settings()
+    app = make_celery(settings)
+    schedule = settings.data_path / "celerybeat-schedule"
+    app.start(["beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"])
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Only check that models and migrations agree.")
+def migrate(check: bool) -> None:
+    """Apply database migrations (alembic upgrade head)."""
+    from shared.migrate import check as check_models
+    from shared.migrate import upgrade
+
+    url = _settings().effective_database_url
+    if check:
+        check_models(url)
+        click.echo("models and migrations agree")
+    else:
+        upgrade(url)
+
+
+def _path(value: str) -> Any:
+    from pathlib import Path
+
+    return Path(value)
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def _iso(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"not ISO 8601: {value}") from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter("give a time zone, e.g. 2027-01-01T00:00:00+00:00")
+    return parsed
+
+
+def key_options(fn: Any) -> Any:
+    opts = [
+        click.option("--quota", type=int, help="Requests allowed per quota period."),
+        click.option("--quota-period", type=click.Choice(["day", "month", "total"])),
+        click.option("--rate", type=float, help="Requests per second."),
+        click.option("--burst", type=int, help="Requests allowed at once above the rate."),
+        click.option("--expires-at", help="ISO 8601 expiry with a time zone."),
+        click.option("--permissions", help="Comma-separated endpoints (default: all)."),
+        click.option("--webhook-url"),
+        click.option("--require-signed/--no-require-signed", default=None),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _options(name: str | None, kw: dict[str, Any]) -> Any:
+    from shared.keys import KeyOptions
+
+    return KeyOptions(
+        name=name,
+        quota=kw["quota"],
+        quota_period=kw["quota_period"],
+        rate=kw["rate"],
+        burst=kw["burst"],
+        expires_at=_iso(kw["expires_at"]),
+        permissions=kw["permissions"],
+        webhook_url=kw["webhook_url"],
+        require_signed=kw["require_signed"],
+    )
+
+
+def _with_session(fn: Any) -> Any:
+    from shared.db import make_engine, make_sessionmaker, transaction
+    from shared.errors import ApiError
+
+    settings = _settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            return fn(session, settings)
+    except ApiError as exc:
+        raise click.ClickException(exc.reason) from None
+    finally:
+        engine.dispose()
+
+
+def _show(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        width = max(len(k) for k in data)
+        for k, v in data.items():
+            click.echo(f"{k:<{width}}  {v}")
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (secrets are shown only by create and rotate)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True)
+@key_options
+def keys_create(name: str, **kw: Any) -> None:
+    """Create a key and print its secrets once."""
+    from shared.keys import create_key, secrets_view
+
+    opts = _options(name, kw)
+    data = _with_session(lambda s, st: secrets_view(*create_key(s, st.secret_key, opts)))
+    _show(data, kw["as_json"])
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(as_json: bool) -> None:
+    """List keys."""
+    from shared.keys import key_view, list_keys
+
+    rows = _with_session(lambda s, st: [key_view(k) for k in list_keys(s)])
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'API ID':<28} {'NAME':<20} {'QUOTA':>10} {'PERIOD':<6} {'STATE':<8}")
+    for r in rows:
+        state = "revoked" if r["revoked"] else "active"
+        quota = "-" if r["quota"] is None else r["quota"]
+        click.echo(f"{r['api_id']:<28} {r['name'][:20]:<20} {quota:>10} {r['quota_period']:<6} {state}")
+
+
+@keys.command("show")
+@click.argument("api_id")
+@click.option("--json", "as_json", is_flag=True)
+def keys_show(api_id: str, as_json: bool) -> None:
+    """Show one key (no secrets)."""
+    from shared.keys import get_key, key_view
+
+    _show(_with_session(lambda s, st: key_view(get_key(s, api_id))), as_json)
+
+
+@keys.command("update")
+@click.argument("api_id")
+@click.option("--name")
+@key_options
+def keys_update(api_id: str, name: str | None, **kw: Any) -> None:
+    """Change a key's limits, expiry, permissions or webhook."""
+    from shared.keys import key_view, update_key
+
+    opts = _options(name, kw)
+    _show(_with_session(lambda s, st: key_view(update_key(s, api_id, opts))), kw["as_json"])
+
+
+@keys.command("rotate")
+@click.argument("api_id")
+@click.option("--json", "as_json", is_flag=True)
+def keys_rotate(api_id: str, as_json: bool) -> None:
+    """Replace a key's secrets and print the new ones once."""
+    from shared.keys import rotate_key, secrets_view
+
+    _show(_with_session(lambda s, st: secrets_view(*rotate_key(s, st.secret_key, api_id))), as_json)
+
+
+@keys.command("revoke")
+@click.argument("api_id")
+@click.option("--json", "as_json", is_flag=True)
+def keys_revoke(api_id: str, as_json: bool) -> None:
+    """Revoke a key: its requests get 401 UNAUTHORIZED from now on."""
+    from shared.keys import key_view, revoke_key
+
+    _show(_with_session(lambda s, st: key_view(revoke_key(s, api_id))), as_json)
+
+
+# --- client -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="ANTIHACK_URL")
+@click.option("--api-id", envvar="ANTIHACK_API_ID", required=True)
+@click.option("--api-secret", envvar="ANTIHACK_API_SECRET", required=True)
+@click.option("--wait", is_flag=True, help="Poll until every job has finished.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
+@click.option("--concurrency", default=8, show_default=True)
+@click.option("--return-extra/--no-return-extra", default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+def submit(files: tuple[str, ...], **kw: Any) -> None:
+    """Submit capture files as jobs, with a progress bar; --wait polls for their results."""
+    from shared.client import submit_files
+
+    sys.exit(submit_files(list(files), **kw))
+
+
+def _register_optional() -> None:
+    """Commands that live beside the pipeline code."""
+    try:
+        from shared.cli_sample import make_sample
+
+        main.add_command(make_sample, "make-sample")
+    except ImportError:  # pragma: no cover - only while the module is missing
+        pass
+    try:
+        from worker.pipeline.eval import eval_cmd
+
+        main.add_command(eval_cmd, "eval")
+    except ImportError:  # pragma: no cover
+        pass
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Job lifecycle: QUEUED → RUNNING → SUCCEEDED | FAILED, each step an idempotent transition."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.capture import CaptureLimits
+from shared.errors import ApiError
+from shared.models import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    ApiKey,
+    Job,
+    JobInput,
+    JobResult,
+    utcnow,
+)
+from shared.secrets import new_request_id
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated request, ready to become a job."""
+
+    payload: bytes
+    source: str  # file | url | image
+    return_image: bool = False
+    return_extra: bool = False
+    callback_url: str | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes two submissions "the same payload" for Idempotency-Key."""
+        h = hashlib.sha256(self.payload)
+        h.update(f"|{self.return_image:d}{self.return_extra:d}|{self.callback_url or ''}".encode())
+        return h.hexdigest()
+
+
+def create_job(session: Session, key: ApiKey, sub: Submission) -> tuple[Job, bool]:
+    """Insert the job and its input (not committed); returns (job, created).
+
+    With an Idempotency-Key already used by this key, the original job is returned instead,
+    or 422 if the payload differs.
+    """
+    if sub.idempotency_key:
+        existing = _by_idempotency_key(session, key.id, sub.idempotency_key)
+        if existing is not None:
+            return _same_or_conflict(existing, sub), False
+    now = utcnow()
+    job = Job(
+        id=new_request_id(),
+        api_key_id=key.id,
+        status=QUEUED,
+        source=sub.source,
+        return_image=sub.return_image,
+        return_extra=sub.return_extra,
+        callback_url=sub.callback_url,
+        idempotency_key=sub.idempotency_key,
+        payload_sha256=sub.fingerprint,
+        created_at=now,
+        enqueued_at=now,
+        attempts=0,
+    )
+    job.input = JobInput(job_id=job.id, payload=sub.payload, size=len(sub.payload), created_at=now)
+    session.add(job)
+    if sub.idempotency_key:
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError:
+            # A concurrent request with the same key won the unique index: answer with its job.
+            existing = _by_idempotency_key(session, key.id, sub.idempotency_key)
+            if existing is None:
+                raise
+            return _same_or_conflict(existing, sub), False
+    return job, True
+
+
+def _by_idempotency_key(session: Session, key_id: str, idem: str) -> Job | None:
+    return session.scalars(
+        select(Job).where(Job.api_key_id == key_id, Job.idempotency_key == idem)
+    ).first()
+
+
+def _same_or_conflict(job: Job, sub: Submission) -> Job:
+    if job.payload_sha256 != sub.fingerprint:
+        raise ApiError(
+            "INVALID_ARGUMENT",
+            "Idempotency-Key already used with a different payload",
+            http_code=422,
+        )
+    return job
+
+
+def get_owned_job(session: Session, key: ApiKey, job_id: str) -> Job:
+    """The job if this key submitted it; 404 otherwise (never reveal other keys' jobs)."""
+    job = session.get(Job, job_id)
+    if job is None or job.api_key_id != key.id:
+        raise ApiError("NOT_FOUND", f"no job {job_id!r} for this API key")
+    return job
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def job_resource(job: Job, job_url: str | None = None) -> dict[str, Any]:
+    """The job as ``GET /v1/jobs/<id>`` shows it."""
+    result = job.result
+    resource: dict[str, Any] = {
+        "request_id": job.id,
+        "status": job.status,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "attempts": job.attempts,
+        "result": result.body if result is not None else None,
+    }
+    if result is not None:
+        resource["reasons"] = result.reasons
+        resource["model_versions"] = result.model_versions
+    if job_url:
+        resource["job_url"] = job_url
+    return resource
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    attempt: int
+    api_key_id: str
+
+
+def claim(session: Session, job_id: str, lease: timedelta, max_attempts: int) -> Claim | None:
+    """Move a QUEUED job to RUNNING for this worker, or return None if it is not ours to run.
+
+    A RUNNING job is never taken over here, even when redelivered: its lease may still belong to
+    a live worker. The sweeper requeues it when the lease has passed.
+    """
+    now = utcnow()
+    row = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == QUEUED)
+        .values(
+            status=RUNNING,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            lease_expires_at=now + lease,
+        )
+        .returning(Job.attempts, Job.api_key_id)
+    ).first()
+    session.commit()
+    if row is None:
+        return None
+    attempt, key_id = int(row[0]), str(row[1])
+    if attempt > max_attempts:
+        finish(
+            session,
+            Claim(job_id, attempt, key_id),
+            error_body(job_id, "INTERNAL_ERROR", f"the job failed {max_attempts} times"),
+            reasons=["attempts_exhausted"],
+        )
+        session.commit()
+        return None
+    return Claim(job_id, attempt, key_id)
+
+
+def error_body(job_id: str, status: str, reason: str) -> dict[str, Any]:
+    return {"status": status, "reason": reason, "request_id": job_id}
+
+
+def finish(
+    session: Session,
+    claim: Claim,
+    body: dict[str, Any],
+    *,
+    reasons: list[str] | None = None,
+    model_versions: dict[str, str] | None = None,
+    stage_ms: dict[str, float] | None = None,
+) -> bool:
+    """Record the result if this attempt still owns the job; False if it lost it (not committed)."""
+    now = utcnow()
+    final = SUCCEEDED if body.get("status") == "OK" else FAILED
+    updated = session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.status == RUNNING, Job.attempts == claim.attempt)
+        .values(
+            status=final,
+            finished_at=now,
+            lease_expires_at=None,
+            result_status=str(body.get("status")),
+        )
+    ).rowcount
+    if updated != 1:
+        return False
+    session.add(
+        JobResult(
+            job_id=claim.job_id,
+            body=body,
+            reasons=reasons or [],
+            model_versions=model_versions or {},
+            stage_ms=stage_ms or {},
+            created_at=now,
+        )
+    )
+    return True
+
+
+def release(session: Session, claim: Claim) -> bool:
+    """Give a job back to the queue after a transient failure (not committed)."""
+    return (
+        session.execute(
+            update(Job)
+            .where(Job.id == claim.job_id, Job.status == RUNNING, Job.attempts == claim.attempt)
+            .values(status=QUEUED, lease_expires_at=None, enqueued_at=utcnow())
+        ).rowcount
+        == 1
+    )
+
+
+def due_for_publish(session: Session, stale_after: timedelta, limit: int = 500) -> list[str]:
+    """Jobs whose message may be lost: QUEUED too long, or RUNNING past their lease.
+
+    Both are moved to QUEUED with a fresh ``enqueued_at`` and returned for publishing, so each
+    is republished at most once per ``stale_after`` however often the sweeper runs.
+    """
+    now = utcnow()
+    candidates = list(
+        session.scalars(
+            select(Job.id)
+            .where(
+                or_(
+                    and_(Job.status == QUEUED, Job.enqueued_at < now - stale_after),
+                    and_(Job.status == RUNNING, Job.lease_expires_at < now),
+                )
+            )
+            .order_by(Job.created_at)
+            .limit(limit)
+        )
+    )
+    ids: list[str] = []
+    for job_id in candidates:
+        moved = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                or_(
+                    and_(Job.status == QUEUED, Job.enqueued_at < now - stale_after),
+                    and_(Job.status == RUNNING, Job.lease_expires_at < now),
+                ),
+            )
+            .values(status=QUEUED, enqueued_at=now, lease_expires_at=None)
+        ).rowcount
+        if moved:
+            ids.append(job_id)
+    return ids
+
+
+def capture_limits(settings: Settings) -> CaptureLimits:
+    """The capture bounds both the API (at submission) and the worker enforce."""
+    return CaptureLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_frames=settings.max_frames,
+        max_pixels_per_frame=settings.max_frame_pixels,
+    )

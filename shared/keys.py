@@ -1,0 +1,192 @@
+"""API keys: creation, authentication, updates, rotation and revocation."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.errors import ApiError
+from shared.models import ApiKey, utcnow
+from shared.secrets import check_secret, decrypt, encrypt, hash_secret
+
+QUOTA_PERIODS = ("day", "month", "total")
+ENDPOINTS = ("liveness_anti_hack", "jobs", "liveness_image")
+
+
+@dataclass(frozen=True)
+class NewSecrets:
+    api_secret: str
+    webhook_secret: str
+    sdk_secret: str
+
+
+@dataclass(frozen=True)
+class KeyOptions:
+    """Options of ``keys create`` / ``keys update``; ``None`` leaves a value as it is."""
+
+    name: str | None = None
+    quota: int | None = None
+    quota_period: str | None = None
+    rate: float | None = None
+    burst: int | None = None
+    expires_at: datetime | None = None
+    permissions: str | None = None
+    webhook_url: str | None = None
+    require_signed: bool | None = None
+
+    def validate(self) -> None:
+        if self.quota_period is not None and self.quota_period not in QUOTA_PERIODS:
+            raise ApiError("INVALID_ARGUMENT", f"quota period must be one of {QUOTA_PERIODS}")
+        if self.quota is not None and self.quota < 0:
+            raise ApiError("INVALID_ARGUMENT", "quota must be >= 0")
+        if self.rate is not None and self.rate <= 0:
+            raise ApiError("INVALID_ARGUMENT", "rate must be > 0 requests per second")
+        if self.burst is not None and self.burst < 1:
+            raise ApiError("INVALID_ARGUMENT", "burst must be >= 1")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ApiError("INVALID_ARGUMENT", "expires_at must carry a time zone")
+        if self.permissions:
+            unknown = {p.strip() for p in self.permissions.split(",") if p.strip()} - set(
+                ENDPOINTS
+            )
+            if unknown:
+                raise ApiError(
+                    "INVALID_ARGUMENT",
+                    f"unknown permissions {sorted(unknown)}; known: {', '.join(ENDPOINTS)}",
+                )
+
+
+def _new_secrets() -> NewSecrets:
+    return NewSecrets(
+        api_secret=secrets.token_urlsafe(32),
+        webhook_secret="whsec_" + secrets.token_urlsafe(32),
+        sdk_secret=secrets.token_urlsafe(32),
+    )
+
+
+def _apply(key: ApiKey, opts: KeyOptions) -> None:
+    opts.validate()
+    if opts.name is not None:
+        key.name = opts.name
+    if opts.quota is not None:
+        key.quota_limit = opts.quota
+    if opts.quota_period is not None:
+        key.quota_period = opts.quota_period
+    if opts.rate is not None:
+        key.rate_per_s = opts.rate
+    if opts.burst is not None:
+        key.burst = opts.burst
+    if opts.expires_at is not None:
+        key.expires_at = opts.expires_at
+    if opts.permissions is not None:
+        key.permissions = opts.permissions
+    if opts.webhook_url is not None:
+        key.webhook_url = opts.webhook_url or None
+    if opts.require_signed is not None:
+        key.require_signed = opts.require_signed
+
+
+def _store_secrets(key: ApiKey, secret_key: str, new: NewSecrets) -> None:
+    key.secret_hash = hash_secret(secret_key, new.api_secret)
+    key.webhook_secret_enc = encrypt(secret_key, new.webhook_secret)
+    key.sdk_secret_enc = encrypt(secret_key, new.sdk_secret)
+
+
+def create_key(
+    session: Session, secret_key: str, opts: KeyOptions, api_id: str | None = None
+) -> tuple[ApiKey, NewSecrets]:
+    """Create a key; the secrets are returned only here (and on rotate)."""
+    key = ApiKey(
+        id=api_id or "ak_" + secrets.token_hex(12),
+        name=opts.name or "unnamed",
+        permissions="",
+        quota_period="month",
+        require_signed=False,
+        created_at=utcnow(),
+    )
+    new = _new_secrets()
+    _store_secrets(key, secret_key, new)
+    _apply(key, opts)
+    session.add(key)
+    session.flush()
+    return key, new
+
+
+def get_key(session: Session, api_id: str) -> ApiKey:
+    key = session.get(ApiKey, api_id)
+    if key is None:
+        raise ApiError("NOT_FOUND", f"no API key {api_id!r}")
+    return key
+
+
+def update_key(session: Session, api_id: str, opts: KeyOptions) -> ApiKey:
+    key = get_key(session, api_id)
+    _apply(key, opts)
+    return key
+
+
+def rotate_key(session: Session, secret_key: str, api_id: str) -> tuple[ApiKey, NewSecrets]:
+    key = get_key(session, api_id)
+    new = _new_secrets()
+    _store_secrets(key, secret_key, new)
+    return key, new
+
+
+def revoke_key(session: Session, api_id: str) -> ApiKey:
+    key = get_key(session, api_id)
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    return key
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def authenticate(session: Session, secret_key: str, api_id: str, api_secret: str) -> ApiKey:
+    """The key for these credentials, or the seed's 401 error."""
+    key = session.get(ApiKey, api_id) if api_id else None
+    # Hash even when the key is unknown so that timing does not reveal which ids exist.
+    stored = key.secret_hash if key is not None else "0" * 64
+    valid = check_secret(secret_key, api_secret, stored)
+    if key is None or not valid or key.revoked_at is not None:
+        raise ApiError("UNAUTHORIZED", "invalid X-DF-API-ID / X-DF-API-SECRET")
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        raise ApiError("KEY_EXPIRED", f"API key {api_id} expired at {key.expires_at.isoformat()}")
+    return key
+
+
+def sdk_secret(key: ApiKey, secret_key: str) -> str:
+    return decrypt(secret_key, key.sdk_secret_enc)
+
+
+def key_view(key: ApiKey) -> dict[str, Any]:
+    """A key as shown to admins: never any secret."""
+    return {
+        "api_id": key.id,
+        "name": key.name,
+        "created_at": key.created_at.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "revoked": key.revoked_at is not None,
+        "permissions": [p for p in key.permissions.split(",") if p] or list(ENDPOINTS),
+        "quota": key.quota_limit,
+        "quota_period": key.quota_period,
+        "rate": key.rate_per_s,
+        "burst": key.burst,
+        "webhook_url": key.webhook_url,
+        "require_signed": key.require_signed,
+    }
+
+
+def secrets_view(key: ApiKey, new: NewSecrets) -> dict[str, Any]:
+    return {
+        **key_view(key),
+        "api_secret": new.api_secret,
+        "webhook_secret": new.webhook_secret,
+        "sdk_secret": new.sdk_secret,
+    }

@@ -1,0 +1,27 @@
+"""Apply and check Alembic migrations from code (``antihack migrate``, ``make run``, tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    cfg = Config(str(MIGRATIONS / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    # ConfigParser interpolation would eat a literal % in a password.
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def check(database_url: str) -> None:
+    """Raise if the models and the migrations disagree (``alembic check``)."""
+    command.check(alembic_config(database_url))

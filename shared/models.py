@@ -1,0 +1,167 @@
+"""Database models: API keys, jobs, their inputs and results, H5 images, replay fingerprints."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from shared.db import Base
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
+FINAL_STATES = frozenset({SUCCEEDED, FAILED})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both backends (SQLite keeps no zone, so store naive UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # HMAC-SHA256(secret_key, api_secret): the secret is 256 random bits, so a fast keyed hash
+    # is safe and keeps authentication off the submission hot path.
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    # Recoverable secrets, encrypted with a key derived from the server secret.
+    webhook_secret_enc: Mapped[str] = mapped_column(Text)
+    sdk_secret_enc: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Comma-separated endpoint names; empty means every client endpoint.
+    permissions: Mapped[str] = mapped_column(String(500), default="")
+    quota_limit: Mapped[int | None] = mapped_column(Integer)
+    quota_period: Mapped[str] = mapped_column(String(10), default="month")
+    rate_per_s: Mapped[float | None] = mapped_column(Float)
+    burst: Mapped[int | None] = mapped_column(Integer)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    require_signed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    def permits(self, endpoint: str) -> bool:
+        allowed = {p.strip() for p in self.permissions.split(",") if p.strip()}
+        return not allowed or endpoint in allowed
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
+        Index("ix_jobs_api_key_id_created_at", "api_key_id", "created_at"),
+        Index("ix_jobs_api_key_id_idempotency_key", "api_key_id", "idempotency_key", unique=True),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    status: Mapped[str] = mapped_column(String(10), default=QUEUED)
+    source: Mapped[str] = mapped_column(String(10))  # file | url | image
+    return_image: Mapped[bool] = mapped_column(Boolean, default=False)
+    return_extra: Mapped[bool] = mapped_column(Boolean, default=False)
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A RUNNING job whose lease has passed belongs to a worker that died; the sweeper requeues it.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result_status: Mapped[str | None] = mapped_column(String(30))
+
+    input: Mapped[JobInput | None] = relationship(back_populates="job", cascade="all, delete-orphan")
+    result: Mapped[JobResult | None] = relationship(
+        back_populates="job", cascade="all, delete-orphan"
+    )
+
+
+class JobInput(Base):
+    """The submitted bytes, kept apart from the job row so that listing jobs never loads them."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="input")
+
+
+class JobResult(Base):
+    """The one result of a job; the primary key makes a second row impossible."""
+
+    __tablename__ = "job_results"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    model_versions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    stage_ms: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="result")
+
+
+class Image(Base):
+    """An image uploaded through the H5 flow, usable by its key until it expires."""
+
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Fingerprint(Base):
+    """What a key has already submitted (session ids, frame hashes), for replay detection."""
+
+    __tablename__ = "fingerprints"
+    __table_args__ = (Index("ix_fingerprints_key_kind_value", "api_key_id", "kind", "value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    kind: Mapped[str] = mapped_column(String(10))  # session | phash
+    value: Mapped[str] = mapped_column(String(100))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

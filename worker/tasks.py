@@ -1,0 +1,205 @@
+"""Celery tasks: analyze a job, sweep lost jobs back into the queue, purge old inputs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from celery import Task, current_app, shared_task
+from celery.signals import worker_process_init
+from sqlalchemy import delete, select
+
+from shared.capture import CaptureError, parse_capture
+from shared.db import transaction
+from shared.jobs import Claim, capture_limits, claim, due_for_publish, error_body, finish, release
+from shared.keys import sdk_secret
+from shared.models import ApiKey, Fingerprint, Image, Job, JobInput, utcnow
+from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK, SWEEP_TASK, done_key
+from shared.settings import Settings
+from worker.celery_app import AntihackCelery
+from worker.state import WorkerState, get_state
+
+log = logging.getLogger(__name__)
+
+# Replay detection compares a capture's frame hashes with this many recent ones of the key.
+REPLAY_HISTORY = 5000
+
+
+def _settings(task: Task) -> Settings:
+    app = task.app
+    assert isinstance(app, AntihackCelery)
+    return app.settings
+
+
+@shared_task(
+    bind=True,
+    name=ANALYZE_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def analyze(self: Task, job_id: str) -> str:
+    """Run the pipeline on one job; safe to deliver any number of times."""
+    settings = _settings(self)
+    st = get_state(settings)
+    lease = timedelta(seconds=settings.task_time_limit_s + 15)
+    with transaction(st.sessions) as session:
+        owned = claim(session, job_id, lease, settings.max_attempts)
+    if owned is None:
+        _notify(st, job_id)  # it may just have been failed for exhausted attempts
+        return "skipped"
+    try:
+        outcome = _run(st, owned)
+    except Exception as exc:
+        # Our fault or a transient one (database, broker): retry while attempts remain.
+        log.exception("analyze failed", extra={"request_id": job_id, "attempt": owned.attempt})
+        if owned.attempt < settings.max_attempts:
+            with transaction(st.sessions) as session:
+                released = release(session, owned)
+            if released:
+                self.apply_async((job_id,), countdown=min(2**owned.attempt, 30))
+            return "retry"
+        body = error_body(job_id, "INTERNAL_ERROR", f"analysis failed: {type(exc).__name__}")
+        with transaction(st.sessions) as session:
+            finish(session, owned, body, reasons=["internal_error"])
+        outcome = "INTERNAL_ERROR"
+    _notify(st, job_id)
+    return outcome
+
+
+def _run(st: WorkerState, owned: Claim) -> str:
+    from worker.pipeline.run import PipelineContext
+
+    settings = st.settings
+    limits = capture_limits(settings)
+    with transaction(st.sessions) as session:
+        job = session.get(Job, owned.job_id)
+        key = session.get(ApiKey, owned.api_key_id)
+        assert job is not None and key is not None
+        payload = job.input.payload if job.input is not None else None
+        require_signed = key.require_signed
+        secret = sdk_secret(key, settings.secret_key).encode()
+        return_extra, return_image = job.return_extra, job.return_image
+    if payload is None:
+        body = error_body(owned.job_id, "INVALID_ARGUMENT", "the job's input was deleted")
+        return _store(st, owned, body)
+    try:
+        capture = parse_capture(payload, limits)
+    except CaptureError as exc:
+        return _store(st, owned, error_body(owned.job_id, exc.status, exc.reason))
+
+    seen_sessions, seen_hashes = _history(st, owned, capture.session_id)
+    ctx = PipelineContext(
+        require_signed=require_signed,
+        sdk_secret=secret,
+        seen_session_ids=seen_sessions,
+        seen_frame_hashes=seen_hashes,
+        return_image=return_image,
+        now_ms=int(time.time() * 1000),
+        limits=limits,
+    )
+    try:
+        analysis = st.pipeline.analyze(capture, ctx)
+    except CaptureError as exc:
+        return _store(st, owned, error_body(owned.job_id, exc.status, exc.reason))
+    body = analysis.seed_body(owned.job_id, return_extra)
+    prints = [Fingerprint(kind="phash", value=f"{h:016x}") for h in analysis.frame_hashes]
+    if analysis.session_id:
+        prints.append(Fingerprint(kind="session", value=analysis.session_id[:100]))
+    return _store(
+        st,
+        owned,
+        body,
+        reasons=analysis.reasons,
+        model_versions=analysis.model_versions,
+        stage_ms=analysis.stage_ms,
+        fingerprints=prints,
+    )
+
+
+def _history(st: WorkerState, owned: Claim, session_id: str) -> tuple[frozenset[str], tuple[int, ...]]:
+    """Session ids and frame hashes this key submitted before (for replay detection)."""
+    with transaction(st.sessions) as session:
+        base = select(Fingerprint.value).where(
+            Fingerprint.api_key_id == owned.api_key_id, Fingerprint.job_id != owned.job_id
+        )
+        sessions = frozenset(
+            session.scalars(
+                base.where(Fingerprint.kind == "session", Fingerprint.value == session_id[:100])
+            )
+        ) if session_id else frozenset()
+        hashes = tuple(
+            int(v, 16)
+            for v in session.scalars(
+                base.where(Fingerprint.kind == "phash")
+                .order_by(Fingerprint.id.desc())
+                .limit(REPLAY_HISTORY)
+            )
+        )
+    return sessions, hashes
+
+
+def _store(
+    st: WorkerState,
+    owned: Claim,
+    body: dict[str, Any],
+    *,
+    fingerprints: list[Fingerprint] | None = None,
+    **extra: Any,
+) -> str:
+    with transaction(st.sessions) as session:
+        if not finish(session, owned, body, **extra):
+            # Another attempt owns the job now (our lease ran out); its result will stand.
+            session.rollback()
+            return "lost-lease"
+        for fp in fingerprints or []:
+            fp.api_key_id = owned.api_key_id
+            fp.job_id = owned.job_id
+            session.add(fp)
+    return str(body.get("status"))
+
+
+def _notify(st: WorkerState, job_id: str) -> None:
+    try:
+        pipe = st.redis.pipeline()
+        pipe.rpush(done_key(job_id), 1)
+        pipe.expire(done_key(job_id), 120)
+        pipe.execute()
+    except Exception:  # a waiting client falls back to polling the database
+        log.warning("could not notify job completion", extra={"request_id": job_id})
+
+
+@shared_task(bind=True, name=SWEEP_TASK, ignore_result=True)
+def sweep(self: Task) -> int:
+    """Re-publish jobs whose message was lost (QUEUED too long, or RUNNING past their lease)."""
+    settings = _settings(self)
+    st = get_state(settings)
+    with transaction(st.sessions) as session:
+        ids = due_for_publish(session, timedelta(seconds=settings.queued_stale_s))
+    for job_id in ids:
+        self.app.send_task(ANALYZE_TASK, args=(job_id,), queue=ANALYZE_QUEUE)
+    if ids:
+        log.info("sweeper re-published %d jobs", len(ids))
+    return len(ids)
+
+
+@shared_task(bind=True, name=PURGE_TASK, ignore_result=True)
+def purge(self: Task) -> int:
+    """Delete inputs older than the retention period and expired H5 images."""
+    settings = _settings(self)
+    st = get_state(settings)
+    cutoff = utcnow() - timedelta(days=settings.retention_days)
+    with transaction(st.sessions) as session:
+        inputs = session.execute(delete(JobInput).where(JobInput.created_at < cutoff)).rowcount
+        images = session.execute(delete(Image).where(Image.expires_at < utcnow())).rowcount
+    return int(inputs or 0) + int(images or 0)
+
+
+@worker_process_init.connect
+def _load_models(**_: Any) -> None:
+    """Load the models in each pool process right after the fork, before the first job."""
+    app = current_app
+    if isinstance(app, AntihackCelery):
+        get_state(app.settings).pipeline  # noqa: B018
