@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 if __package__ in (None, ""):
-    # Run as `python models/convert.py`: put the repository root, not models/, on the path.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    # Run as `python models/convert.py`: import from the repository root, not from models/
+    # (whose onnx/ folder would otherwise be a candidate for `import onnx`).
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from models import MANIFEST_NAME, default_model_dir  # noqa: E402
 

@@ -62,9 +62,10 @@ def build_capture(
         started_at_ms=start,
     )
     capture.device.model = "make-sample"
-    step = pb.Challenge.Value(challenge.upper()) if challenge else pb.CHALLENGE_UNSPECIFIED
+    # Enum fields accept their value names; unmarked frames stay CHALLENGE_UNSPECIFIED.
+    step = challenge.upper() if challenge else "CHALLENGE_UNSPECIFIED"
     if challenge:
-        capture.challenges.append(step)
+        capture.MergeFrom(pb.Capture(challenges=[step]))
     best = len(images) // 2  # the middle frame: away from the start and end of any motion
     for index, image in enumerate(images):
         capture.frames.add(

@@ -11,11 +11,11 @@ from numpy.typing import NDArray
 from worker.pipeline.fusion import CERTAIN, Signal
 
 HASH_MASK = (1 << 64) - 1
-# Hamming distance (of 64 bits) at or below which two frames count as the same picture.
-# Re-encoding (JPEG q50-95), a 2% rescale or mild noise move astronaut() by 0-2 bits; a 3 px
-# shift by 2-6; an unrelated photo by ~32. Genuine re-captures of one person in one place can
-# come close, so stay tight: the cost of a false match is a genuine user flagged as a hack.
-DEFAULT_MAX_DISTANCE = 4
+# Hamming distance (of 64 bits) at or below which two pictures count as the same. Measured on
+# astronaut(): JPEG re-encoding (q50-95), noise or darkening 0 bits, a 2% rescale or 3 px shift
+# 2, a 12 px shift 4, a 5% rescale or 2 degree turn 8, an unrelated photo 32-36. pHash is that
+# tolerant, so stay tight: a false match flags a genuine user's retry as a certain hack.
+DEFAULT_MAX_DISTANCE = 2
 
 # Bits set in each byte value, for popcount over uint64 arrays without numpy 2's bitwise_count.
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)

@@ -1,0 +1,196 @@
+"""End to end on real processes: API, Celery worker, sweeper, with the real pipeline."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from shared.db import transaction
+from shared.jobs import Submission, create_job
+from shared.models import ApiKey, Job, JobResult
+from shared.queues import SWEEP_TASK
+from shared.settings import Settings
+from tests.conftest import ROOT, Key, Proc, wait_until
+from tests.helpers import face_capture, no_face_capture
+from worker.celery_app import make_celery
+
+SEED_EXTRA = {
+    "mask_proba", "quality_score", "quality_too_low", "blur_or_dark", "has_no_face",
+    "face_too_small", "image_too_small", "masked", "face_quality_low", "face_quality_score",
+    "is_live", "live_proba", "eye_closed", "eye_score",
+}  # fmt: skip
+
+
+def submit(base: str, key: Key, payload: bytes, path: str = "/v1/jobs", **data: str) -> requests.Response:
+    return requests.post(
+        base + path,
+        files={"liveness_data_file": ("c.pb", payload)},
+        data=data,
+        headers=key.headers,
+        timeout=120,
+    )
+
+
+def poll(base: str, key: Key, request_id: str, timeout: float = 120) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        body: dict[str, Any] = requests.get(f"{base}/v1/jobs/{request_id}", headers=key.headers, timeout=10).json()
+        return body if body["status"] in ("SUCCEEDED", "FAILED") else None
+
+    return wait_until(final, timeout, f"job {request_id}")  # type: ignore[no-any-return]
+
+
+def results_for(sessions: Any, job_id: str) -> int:
+    with transaction(sessions) as s:
+        return int(s.scalar(select(func.count()).select_from(JobResult).where(JobResult.job_id == job_id)) or 0)
+
+
+def test_submit_poll_and_sync_paths(start_api: Any, start_worker: Any, key: Key) -> None:
+    start_worker()
+    base = start_api()
+    resp = submit(base, key, face_capture(), return_extra="1", return_image="1")
+    assert resp.status_code == 202
+    job = poll(base, key, resp.json()["request_id"])
+    assert job["status"] == "SUCCEEDED", job
+    result = job["result"]
+    assert result["status"] == "OK" and result["request_id"] == job["request_id"]
+    assert 0.0 <= float(result["score"]) <= 1.0
+    assert set(result["extra"]) == SEED_EXTRA
+    assert result["extra"]["has_no_face"] is False
+    assert result["image_base64"]
+    assert job["attempts"] == 1 and job["model_versions"] and isinstance(job["reasons"], list)
+
+    # The seed's own path: synchronous, 200, the seed's body without extra unless asked.
+    sync = submit(base, key, no_face_capture(), path="/face/liveness_anti_hack")
+    assert sync.status_code == 200, sync.text
+    body = sync.json()
+    assert body["status"] == "OK" and "extra" not in body and "image_base64" not in body
+    assert body["request_id"].startswith("TID")
+
+
+def test_kill_9_worker_mid_job_finishes_once(
+    base_settings: Settings, start_worker: Any, start_api: Any, key: Key, sessions: Any, tmp_path: Path
+) -> None:
+    settings = base_settings.replace(task_time_limit_s=8)
+    worker = start_worker(settings, concurrency=1)
+    beat = Proc(settings, "beat", log=tmp_path / "beat.log")
+    try:
+        base = start_api(settings)
+        rid = submit(base, key, face_capture(frames=4), return_extra="1").json()["request_id"]
+
+        def running() -> bool:
+            with transaction(sessions) as s:
+                job = s.get(Job, rid)
+                return job is not None and job.status == "RUNNING"
+
+        wait_until(running, 60, "the job to start", interval=0.01)
+        worker.kill9()
+        start_worker(settings, concurrency=1)
+        job = poll(base, key, rid, timeout=120)
+        assert job["status"] == "SUCCEEDED", job
+        assert job["attempts"] == 2
+        assert results_for(sessions, rid) == 1
+    finally:
+        beat.stop()
+
+
+def test_lost_publish_is_run_by_the_sweeper(
+    base_settings: Settings, start_worker: Any, key: Key, sessions: Any
+) -> None:
+    start_worker()
+    with transaction(sessions) as s:
+        api_key = s.get(ApiKey, key.api_id)
+        assert api_key is not None
+        job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))
+        job_id = job.id
+    # Committed, never published: only the sweeper can find it, once it is older than queued_stale_s.
+    time.sleep(base_settings.queued_stale_s + 0.5)
+    app = make_celery(base_settings)
+    assert app.tasks[SWEEP_TASK].apply().get() >= 1
+
+    def done() -> bool:
+        with transaction(sessions) as s:
+            j = s.get(Job, job_id)
+            return j is not None and j.status == "SUCCEEDED"
+
+    wait_until(done, 60, "the swept job")
+    assert results_for(sessions, job_id) == 1
+
+
+def test_200_concurrent_submissions_all_finish_once(
+    start_api: Any, start_worker: Any, key: Key, sessions: Any
+) -> None:
+    start_worker()
+    base = start_api()
+    payload = no_face_capture()
+    http = requests.Session()
+
+    def one(_: int) -> tuple[int, str, float]:
+        t0 = time.perf_counter()
+        r = http.post(
+            base + "/v1/jobs", files={"liveness_data_file": ("c.pb", payload)}, headers=key.headers, timeout=60
+        )
+        return r.status_code, r.json().get("request_id", ""), time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(one, range(200)))
+    elapsed = time.perf_counter() - t0
+    assert [code for code, _, _ in answers] == [202] * 200
+    ids = {rid for _, rid, _ in answers}
+    assert len(ids) == 200
+    lat = sorted(t for _, _, t in answers)
+    print(
+        f"\naccept: {200 / elapsed:.0f}/s, p50 {statistics.median(lat) * 1000:.0f} ms, "
+        f"p99 {lat[197] * 1000:.0f} ms"
+    )
+
+    def all_final() -> bool:
+        with transaction(sessions) as s:
+            n = s.scalar(
+                select(func.count()).select_from(Job).where(Job.id.in_(ids), Job.status.in_(["SUCCEEDED", "FAILED"]))
+            )
+            return n == 200
+
+    wait_until(all_final, 240, "200 jobs", interval=1)
+    with transaction(sessions) as s:
+        rows = s.execute(
+            select(JobResult.job_id, func.count()).where(JobResult.job_id.in_(ids)).group_by(JobResult.job_id)
+        ).all()
+        statuses = set(s.scalars(select(Job.status).where(Job.id.in_(ids))))
+    assert len(rows) == 200 and all(n == 1 for _, n in rows)
+    assert statuses == {"SUCCEEDED"}
+
+
+def test_worker_refuses_altered_models(base_settings: Settings, tmp_path: Path) -> None:
+    from models import default_model_dir
+
+    bad = tmp_path / "models"
+    shutil.copytree(default_model_dir(), bad)
+    victim = next((bad / "onnx").glob("*.onnx"))
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    env = {**base_settings.replace(model_dir=str(bad)).to_env(), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert victim.name in proc.stderr and "refusing to start" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "api", "worker", "beat", "migrate", "keys", "submit", "make-sample", "eval"])
+def test_every_command_has_help(command: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and "Usage:" in proc.stdout

