@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 from flask import Flask, g, jsonify, request
@@ -60,7 +59,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def error_response(status: str, reason: str, code: int) -> ResponseReturnValue:
-    body = {"status": status, "reason": reason, "request_id": g.get("request_id") or new_request_id()}
+    body = {
+        "status": status,
+        "reason": reason,
+        "request_id": g.get("request_id") or new_request_id(),
+    }
     return jsonify(body), code
 
 
@@ -81,7 +84,9 @@ def _register_errors(app: Flask) -> None:
             )
         if code == 413:
             limit = app.config["MAX_CONTENT_LENGTH"]
-            return error_response("INVALID_ARGUMENT", f"request body larger than {limit} bytes", 413)
+            return error_response(
+                "INVALID_ARGUMENT", f"request body larger than {limit} bytes", 413
+            )
         if code >= 500:
             return error_response("INTERNAL_ERROR", "server processes failed", code)
         return error_response("INVALID_ARGUMENT", exc.description or exc.name, code)
@@ -90,5 +95,3 @@ def _register_errors(app: Flask) -> None:
     def _unexpected(exc: Exception) -> ResponseReturnValue:
         log.exception("unhandled error", extra={"request_id": g.get("request_id")})
         return error_response("INTERNAL_ERROR", "server processes failed", 500)
-
-

@@ -52,8 +52,10 @@ def admin_only(view: Callable[P, R]) -> Callable[P, R]:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         expected = services().settings.admin_token
-        if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(
-            token.strip().encode(), expected.encode()
+        if (
+            scheme.lower() != "bearer"
+            or not expected
+            or not hmac.compare_digest(token.strip().encode(), expected.encode())
         ):
             raise ApiError("UNAUTHORIZED", "admin endpoints need Authorization: Bearer <token>")
         return view(*args, **kwargs)

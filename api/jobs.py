@@ -77,9 +77,15 @@ def liveness_anti_hack() -> ResponseReturnValue:
     """The seed endpoint: waits for the result, or answers 202 when asked or when it is slow."""
     job = _submit()
     prefer = request.headers.get("Prefer", "").lower()
-    if "respond-async" in prefer or job.status not in FINAL_STATES and services().settings.sync_wait_s <= 0:
+    if (
+        "respond-async" in prefer
+        or job.status not in FINAL_STATES
+        and services().settings.sync_wait_s <= 0
+    ):
         return _accepted(job)
-    done = job if job.status in FINAL_STATES else _wait_final(job.id, services().settings.sync_wait_s)
+    done = (
+        job if job.status in FINAL_STATES else _wait_final(job.id, services().settings.sync_wait_s)
+    )
     if done is None or done.result is None:
         return _accepted(job)
     body = done.result.body
@@ -97,7 +103,9 @@ def submit_job() -> ResponseReturnValue:
 @client_key("jobs")
 def get_job(request_id: str) -> ResponseReturnValue:
     job = get_owned_job(db(), current_key(), request_id)
-    return json_response(job_resource(job, url_for("jobs.get_job", request_id=job.id, _external=True)))
+    return json_response(
+        job_resource(job, url_for("jobs.get_job", request_id=job.id, _external=True))
+    )
 
 
 @bp.delete("/v1/jobs/<request_id>")

@@ -42,7 +42,11 @@ def readyz() -> ResponseReturnValue:
             checks["workers"] = f"error: {type(exc).__name__}"
     else:
         checks["workers"] = "unknown"
-    ready = all(v == "ok" for k, v in checks.items() if k != "workers") and checks[
-        "workers"
-    ].endswith("replied") and not checks["workers"].startswith("none")
-    return json_response({"status": "OK" if ready else "NOT_READY", "checks": checks}, 200 if ready else 503)
+    ready = (
+        all(v == "ok" for k, v in checks.items() if k != "workers")
+        and checks["workers"].endswith("replied")
+        and not checks["workers"].startswith("none")
+    )
+    return json_response(
+        {"status": "OK" if ready else "NOT_READY", "checks": checks}, 200 if ready else 503
+    )

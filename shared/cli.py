@@ -236,7 +236,9 @@ def keys_list(as_json: bool) -> None:
     for r in rows:
         state = "revoked" if r["revoked"] else "active"
         quota = "-" if r["quota"] is None else r["quota"]
-        click.echo(f"{r['api_id']:<28} {r['name'][:20]:<20} {quota:>10} {r['quota_period']:<6} {state}")
+        click.echo(
+            f"{r['api_id']:<28} {r['name'][:20]:<20} {quota:>10} {r['quota_period']:<6} {state}"
+        )
 
 
 @keys.command("show")

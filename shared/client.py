@@ -14,7 +14,9 @@ import requests
 FINAL = {"SUCCEEDED", "FAILED"}
 
 
-def _submit_one(session: requests.Session, base: str, path: str, return_extra: bool) -> dict[str, Any]:
+def _submit_one(
+    session: requests.Session, base: str, path: str, return_extra: bool
+) -> dict[str, Any]:
     with open(path, "rb") as fh:
         resp = session.post(
             f"{base}/v1/jobs",
@@ -50,7 +52,9 @@ def submit_files(
     results: list[dict[str, Any]] = []
     with (
         ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool,
-        click.progressbar(length=len(files), label="submitting", file=click.get_text_stream("stderr")) as bar,
+        click.progressbar(
+            length=len(files), label="submitting", file=click.get_text_stream("stderr")
+        ) as bar,
     ):
         for body in pool.map(lambda p: _submit_one(session, base, p, return_extra), files):
             results.append(body)

@@ -51,9 +51,7 @@ class KeyOptions:
         if self.expires_at is not None and self.expires_at.tzinfo is None:
             raise ApiError("INVALID_ARGUMENT", "expires_at must carry a time zone")
         if self.permissions:
-            unknown = {p.strip() for p in self.permissions.split(",") if p.strip()} - set(
-                ENDPOINTS
-            )
+            unknown = {p.strip() for p in self.permissions.split(",") if p.strip()} - set(ENDPOINTS)
             if unknown:
                 raise ApiError(
                     "INVALID_ARGUMENT",

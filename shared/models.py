@@ -102,7 +102,9 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result_status: Mapped[str | None] = mapped_column(String(30))
 
-    input: Mapped[JobInput | None] = relationship(back_populates="job", cascade="all, delete-orphan")
+    input: Mapped[JobInput | None] = relationship(
+        back_populates="job", cascade="all, delete-orphan"
+    )
     result: Mapped[JobResult | None] = relationship(
         back_populates="job", cascade="all, delete-orphan"
     )
@@ -113,9 +115,7 @@ class JobInput(Base):
 
     __tablename__ = "job_inputs"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -128,9 +128,7 @@ class JobResult(Base):
 
     __tablename__ = "job_results"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     model_versions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)

@@ -41,4 +41,6 @@ def decrypt(secret_key: str, token: str) -> str:
     try:
         return _fernet(secret_key).decrypt(token.encode()).decode()
     except InvalidToken:
-        raise ValueError("cannot decrypt: ANTIHACK_SECRET_KEY changed since it was stored") from None
+        raise ValueError(
+            "cannot decrypt: ANTIHACK_SECRET_KEY changed since it was stored"
+        ) from None

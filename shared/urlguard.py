@@ -19,7 +19,10 @@ import urllib3
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Cloud metadata endpoints that are not covered by the link-local range.
-METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+METADATA_ADDRESSES = {
+    ipaddress.ip_address("fd00:ec2::254"),
+    ipaddress.ip_address("100.100.100.200"),
+}
 
 
 class UrlRefused(Exception):

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,13 +17,14 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
+from shared import devstack
 from shared.db import make_engine, make_sessionmaker, transaction
+from shared.devstack import Proc
 from shared.embedded import start_redis
 from shared.keys import KeyOptions, create_key
 from shared.migrate import upgrade
 from shared.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_DB = 11
 
 
@@ -145,77 +141,14 @@ def client(app: Flask) -> FlaskClient:
 # --- processes --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Proc:
-    """A child process of the ``antihack`` CLI in its own process group."""
-
-    def __init__(self, settings: Settings, *args: str, log: Path) -> None:
-        env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
-        self.log = log
-        self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill9(self) -> None:
-        """SIGKILL the whole group: the main process and every pool child, mid-task."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-            except ProcessLookupError:
-                pass
-        self._fh.close()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture
 def start_worker(base_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     procs: list[Proc] = []
 
     def start(settings: Settings | None = None, concurrency: int = 2) -> Proc:
-        s = settings or base_settings
-        proc = Proc(
-            s, "worker", "--concurrency", str(concurrency), log=tmp_path / f"worker{len(procs)}.log"
-        )
+        log = tmp_path / f"worker{len(procs)}.log"
+        proc = devstack.start_worker(settings or base_settings, log, concurrency)
         procs.append(proc)
-        r = redis.Redis.from_url(s.redis_client_url)
-        # Ready when the worker has said so in its log (models loaded, consuming).
-        wait_until(lambda: "ready." in proc.output() or proc.proc.poll() is not None, 90, "worker")
-        assert proc.proc.poll() is None, proc.output()
-        r.close()
         return proc
 
     yield start
@@ -228,21 +161,10 @@ def start_api(base_settings: Settings, tmp_path: Path) -> Iterator[Callable[...,
     procs: list[Proc] = []
 
     def start(settings: Settings | None = None) -> str:
-        port = free_port()
-        proc = Proc(settings or base_settings, "api", "--port", str(port), log=tmp_path / "api.log")
+        proc, base = devstack.start_api(
+            settings or base_settings, tmp_path / f"api{len(procs)}.log"
+        )
         procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                import requests
-
-                return requests.get(base + "/healthz", timeout=1).status_code == 200
-            except Exception:
-                return proc.proc.poll() is not None
-
-        wait_until(healthy, 60, "api")
-        assert proc.proc.poll() is None, proc.output()
         return base
 
     yield start

@@ -28,7 +28,11 @@ def moving(image: np.ndarray, n: int) -> list[np.ndarray]:
     frames = []
     for i in range(n):
         m = np.float32([[1, 0, (i % 3) - 1], [0, 1, (i % 2)]])
-        frames.append(cv2.warpAffine(image, m, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REFLECT))
+        frames.append(
+            cv2.warpAffine(
+                image, m, (image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REFLECT
+            )
+        )
     return frames
 
 

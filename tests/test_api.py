@@ -20,7 +20,9 @@ from tests.helpers import coffee, no_face_capture, png_bytes
 SEED = "/face/liveness_anti_hack"
 
 
-def post(client: FlaskClient, key: Key | None, data: dict[str, Any], path: str = SEED, **headers: str) -> Any:
+def post(
+    client: FlaskClient, key: Key | None, data: dict[str, Any], path: str = SEED, **headers: str
+) -> Any:
     hdrs = {**(key.headers if key else {}), **headers}
     return client.post(path, data=data, headers=hdrs, content_type="multipart/form-data")
 
@@ -50,7 +52,9 @@ def job_count(sessions: Any, key: Key) -> int:
         ({"X-DF-API-ID": "ak_nope", "X-DF-API-SECRET": "x"}, "UNAUTHORIZED"),
     ],
 )
-def test_missing_or_wrong_credentials_are_401(client: FlaskClient, headers: dict[str, str], status: str) -> None:
+def test_missing_or_wrong_credentials_are_401(
+    client: FlaskClient, headers: dict[str, str], status: str
+) -> None:
     resp = client.post(SEED, data={}, headers=headers, content_type="multipart/form-data")
     assert_error(resp, 401, status)
 
@@ -71,7 +75,9 @@ def test_endpoint_not_permitted_is_403(client: FlaskClient, make_key: Any) -> No
 
 
 def test_revoked_key_is_401(client: FlaskClient, key: Key) -> None:
-    resp = client.delete(f"/admin/keys/{key.api_id}", headers={"Authorization": "Bearer test-admin-token"})
+    resp = client.delete(
+        f"/admin/keys/{key.api_id}", headers={"Authorization": "Bearer test-admin-token"}
+    )
     assert resp.status_code == 200 and resp.get_json()["revoked"] is True
     assert_error(post(client, key, {}), 401, "UNAUTHORIZED")
 
@@ -91,7 +97,9 @@ def test_non_multipart_is_400(client: FlaskClient, key: Key) -> None:
 
 
 def test_missing_data_is_400_with_seed_reason(client: FlaskClient, key: Key) -> None:
-    assert_error(post(client, key, {"return_extra": "1"}), 400, "INVALID_ARGUMENT", "liveness_data_file")
+    assert_error(
+        post(client, key, {"return_extra": "1"}), 400, "INVALID_ARGUMENT", "liveness_data_file"
+    )
 
 
 def test_two_sources_are_400(client: FlaskClient, key: Key) -> None:
@@ -111,7 +119,9 @@ def test_bad_return_flags_are_400(client: FlaskClient, key: Key, value: str) -> 
 def test_empty_or_garbage_capture_is_400_and_no_job(
     client: FlaskClient, key: Key, sessions: Any, payload: bytes
 ) -> None:
-    assert_error(post(client, key, {"liveness_data_file": upload(payload)}), 400, "INVALID_ARGUMENT")
+    assert_error(
+        post(client, key, {"liveness_data_file": upload(payload)}), 400, "INVALID_ARGUMENT"
+    )
     assert job_count(sessions, key) == 0
 
 
@@ -127,17 +137,23 @@ def test_unknown_image_id_is_400(client: FlaskClient, key: Key) -> None:
 
 def test_image_id_belongs_to_its_key(client: FlaskClient, make_key: Any) -> None:
     a, b = make_key(), make_key()
-    resp = post(client, a, {"image": upload(png_bytes(coffee()), "i.png")}, path="/face/liveness_image")
+    resp = post(
+        client, a, {"image": upload(png_bytes(coffee()), "i.png")}, path="/face/liveness_image"
+    )
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["status"] == "OK" and body["image_id"].startswith("IMG")
-    assert_error(post(client, b, {"image_id": body["image_id"]}), 400, "INVALID_ARGUMENT", "image_id")
+    assert_error(
+        post(client, b, {"image_id": body["image_id"]}), 400, "INVALID_ARGUMENT", "image_id"
+    )
     ok = post(client, a, {"image_id": body["image_id"]}, path="/v1/jobs")
     assert ok.status_code == 202
 
 
 def test_image_upload_rejects_non_image(client: FlaskClient, key: Key) -> None:
-    resp = post(client, key, {"image": upload(b"not an image", "i.png")}, path="/face/liveness_image")
+    resp = post(
+        client, key, {"image": upload(b"not an image", "i.png")}, path="/face/liveness_image"
+    )
     assert_error(resp, 400, "INVALID_ARGUMENT")
 
 
@@ -205,7 +221,9 @@ def test_liveness_data_url_downloads(client: FlaskClient, key: Key, file_server:
         ("http://", "host"),
     ],
 )
-def test_liveness_data_url_failures(client: FlaskClient, key: Key, file_server: str, url: str, reason: str) -> None:
+def test_liveness_data_url_failures(
+    client: FlaskClient, key: Key, file_server: str, url: str, reason: str
+) -> None:
     full = file_server + url if url.startswith("/") else url
     assert_error(post(client, key, {"liveness_data_url": full}), 400, "DOWNLOAD_ERROR", reason)
 
@@ -216,7 +234,9 @@ def test_liveness_data_url_size_cap(base_settings: Any, key: Key, file_server: s
     assert_error(resp, 400, "DOWNLOAD_ERROR", "larger")
 
 
-def test_private_addresses_refused_by_default(base_settings: Any, key: Key, file_server: str) -> None:
+def test_private_addresses_refused_by_default(
+    base_settings: Any, key: Key, file_server: str
+) -> None:
     app = create_test_app(base_settings.replace(allow_private_urls=False))
     resp = post(app.test_client(), key, {"liveness_data_url": file_server + "/capture.pb"})
     assert_error(resp, 400, "DOWNLOAD_ERROR", "private")
@@ -224,20 +244,28 @@ def test_private_addresses_refused_by_default(base_settings: Any, key: Key, file
 
 def test_admin_keys_need_the_token(client: FlaskClient) -> None:
     assert_error(client.get("/admin/keys"), 401, "UNAUTHORIZED")
-    assert_error(client.get("/admin/keys", headers={"Authorization": "Bearer nope"}), 401, "UNAUTHORIZED")
+    assert_error(
+        client.get("/admin/keys", headers={"Authorization": "Bearer nope"}), 401, "UNAUTHORIZED"
+    )
 
 
 def test_admin_key_lifecycle(client: FlaskClient) -> None:
     admin = {"Authorization": "Bearer test-admin-token"}
-    created = client.post("/admin/keys", json={"name": "partner", "quota": 10, "quota_period": "day"}, headers=admin)
+    created = client.post(
+        "/admin/keys", json={"name": "partner", "quota": 10, "quota_period": "day"}, headers=admin
+    )
     assert created.status_code == 201
     body = created.get_json()
     assert body["webhook_secret"].startswith("whsec_") and body["api_secret"] and body["sdk_secret"]
     shown = client.get(f"/admin/keys/{body['api_id']}", headers=admin).get_json()
     assert "api_secret" not in shown and shown["quota"] == 10
-    updated = client.patch(f"/admin/keys/{body['api_id']}", json={"rate": 5, "burst": 10}, headers=admin)
+    updated = client.patch(
+        f"/admin/keys/{body['api_id']}", json={"rate": 5, "burst": 10}, headers=admin
+    )
     assert updated.get_json()["rate"] == 5.0
-    bad = client.patch(f"/admin/keys/{body['api_id']}", json={"quota_period": "week"}, headers=admin)
+    bad = client.patch(
+        f"/admin/keys/{body['api_id']}", json={"quota_period": "week"}, headers=admin
+    )
     assert_error(bad, 400, "INVALID_ARGUMENT", "quota period")
     rotated = client.post(f"/admin/keys/{body['api_id']}/rotate", headers=admin).get_json()
     assert rotated["api_secret"] != body["api_secret"]

@@ -20,7 +20,7 @@ from shared.jobs import Submission, create_job
 from shared.models import ApiKey, Job, JobResult
 from shared.queues import SWEEP_TASK
 from shared.settings import Settings
-from tests.conftest import ROOT, Key, Proc, wait_until
+from tests.conftest import ROOT, Key, Proc, wait_until  # noqa: F401
 from tests.helpers import face_capture, no_face_capture
 from worker.celery_app import make_celery
 
@@ -31,7 +31,9 @@ SEED_EXTRA = {
 }  # fmt: skip
 
 
-def submit(base: str, key: Key, payload: bytes, path: str = "/v1/jobs", **data: str) -> requests.Response:
+def submit(
+    base: str, key: Key, payload: bytes, path: str = "/v1/jobs", **data: str
+) -> requests.Response:
     return requests.post(
         base + path,
         files={"liveness_data_file": ("c.pb", payload)},
@@ -43,7 +45,9 @@ def submit(base: str, key: Key, payload: bytes, path: str = "/v1/jobs", **data: 
 
 def poll(base: str, key: Key, request_id: str, timeout: float = 120) -> dict[str, Any]:
     def final() -> dict[str, Any] | None:
-        body: dict[str, Any] = requests.get(f"{base}/v1/jobs/{request_id}", headers=key.headers, timeout=10).json()
+        body: dict[str, Any] = requests.get(
+            f"{base}/v1/jobs/{request_id}", headers=key.headers, timeout=10
+        ).json()
         return body if body["status"] in ("SUCCEEDED", "FAILED") else None
 
     return wait_until(final, timeout, f"job {request_id}")  # type: ignore[no-any-return]
@@ -51,7 +55,10 @@ def poll(base: str, key: Key, request_id: str, timeout: float = 120) -> dict[str
 
 def results_for(sessions: Any, job_id: str) -> int:
     with transaction(sessions) as s:
-        return int(s.scalar(select(func.count()).select_from(JobResult).where(JobResult.job_id == job_id)) or 0)
+        return int(
+            s.scalar(select(func.count()).select_from(JobResult).where(JobResult.job_id == job_id))
+            or 0
+        )
 
 
 def test_submit_poll_and_sync_paths(start_api: Any, start_worker: Any, key: Key) -> None:
@@ -78,7 +85,12 @@ def test_submit_poll_and_sync_paths(start_api: Any, start_worker: Any, key: Key)
 
 
 def test_kill_9_worker_mid_job_finishes_once(
-    base_settings: Settings, start_worker: Any, start_api: Any, key: Key, sessions: Any, tmp_path: Path
+    base_settings: Settings,
+    start_worker: Any,
+    start_api: Any,
+    key: Key,
+    sessions: Any,
+    tmp_path: Path,
 ) -> None:
     settings = base_settings.replace(task_time_limit_s=8)
     worker = start_worker(settings, concurrency=1)
@@ -112,7 +124,7 @@ def test_lost_publish_is_run_by_the_sweeper(
         assert api_key is not None
         job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))
         job_id = job.id
-    # Committed, never published: only the sweeper can find it, once it is older than queued_stale_s.
+    # Committed, never published: only the sweeper can find it, once older than queued_stale_s.
     time.sleep(base_settings.queued_stale_s + 0.5)
     app = make_celery(base_settings)
     assert app.tasks[SWEEP_TASK].apply().get() >= 1
@@ -137,7 +149,10 @@ def test_200_concurrent_submissions_all_finish_once(
     def one(_: int) -> tuple[int, str, float]:
         t0 = time.perf_counter()
         r = http.post(
-            base + "/v1/jobs", files={"liveness_data_file": ("c.pb", payload)}, headers=key.headers, timeout=60
+            base + "/v1/jobs",
+            files={"liveness_data_file": ("c.pb", payload)},
+            headers=key.headers,
+            timeout=60,
         )
         return r.status_code, r.json().get("request_id", ""), time.perf_counter() - t0
 
@@ -157,14 +172,18 @@ def test_200_concurrent_submissions_all_finish_once(
     def all_final() -> bool:
         with transaction(sessions) as s:
             n = s.scalar(
-                select(func.count()).select_from(Job).where(Job.id.in_(ids), Job.status.in_(["SUCCEEDED", "FAILED"]))
+                select(func.count())
+                .select_from(Job)
+                .where(Job.id.in_(ids), Job.status.in_(["SUCCEEDED", "FAILED"]))
             )
             return n == 200
 
     wait_until(all_final, 240, "200 jobs", interval=1)
     with transaction(sessions) as s:
         rows = s.execute(
-            select(JobResult.job_id, func.count()).where(JobResult.job_id.in_(ids)).group_by(JobResult.job_id)
+            select(JobResult.job_id, func.count())
+            .where(JobResult.job_id.in_(ids))
+            .group_by(JobResult.job_id)
         ).all()
         statuses = set(s.scalars(select(Job.status).where(Job.id.in_(ids))))
     assert len(rows) == 200 and all(n == 1 for _, n in rows)
@@ -182,15 +201,27 @@ def test_worker_refuses_altered_models(base_settings: Settings, tmp_path: Path) 
     victim.write_bytes(bytes(data))
     env = {**base_settings.replace(model_dir=str(bad)).to_env(), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "shared.cli", "worker"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode != 0
     assert victim.name in proc.stderr and "refusing to start" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["serve", "api", "worker", "beat", "migrate", "keys", "submit", "make-sample", "eval"])
+@pytest.mark.parametrize(
+    "command",
+    ["serve", "api", "worker", "beat", "migrate", "keys", "submit", "make-sample", "eval"],
+)
 def test_every_command_has_help(command: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.cli", command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "shared.cli", command, "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0 and "Usage:" in proc.stdout

@@ -119,17 +119,23 @@ def _run(st: WorkerState, owned: Claim) -> str:
     )
 
 
-def _history(st: WorkerState, owned: Claim, session_id: str) -> tuple[frozenset[str], tuple[int, ...]]:
+def _history(
+    st: WorkerState, owned: Claim, session_id: str
+) -> tuple[frozenset[str], tuple[int, ...]]:
     """Session ids and frame hashes this key submitted before (for replay detection)."""
     with transaction(st.sessions) as session:
         base = select(Fingerprint.value).where(
             Fingerprint.api_key_id == owned.api_key_id, Fingerprint.job_id != owned.job_id
         )
-        sessions = frozenset(
-            session.scalars(
-                base.where(Fingerprint.kind == "session", Fingerprint.value == session_id[:100])
+        sessions = (
+            frozenset(
+                session.scalars(
+                    base.where(Fingerprint.kind == "session", Fingerprint.value == session_id[:100])
+                )
             )
-        ) if session_id else frozenset()
+            if session_id
+            else frozenset()
+        )
         hashes = tuple(
             int(v, 16)
             for v in session.scalars(
