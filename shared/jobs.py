@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -176,6 +176,12 @@ def claim(session: Session, job_id: str, lease: timedelta, max_attempts: int) ->
     return Claim(job_id, attempt, key_id)
 
 
+def rowcount(result: object) -> int:
+    """Rows matched by an UPDATE or DELETE (``session.execute`` types it as a plain Result)."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
 def error_body(job_id: str, status: str, reason: str) -> dict[str, Any]:
     return {"status": status, "reason": reason, "request_id": job_id}
 
@@ -192,16 +198,18 @@ def finish(
     """Record the result if this attempt still owns the job; False if it lost it (not committed)."""
     now = utcnow()
     final = SUCCEEDED if body.get("status") == "OK" else FAILED
-    updated = session.execute(
-        update(Job)
-        .where(Job.id == claim.job_id, Job.status == RUNNING, Job.attempts == claim.attempt)
-        .values(
-            status=final,
-            finished_at=now,
-            lease_expires_at=None,
-            result_status=str(body.get("status")),
+    updated = rowcount(
+        session.execute(
+            update(Job)
+            .where(Job.id == claim.job_id, Job.status == RUNNING, Job.attempts == claim.attempt)
+            .values(
+                status=final,
+                finished_at=now,
+                lease_expires_at=None,
+                result_status=str(body.get("status")),
+            )
         )
-    ).rowcount
+    )
     if updated != 1:
         return False
     session.add(
@@ -219,14 +227,12 @@ def finish(
 
 def release(session: Session, claim: Claim) -> bool:
     """Give a job back to the queue after a transient failure (not committed)."""
-    return (
-        session.execute(
-            update(Job)
-            .where(Job.id == claim.job_id, Job.status == RUNNING, Job.attempts == claim.attempt)
-            .values(status=QUEUED, lease_expires_at=None, enqueued_at=utcnow())
-        ).rowcount
-        == 1
+    released = session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id, Job.status == RUNNING, Job.attempts == claim.attempt)
+        .values(status=QUEUED, lease_expires_at=None, enqueued_at=utcnow())
     )
+    return rowcount(released) == 1
 
 
 def due_for_publish(session: Session, stale_after: timedelta, limit: int = 500) -> list[str]:
@@ -251,17 +257,19 @@ def due_for_publish(session: Session, stale_after: timedelta, limit: int = 500) 
     )
     ids: list[str] = []
     for job_id in candidates:
-        moved = session.execute(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                or_(
-                    and_(Job.status == QUEUED, Job.enqueued_at < now - stale_after),
-                    and_(Job.status == RUNNING, Job.lease_expires_at < now),
-                ),
+        moved = rowcount(
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    or_(
+                        and_(Job.status == QUEUED, Job.enqueued_at < now - stale_after),
+                        and_(Job.status == RUNNING, Job.lease_expires_at < now),
+                    ),
+                )
+                .values(status=QUEUED, enqueued_at=now, lease_expires_at=None)
             )
-            .values(status=QUEUED, enqueued_at=now, lease_expires_at=None)
-        ).rowcount
+        )
         if moved:
             ids.append(job_id)
     return ids

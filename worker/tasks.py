@@ -13,7 +13,16 @@ from sqlalchemy import delete, select
 
 from shared.capture import CaptureError, parse_capture
 from shared.db import transaction
-from shared.jobs import Claim, capture_limits, claim, due_for_publish, error_body, finish, release
+from shared.jobs import (
+    Claim,
+    capture_limits,
+    claim,
+    due_for_publish,
+    error_body,
+    finish,
+    release,
+    rowcount,
+)
 from shared.keys import sdk_secret
 from shared.models import ApiKey, Fingerprint, Image, Job, JobInput, utcnow
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK, SWEEP_TASK, done_key
@@ -198,9 +207,9 @@ def purge(self: Task) -> int:
     st = get_state(settings)
     cutoff = utcnow() - timedelta(days=settings.retention_days)
     with transaction(st.sessions) as session:
-        inputs = session.execute(delete(JobInput).where(JobInput.created_at < cutoff)).rowcount
-        images = session.execute(delete(Image).where(Image.expires_at < utcnow())).rowcount
-    return int(inputs or 0) + int(images or 0)
+        inputs = rowcount(session.execute(delete(JobInput).where(JobInput.created_at < cutoff)))
+        images = rowcount(session.execute(delete(Image).where(Image.expires_at < utcnow())))
+    return inputs + images
 
 
 @worker_process_init.connect

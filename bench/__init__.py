@@ -1,0 +1,1 @@
+"""Benchmarks: they print figures (medians, ratios against a baseline of the same run)."""
