@@ -165,7 +165,7 @@ def serve(settings: Settings, host: str, port: int, workers: int | None) -> int:
                 f"  demo secret : {demo['api_secret']}\n"
                 f"  try: curl -s -X POST {base}/face/liveness_anti_hack "
                 f"-H 'X-DF-API-ID: {demo['api_id']}' -H 'X-DF-API-SECRET: {demo['api_secret']}' "
-                f"-F liveness_data_file=@var/sample.pb -F return_extra=1\n"
+                f"-F liveness_data_file=@samples/astronaut.pb -F return_extra=1\n"
                 "Ctrl-C stops everything.\n",
                 err=True,
             )
