@@ -68,9 +68,9 @@ def decode(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Decode one image's raw outputs to boxes+keypoints (896, 8, 2) in [0, 1] and scores."""
     anchors = ssd_anchors()
-    points = regressors.reshape(-1, 2 + NUM_KEYPOINTS, 2) / INPUT_SIZE
+    points = (regressors.reshape(-1, 2 + NUM_KEYPOINTS, 2) / INPUT_SIZE).astype(np.float32)
     centre, size = points[:, 0] + anchors, points[:, 1]
-    decoded = np.empty_like(points)
+    decoded: npt.NDArray[np.float32] = np.empty_like(points)
     decoded[:, 0] = centre - size / 2
     decoded[:, 1] = centre + size / 2
     decoded[:, 2:] = points[:, 2:] + anchors[:, None, :]
@@ -110,8 +110,10 @@ def weighted_nms(
 def _to_face_box(points: npt.NDArray[np.float32], score: float, box: Letterbox) -> FaceBox:
     pixels = box.to_frame(points * INPUT_SIZE)
     return FaceBox(
-        x0=float(pixels[0, 0]), y0=float(pixels[0, 1]),
-        x1=float(pixels[1, 0]), y1=float(pixels[1, 1]),
+        x0=float(pixels[0, 0]),
+        y0=float(pixels[0, 1]),
+        x1=float(pixels[1, 0]),
+        y1=float(pixels[1, 1]),
         score=score,
         keypoints=tuple((float(x), float(y)) for x, y in pixels[2:]),
     )

@@ -39,7 +39,10 @@ EAR_SCALE = 0.02
 
 @dataclass(frozen=True)
 class EyeState:
-    """Eye aspect ratios of the image-left and image-right eye, their mean, and P(open)."""
+    """Eye aspect ratios of the image-left and image-right eye and their mean ``ear``.
+
+    ``open_proba`` = 1 / (1 + exp(-(ear - 0.12) / 0.02)): 0.5 at the open/closed split.
+    """
 
     left_ear: float
     right_ear: float
@@ -93,7 +96,8 @@ def eye_states(
             rois.append(roi)
             flips.append(flip)
     (contours,) = models.run(
-        "iris_landmarks", to_nchw(crops, scale=1 / 255, offset=0.0),
+        "iris_landmarks",
+        to_nchw(crops, scale=1 / 255, offset=0.0),
         ["output_eyes_contours_and_brows"],
     )
     ears = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ import numpy.typing as npt
 
 Frame = npt.NDArray[np.uint8]
 Points = npt.NDArray[np.float32]
+PointLike = Sequence[float] | npt.NDArray[np.floating[Any]]
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def check_frames(frames: Sequence[Frame]) -> None:
             raise ValueError(f"frame {index} is empty: {frame.shape}")
 
 
-def eye_line_angle(start: Sequence[float], end: Sequence[float]) -> float:
+def eye_line_angle(start: PointLike, end: PointLike) -> float:
     """Angle in radians (clockwise on screen) of the line from ``start`` to ``end``."""
     return math.atan2(float(end[1]) - float(start[1]), float(end[0]) - float(start[0]))
 
@@ -79,9 +81,12 @@ def warp_rect(frame: Frame, rect: RotatedRect, size: int, flip: bool = False) ->
     centred = matrix.copy()
     centred[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
     warped = cv2.warpAffine(
-        frame, centred, (size, size),
+        frame,
+        centred,
+        (size, size),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
     )
     return np.asarray(warped, dtype=np.uint8)
 
@@ -103,8 +108,9 @@ def _resize(image: Frame, width: int, height: int) -> Frame:
     # Area averaging when shrinking avoids aliasing; cubic when growing, as the FAS package does.
     shrinking = width < image.shape[1] or height < image.shape[0]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    return np.asarray(cv2.resize(image, (width, height), interpolation=interpolation),
-                      dtype=np.uint8)
+    return np.asarray(
+        cv2.resize(image, (width, height), interpolation=interpolation), dtype=np.uint8
+    )
 
 
 def letterbox(frame: Frame, size: int) -> tuple[Frame, Letterbox]:
@@ -116,8 +122,13 @@ def letterbox(frame: Frame, size: int) -> tuple[Frame, Letterbox]:
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
     resized = _resize(frame, new_w, new_h)
     boxed = cv2.copyMakeBorder(
-        resized, pad_y, size - new_h - pad_y, pad_x, size - new_w - pad_x,
-        borderType=cv2.BORDER_CONSTANT, value=(0, 0, 0),
+        resized,
+        pad_y,
+        size - new_h - pad_y,
+        pad_x,
+        size - new_w - pad_x,
+        borderType=cv2.BORDER_CONSTANT,
+        value=(0, 0, 0),
     )
     return np.asarray(boxed, dtype=np.uint8), Letterbox(
         scale_x=new_w / width, scale_y=new_h / height, pad_x=float(pad_x), pad_y=float(pad_y)
@@ -125,7 +136,13 @@ def letterbox(frame: Frame, size: int) -> tuple[Frame, Letterbox]:
 
 
 def crop_box(
-    frame: Frame, x0: float, y0: float, x1: float, y1: float, width: int, height: int,
+    frame: Frame,
+    x0: float,
+    y0: float,
+    x1: float,
+    y1: float,
+    width: int,
+    height: int,
     clip: bool,
 ) -> Frame:
     """Cut an axis-aligned box and resize it to ``width`` x ``height``.
@@ -141,11 +158,19 @@ def crop_box(
         right, bottom = max(min(right, frame_w), left + 1), max(min(bottom, frame_h), top + 1)
         return _resize(np.ascontiguousarray(frame[top:bottom, left:right]), width, height)
     inside = frame[max(top, 0) : min(bottom, frame_h), max(left, 0) : min(right, frame_w)]
-    padded = cv2.copyMakeBorder(
-        np.ascontiguousarray(inside),
-        max(0, -top), max(0, bottom - frame_h), max(0, -left), max(0, right - frame_w),
-        borderType=cv2.BORDER_CONSTANT, value=(0, 0, 0),
-    ) if inside.size else np.zeros((bottom - top, right - left, 3), dtype=np.uint8)
+    padded = (
+        cv2.copyMakeBorder(
+            np.ascontiguousarray(inside),
+            max(0, -top),
+            max(0, bottom - frame_h),
+            max(0, -left),
+            max(0, right - frame_w),
+            borderType=cv2.BORDER_CONSTANT,
+            value=(0, 0, 0),
+        )
+        if inside.size
+        else np.zeros((bottom - top, right - left, 3), dtype=np.uint8)
+    )
     return _resize(np.asarray(padded, dtype=np.uint8), width, height)
 
 

@@ -70,8 +70,11 @@ def read_manifest(model_dir: Path | None = None) -> list[ModelFile]:
         entries = json.loads(path.read_text(encoding="utf-8"))["models"]
         files = [
             ModelFile(
-                name=str(e["name"]), path=_resolve(e, model_dir), sha256=str(e["sha256"]),
-                source=str(e["source"]), input_name=str(e["input"]["name"]),
+                name=str(e["name"]),
+                path=_resolve(e, model_dir),
+                sha256=str(e["sha256"]),
+                source=str(e["source"]),
+                input_name=str(e["input"]["name"]),
             )
             for e in entries
         ]

@@ -34,8 +34,18 @@ def pad_scores(models: ModelSet, frames: Sequence[Frame], boxes: Sequence[FaceBo
         half = CROP_SCALE * max(box.width, box.height) / 2
         cx, cy = box.center
         # Outside the frame stays black, as the package's own padding does.
-        crops.append(crop_box(frame, cx - half, cy - half, cx + half, cy + half,
-                              INPUT_SIZE, INPUT_SIZE, clip=False))
+        crops.append(
+            crop_box(
+                frame,
+                cx - half,
+                cy - half,
+                cx + half,
+                cy + half,
+                INPUT_SIZE,
+                INPUT_SIZE,
+                clip=False,
+            )
+        )
     (depth,) = models.run("pad", to_nchw(crops, scale=1 / 128, offset=-127 / 128), ["output"])
     return [float(d.mean()) for d in depth]
 

@@ -11,12 +11,11 @@ import base64
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
 from shared.capture import CaptureLimits, decode_frames
@@ -29,7 +28,7 @@ from worker.pipeline.fusion import FusionInput, Signal, fuse
 from worker.pipeline.integrity import integrity_signals
 from worker.pipeline.landmarks import FaceLandmarks, face_landmarks
 from worker.pipeline.mask import mask_probabilities
-from worker.pipeline.models import ModelSet, read_manifest
+from worker.pipeline.models import ModelSet
 from worker.pipeline.pad import live_probability, pad_scores
 from worker.pipeline.quality import SCORE_THRESHOLD, QualityReport, frame_quality
 from worker.pipeline.replay import phash, replay_signals
@@ -39,7 +38,6 @@ IMAGE_JPEG_QUALITY = 90
 # Replay hashes cover the face and a margin, not the whole frame: at a kiosk every capture
 # shares the background, and whole-frame hashes of different people would collide.
 HASH_CROP_SCALE = 1.5
-_DENORMALS_AS_ZERO = "session.set_denormal_as_zero"
 
 # What each `extra` field means (the seed's names; every score's threshold is 0.5):
 #   mask_proba          P(face covered by a mask), best frame; masked = mask_proba > 0.5
@@ -151,25 +149,6 @@ def choose_frame(
     return max(pool, key=lambda i: (quality[i].quality_score, quality[i].face_quality_score))
 
 
-def _with_denormals_flushed(models: ModelSet, model_dir: Path | None) -> ModelSet:
-    """Recreate the PAD session with denormals flushed, unless ModelSet already did.
-
-    2.1 M of the FAS model's 2.26 M weights are float32 denormals (effectively zero); x86
-    handles them in microcode, so one image takes ~18 s instead of ~0.5 s. Flushing them does
-    not change the output (max difference 0 on astronaut()).
-    """
-    options = models.pad.get_session_options()
-    try:
-        if options.get_session_config_entry(_DENORMALS_AS_ZERO) == "1":
-            return models
-    except RuntimeError:  # onnxruntime raises when the entry was never set
-        pass
-    options.add_session_config_entry(_DENORMALS_AS_ZERO, "1")
-    path = next(m.path for m in read_manifest(model_dir) if m.name == "pad")
-    session = ort.InferenceSession(str(path), options, providers=list(models.providers))
-    return replace(models, pad=session)
-
-
 class Pipeline:
     """The loaded models and the function that analyses one capture with them."""
 
@@ -185,8 +164,7 @@ class Pipeline:
         inter_threads: int = 1,
     ) -> Pipeline:
         """Load and verify every model (ModelError on a missing or altered file)."""
-        models = ModelSet.load(model_dir, providers, intra_threads, inter_threads)
-        return cls(_with_denormals_flushed(models, model_dir))
+        return cls(ModelSet.load(model_dir, providers, intra_threads, inter_threads))
 
     def _faces(self, frames: list[RgbImage], timer: _Timer) -> _Faces:
         n = len(frames)

@@ -1,0 +1,309 @@
+"""``antihack eval DIR``: presentation-attack detection metrics (ISO/IEC 30107-3) on a folder.
+
+DIR holds ``genuine/`` (bona fide captures) and one folder per attack type (``print/``,
+``replay/``, ...) of capture files. A presentation is classified an attack when its score is
+>= the threshold. APCER (per attack type) = attacks classified bona fide; BPCER = bona fide
+presentations classified attacks; ACER = (max APCER + BPCER) / 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from shared.capture import CaptureError, CaptureLimits, parse_capture
+from shared.proto import liveness_pb2 as pb
+
+if TYPE_CHECKING:
+    from worker.pipeline.run import PipelineContext
+
+GENUINE = "genuine"
+SEED_THRESHOLD = 0.98
+CAPTURE_SUFFIXES = (".pb", ".bin")
+# Colours (BGR) of the attack-type curves, cycled.
+PALETTE = ((40, 40, 220), (40, 160, 40), (200, 120, 20), (160, 40, 160), (20, 160, 200))
+
+
+@dataclass
+class SampleResult:
+    """One capture's outcome; ``score`` is None when the capture was refused."""
+
+    path: str
+    label: str
+    score: float | None
+    reasons: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def find_captures(root: Path) -> dict[str, list[Path]]:
+    """Capture files per label (folder name); raise click.UsageError on an unusable layout."""
+    if not (root / GENUINE).is_dir():
+        raise click.UsageError(f"{root} has no {GENUINE}/ folder")
+    labels: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in CAPTURE_SUFFIXES)
+        if files:
+            labels[folder.name] = files
+    if GENUINE not in labels or len(labels) < 2:
+        raise click.UsageError(
+            f"{root} needs capture files (*.pb) in {GENUINE}/ and in at least one attack folder"
+        )
+    return labels
+
+
+def bpcer(genuine: Sequence[float], threshold: float) -> float:
+    """Share of bona fide scores classified as attacks (score >= threshold)."""
+    return sum(s >= threshold for s in genuine) / len(genuine) if genuine else math.nan
+
+
+def apcer(attacks: Sequence[float], threshold: float) -> float:
+    """Share of attack scores classified as bona fide (score < threshold)."""
+    return sum(s < threshold for s in attacks) / len(attacks) if attacks else math.nan
+
+
+def metrics_at(scores: Mapping[str, Sequence[float]], threshold: float) -> dict[str, Any]:
+    """APCER per attack type, its maximum, BPCER and ACER at one threshold."""
+    per_type = {
+        label: apcer(values, threshold) for label, values in scores.items() if label != GENUINE
+    }
+    known = [v for v in per_type.values() if not math.isnan(v)]
+    worst = max(known) if known else math.nan
+    b = bpcer(scores.get(GENUINE, []), threshold)
+    return {
+        "threshold": threshold,
+        "apcer": per_type,
+        "apcer_max": worst,
+        "bpcer": b,
+        "acer": (worst + b) / 2,
+    }
+
+
+def threshold_for_bpcer(genuine: Sequence[float], target: float) -> float:
+    """The lowest threshold whose BPCER is <= ``target`` (lowest, so APCER is smallest)."""
+    if not genuine:
+        raise ValueError("no bona fide scores")
+    ranked = sorted(genuine, reverse=True)
+    # At most this many bona fide presentations may score >= the threshold; 1e-9 keeps
+    # 0.29 * 100 from flooring to 28.
+    allowed = math.floor(target * len(ranked) + 1e-9)
+    if allowed >= len(ranked):
+        return 0.0
+    return float(np.nextafter(ranked[allowed], np.inf))
+
+
+def det_points(
+    scores: Mapping[str, Sequence[float]],
+) -> dict[str, list[tuple[float, float]]]:
+    """(BPCER, APCER) per attack type over every distinct score used as threshold."""
+    every = sorted({s for values in scores.values() for s in values})
+    thresholds = [0.0, *every, float(np.nextafter(max(every, default=1.0), np.inf))]
+    genuine = scores.get(GENUINE, [])
+    return {
+        label: [(bpcer(genuine, t), apcer(values, t)) for t in thresholds]
+        for label, values in scores.items()
+        if label != GENUINE and values
+    }
+
+
+def draw_det(
+    points: Mapping[str, Sequence[tuple[float, float]]],
+    marks: Mapping[str, tuple[float, float]],
+    size: int = 640,
+) -> NDArray[np.uint8]:
+    """A DET plot (APCER against BPCER, linear axes) as a BGR image, drawn with OpenCV."""
+    image = np.full((size, size, 3), 255, dtype=np.uint8)
+    margin = 60
+    span = size - 2 * margin
+
+    def to_px(x: float, y: float) -> tuple[int, int]:
+        return (margin + round(x * span), size - margin - round(y * span))
+
+    for tick in np.linspace(0, 1, 6):
+        cv2.line(image, to_px(tick, 0), to_px(tick, 1), (225, 225, 225), 1)
+        cv2.line(image, to_px(0, tick), to_px(1, tick), (225, 225, 225), 1)
+        x, y = to_px(tick, 0)
+        cv2.putText(image, f"{tick:.1f}", (x - 12, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 0, 1)
+        x, y = to_px(0, tick)
+        cv2.putText(image, f"{tick:.1f}", (x - 40, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 0, 1)
+    cv2.rectangle(image, to_px(0, 1), to_px(1, 0), (0, 0, 0), 1)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(image, "BPCER", (size // 2 - 25, size - 15), font, 0.5, (0, 0, 0), 1)
+    cv2.putText(image, "APCER", (5, 30), font, 0.5, (0, 0, 0), 1)
+    cv2.putText(image, "DET (linear axes)", (size // 2 - 70, 30), font, 0.55, (0, 0, 0), 1)
+    for index, (label, curve) in enumerate(sorted(points.items())):
+        colour = PALETTE[index % len(PALETTE)]
+        pixels = np.array([to_px(x, y) for x, y in curve], dtype=np.int32)
+        cv2.polylines(image, [pixels], False, colour, 2, lineType=cv2.LINE_AA)
+        cv2.putText(
+            image,
+            label,
+            (size - margin - 130, margin + 20 * index + 15),
+            font,
+            0.5,
+            colour,
+            1,
+            lineType=cv2.LINE_AA,
+        )
+    for index, (name, (mark_x, mark_y)) in enumerate(marks.items()):
+        if math.isnan(mark_x) or math.isnan(mark_y):  # a class with no analysed capture
+            continue
+        cv2.circle(image, to_px(mark_x, mark_y), 5, (0, 0, 0), -1, lineType=cv2.LINE_AA)
+        cv2.putText(
+            image,
+            name,
+            (margin + 10, size - margin - 20 - 18 * index),
+            font,
+            0.45,
+            (0, 0, 0),
+            1,
+            lineType=cv2.LINE_AA,
+        )
+    return image
+
+
+def context_for(
+    capture: pb.Capture, limits: CaptureLimits, secret: bytes | None
+) -> PipelineContext:
+    """A pipeline context judging the capture as if submitted right after it was recorded.
+
+    Eval measures attack detection, not freshness: a dataset recorded last month would
+    otherwise be all 'too old', and replay history would make results depend on file order.
+    """
+    from worker.pipeline.run import PipelineContext  # onnxruntime loads only when evaluating
+
+    stamps = [f.timestamp_ms for f in capture.frames if f.timestamp_ms]
+    latest = max([*stamps, capture.started_at_ms])
+    now_ms = latest + 1000 if latest else int(time.time() * 1000)
+    return PipelineContext(
+        require_signed=secret is not None,
+        sdk_secret=secret,
+        seen_session_ids=frozenset(),
+        seen_frame_hashes=(),
+        return_image=False,
+        now_ms=now_ms,
+        limits=limits,
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (an empty class) is not JSON; write null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@click.command("eval")
+@click.argument(
+    "root", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.json"),
+    show_default=True,
+    help="JSON report to write.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="DET plot PNG to write (default: the report's name with .png).",
+)
+@click.option(
+    "--target-bpcer",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Also report the metrics at the lowest threshold meeting this BPCER.",
+)
+@click.option("--sign-secret", help="SDK secret: verify signatures as a key requiring them.")
+@click.option(
+    "--models",
+    "model_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model folder (default: the installed models).",
+)
+@click.option("--providers", help="onnxruntime execution providers, comma-separated.")
+def eval_cmd(
+    root: Path,
+    output: Path,
+    plot: Path | None,
+    target_bpcer: float,
+    sign_secret: str | None,
+    model_dir: Path | None,
+    providers: str | None,
+) -> None:
+    """Run the pipeline on DIR/genuine and DIR/<attack type>/*.pb; report APCER, BPCER, ACER."""
+    from worker.pipeline.run import Pipeline
+
+    labels = find_captures(root)
+    total = sum(len(files) for files in labels.values())
+    click.echo(f"loading models; {total} captures in {len(labels)} folders", err=True)
+    pipeline = Pipeline.load(model_dir, providers.split(",") if providers else None)
+    limits = CaptureLimits()
+    secret = sign_secret.encode() if sign_secret is not None else None
+    results: list[SampleResult] = []
+    done = 0
+    for label, files in labels.items():
+        for path in files:
+            started = time.perf_counter()
+            result = SampleResult(path=str(path.relative_to(root)), label=label, score=None)
+            try:
+                capture = parse_capture(path.read_bytes(), limits)
+                analysis = pipeline.analyze(capture, context_for(capture, limits, secret))
+                result.score, result.reasons = analysis.score, analysis.reasons
+            except CaptureError as exc:
+                result.error = f"{exc.status}: {exc.reason}"
+            result.seconds = round(time.perf_counter() - started, 3)
+            results.append(result)
+            done += 1
+            shown = "refused" if result.score is None else f"{result.score:.5f}"
+            click.echo(f"[{done}/{total}] {result.path}: {shown}", err=True)
+    scores = {
+        label: [r.score for r in results if r.label == label and r.score is not None]
+        for label in labels
+    }
+    if not scores[GENUINE]:
+        raise click.ClickException("no genuine capture could be analysed")
+    tuned = threshold_for_bpcer(scores[GENUINE], target_bpcer)
+    at_seed, at_target = metrics_at(scores, SEED_THRESHOLD), metrics_at(scores, tuned)
+    report = {
+        "root": str(root),
+        "counts": {label: len(files) for label, files in labels.items()},
+        "refused": {
+            label: sum(r.label == label and r.score is None for r in results) for label in labels
+        },
+        "at_seed_threshold": at_seed,
+        "at_target_bpcer": {"target_bpcer": target_bpcer, **at_target},
+        "model_versions": pipeline.models.versions,
+        "samples": [asdict(r) for r in results],
+    }
+    output.write_text(json.dumps(_json_safe(report), indent=2) + "\n", encoding="utf-8")
+    plot_path = plot or output.with_suffix(".png")
+    marks = {
+        f"t={SEED_THRESHOLD}": (at_seed["bpcer"], at_seed["apcer_max"]),
+        f"t={tuned:.4f} (BPCER<={target_bpcer})": (at_target["bpcer"], at_target["apcer_max"]),
+    }
+    cv2.imwrite(str(plot_path), draw_det(det_points(scores), marks))
+    click.echo(
+        f"at {SEED_THRESHOLD}: APCER {at_seed['apcer_max']:.4f} BPCER {at_seed['bpcer']:.4f} "
+        f"ACER {at_seed['acer']:.4f}; at {tuned:.5f}: APCER {at_target['apcer_max']:.4f} "
+        f"BPCER {at_target['bpcer']:.4f} ACER {at_target['acer']:.4f}",
+        err=True,
+    )
+    click.echo(f"wrote {output} and {plot_path}", err=True)
