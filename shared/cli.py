@@ -303,23 +303,16 @@ def submit(files: tuple[str, ...], **kw: Any) -> None:
     sys.exit(submit_files(list(files), **kw))
 
 
-def _register_optional() -> None:
-    """Commands that live beside the pipeline code."""
-    try:
-        from shared.cli_sample import make_sample
+def _register_pipeline_commands() -> None:
+    """Commands that live beside the code they drive."""
+    from shared.cli_sample import make_sample
+    from worker.pipeline.eval import eval_cmd
 
-        main.add_command(make_sample, "make-sample")
-    except ImportError:  # pragma: no cover - only while the module is missing
-        pass
-    try:
-        from worker.pipeline.eval import eval_cmd
-
-        main.add_command(eval_cmd, "eval")
-    except ImportError:  # pragma: no cover
-        pass
+    main.add_command(make_sample, "make-sample")
+    main.add_command(eval_cmd, "eval")
 
 
-_register_optional()
+_register_pipeline_commands()
 
 if __name__ == "__main__":
     main()

@@ -16,11 +16,12 @@ import requests
 from sqlalchemy import func, select
 
 from shared.db import transaction
+from shared.devstack import ROOT, Proc, wait_until
 from shared.jobs import Submission, create_job
 from shared.models import ApiKey, Job, JobResult
 from shared.queues import SWEEP_TASK
 from shared.settings import Settings
-from tests.conftest import ROOT, Key, Proc, wait_until  # noqa: F401
+from tests.conftest import Key
 from tests.helpers import face_capture, no_face_capture
 from worker.celery_app import make_celery
 
@@ -92,7 +93,7 @@ def test_kill_9_worker_mid_job_finishes_once(
     sessions: Any,
     tmp_path: Path,
 ) -> None:
-    settings = base_settings.replace(task_time_limit_s=8)
+    settings = base_settings.replace(task_time_limit_s=15)
     worker = start_worker(settings, concurrency=1)
     beat = Proc(settings, "beat", log=tmp_path / "beat.log")
     try:

@@ -27,7 +27,7 @@ def make_celery(settings: Settings) -> AntihackCelery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_time_limit=time_limit,
-        task_soft_time_limit=max(1, time_limit - 10),
+        task_soft_time_limit=max(time_limit * 0.8, time_limit - 10),
         task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         task_default_queue="analyze",
         worker_prefetch_multiplier=1,
