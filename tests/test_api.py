@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from shared.db import transaction
 from shared.models import Job, JobInput
 from tests.conftest import Key, create_test_app
-from tests.helpers import coffee, no_face_capture, png_bytes
+from tests.helpers import no_face_capture, png_bytes, small_coffee
 
 SEED = "/face/liveness_anti_hack"
 
@@ -139,7 +139,10 @@ def test_unknown_image_id_is_400(client: FlaskClient, key: Key) -> None:
 def test_image_id_belongs_to_its_key(client: FlaskClient, make_key: Any) -> None:
     a, b = make_key(), make_key()
     resp = post(
-        client, a, {"image": upload(png_bytes(coffee()), "i.png")}, path="/face/liveness_image"
+        client,
+        a,
+        {"image": upload(png_bytes(small_coffee()), "i.png")},
+        path="/face/liveness_image",
     )
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -20,6 +22,7 @@ from shared.devstack import ROOT, Proc, wait_until
 from shared.jobs import Submission, create_job
 from shared.models import ApiKey, Job, JobResult
 from shared.queues import SWEEP_TASK
+from shared.sample import build_capture
 from shared.settings import Settings
 from tests.conftest import Key
 from tests.helpers import face_capture, no_face_capture
@@ -226,3 +229,74 @@ def test_every_command_has_help(command: str) -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and "Usage:" in proc.stdout
+
+
+def _tampered(payload: bytes) -> bytes:
+    from shared.proto import liveness_pb2 as pb
+
+    capture = pb.Capture.FromString(payload)
+    capture.frames[0].timestamp_ms += 1  # any change after signing breaks the HMAC
+    return capture.SerializeToString()
+
+
+def test_attacks_score_as_hacks_through_the_api(
+    start_api: Any, start_worker: Any, make_key: Any
+) -> None:
+    """Each deterministic attack, end to end: HTTP → job → real worker → seed body."""
+    from tests.fixtures_images import astronaut
+
+    start_worker()
+    base = start_api()
+    signed = make_key(require_signed=True)
+    plain = make_key()
+    # Its own key: the other cases' astronaut frames would already count as seen (a replay).
+    fresh = make_key()
+    replayed = face_capture(frames=3)
+    still = build_capture([astronaut()] * 5)
+    cases: list[tuple[str, Key, bytes, bool]] = [
+        ("genuine, signed", signed, face_capture(sign_secret=signed.sdk_secret.encode()), False),
+        ("unsigned for a signing key", signed, face_capture(), True),
+        (
+            "tampered after signing",
+            signed,
+            _tampered(face_capture(sign_secret=signed.sdk_secret.encode())),
+            True,
+        ),
+        ("still image as video", plain, still, True),
+        ("blink asked, not met", plain, face_capture(frames=6, challenge="BLINK"), True),
+        ("first submission", fresh, replayed, False),
+        ("replayed", fresh, replayed, True),
+    ]
+    scores: dict[str, float] = {}
+    for name, key, payload, hack in cases:
+        resp = submit(base, key, payload, path="/face/liveness_anti_hack", return_extra="1")
+        assert resp.status_code == 200, (name, resp.text)
+        score = float(resp.json()["score"])
+        scores[name] = score
+        assert (score >= 0.99) if hack else (score < 0.98), (name, score, resp.json())
+    print("\n" + "\n".join(f"  {n:<28} {s:.5f}" for n, s in scores.items()))
+
+
+def test_submit_cli_waits_for_results(
+    start_api: Any, start_worker: Any, key: Key, tmp_path: Path
+) -> None:
+    start_worker()
+    base = start_api()
+    files = []
+    for i in range(3):
+        path = tmp_path / f"c{i}.pb"
+        path.write_bytes(no_face_capture())
+        files.append(str(path))
+    env = {
+        "ANTIHACK_URL": base,
+        "ANTIHACK_API_ID": key.api_id,
+        "ANTIHACK_API_SECRET": key.api_secret,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "submit", *files, "--wait", "--json"],
+        cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["job"]["status"] for line in lines] == ["SUCCEEDED"] * 3
+    assert "submitting" in proc.stderr  # the progress bar goes to stderr
