@@ -64,7 +64,6 @@ FEATHER_SIGMA = 0.7
 # Eyelid closure per frame around the blink's middle frame: half, closed x3, half (at 15 fps a
 # 330 ms blink). Three closed frames: sampling 12 of 15 frames evenly always keeps one.
 BLINK_PROFILE = (0.5, 1.0, 1.0, 1.0, 0.5)
-HALF_CLOSED = 0.5
 
 
 def _poly_mask(shape: tuple[int, ...], polygon: Points) -> NDArray[np.float32]:
@@ -92,7 +91,7 @@ def close_eyes(image: Image, closure: float) -> Image:
         closed = lower.copy()
         closed[:, 1] += LASH_SAG * bulge
         lid = top + (closed - top) * min(1.0, closure)
-        mask = cv2.GaussianBlur(_poly_mask(image.shape, np.vstack([top, lid[::-1]])), (0, 0), 0.7)
+        mask = cv2.GaussianBlur(_poly_mask(image.shape, np.vstack([top, lid[::-1]])), (0, 0), FEATHER_SIGMA)
         # Skin texture from just below the eye opening, moved up over it.
         shift = round(float(bottom[:, 1].max() - top[:, 1].min()) + 1)
         skin = cv2.warpAffine(
@@ -127,7 +126,7 @@ def _camera(image: Image, index: int, rng: np.random.Generator) -> Image:
         ),
         dtype=np.float64,
     )
-    matrix[:, 2] += (1.5 * np.cos(phase), 1.0 * np.sin(phase)) + rng.uniform(-0.3, 0.3, 2)
+    matrix[:, 2] += np.array([1.5 * np.cos(phase), np.sin(phase)]) + rng.uniform(-0.3, 0.3, 2)
     moved = cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
     noisy = moved.astype(np.float32) + rng.normal(0, 2.0, moved.shape)
     return np.clip(noisy, 0, 255).astype(np.uint8)
