@@ -46,10 +46,10 @@ def _submit() -> Job:
     return job
 
 
-def _accepted(job: Job) -> ResponseReturnValue:
+def _accepted(job: Job, **headers: str) -> ResponseReturnValue:
     url = url_for("jobs.get_job", request_id=job.id, _external=True)
     body = {"request_id": job.id, "status": job.status, "job_url": url}
-    return json_response(body, 202, Location=url)
+    return json_response(body, 202, Location=url, **headers)
 
 
 def _wait_final(job_id: str, timeout: float) -> Job | None:
@@ -76,16 +76,9 @@ def _wait_final(job_id: str, timeout: float) -> Job | None:
 def liveness_anti_hack() -> ResponseReturnValue:
     """The seed endpoint: waits for the result, or answers 202 when asked or when it is slow."""
     job = _submit()
-    prefer = request.headers.get("Prefer", "").lower()
-    if (
-        "respond-async" in prefer
-        or job.status not in FINAL_STATES
-        and services().settings.sync_wait_s <= 0
-    ):
-        return _accepted(job)
-    done = (
-        job if job.status in FINAL_STATES else _wait_final(job.id, services().settings.sync_wait_s)
-    )
+    if "respond-async" in request.headers.get("Prefer", "").lower():
+        return _accepted(job, **{"Preference-Applied": "respond-async"})
+    done = _wait_final(job.id, services().settings.sync_wait_s)
     if done is None or done.result is None:
         return _accepted(job)
     body = done.result.body

@@ -184,6 +184,19 @@ def test_prefer_respond_async_answers_202(client: FlaskClient, key: Key) -> None
         client, key, {"liveness_data_file": upload(no_face_capture())}, Prefer="respond-async"
     )
     assert resp.status_code == 202 and resp.headers["Location"]
+    assert resp.headers["Preference-Applied"] == "respond-async"
+
+
+def test_delete_job_removes_its_input_for_the_owner_only(
+    client: FlaskClient, make_key: Any, sessions: Any
+) -> None:
+    a, b = make_key(), make_key()
+    resp = post(client, a, {"liveness_data_file": upload(no_face_capture())}, path="/v1/jobs")
+    rid = resp.get_json()["request_id"]
+    assert_error(client.delete(f"/v1/jobs/{rid}", headers=b.headers), 404, "NOT_FOUND")
+    assert client.delete(f"/v1/jobs/{rid}", headers=a.headers).status_code == 200
+    with transaction(sessions) as s:
+        assert s.get(JobInput, rid) is None and s.get(Job, rid) is not None
 
 
 @pytest.fixture

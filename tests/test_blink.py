@@ -1,0 +1,112 @@
+"""BLINK on a video: a synthetic blink of a real face through make-sample and the pipeline.
+
+The face and its motion come from a real photo; the eyelids are painted (tests/blink.py), since
+no real blink recording is available offline. Measured EARs and scores are printed
+(``pytest -rP``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from shared.capture import CaptureLimits, parse_capture
+from shared.cli_sample import make_sample
+from tests.blink import EYE_LIDS, blink_frames, blink_schedule, write_blink_video
+from tests.fixtures_images import astronaut
+from worker.pipeline.crossframe import EAR_CLOSED_MAX, EAR_OPEN_MIN
+from worker.pipeline.detect import detect_faces
+from worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD
+from worker.pipeline.landmarks import face_landmarks
+from worker.pipeline.run import Analysis, Pipeline, PipelineContext
+
+FRAMES = 15
+SAMPLED = 12
+# FaceMesh points of the lids EYE_LIDS copies: lower lid corner to corner, upper lid likewise.
+MESH_LIDS = (
+    ([33, 7, 163, 144, 145, 153, 154, 155, 133], [33, 246, 161, 160, 159, 158, 157, 173, 133]),
+    ([263, 249, 390, 373, 374, 380, 381, 382, 362], [263, 466, 388, 387, 386, 385, 384, 398, 362]),
+)
+LID_TOLERANCE_PX = 1.5
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    return Pipeline.load()
+
+
+def frame_ears(pipeline: Pipeline, frames: list[np.ndarray]) -> list[float]:
+    """Mean iris-contour EAR per frame, as the pipeline measures it."""
+    found = detect_faces(pipeline.models, frames)
+    assert all(found), "a face was not detected"
+    boxes = [faces[0] for faces in found]
+    marks = face_landmarks(pipeline.models, frames, boxes)
+    from worker.pipeline.eyes import eye_states
+
+    return [state.ear for state in eye_states(pipeline.models, frames, marks)]
+
+
+def analyze_video(pipeline: Pipeline, video: Path, tmp_path: Path) -> Analysis:
+    """``antihack make-sample VIDEO --frames 12 --challenge BLINK``, then the pipeline."""
+    out = tmp_path / f"{video.stem}.pb"
+    args = [str(video), "-o", str(out), "--frames", str(SAMPLED), "--challenge", "BLINK"]
+    result = CliRunner().invoke(make_sample, args)
+    assert result.exit_code == 0, result.output
+    capture = parse_capture(out.read_bytes(), CaptureLimits())
+    ctx = PipelineContext(
+        require_signed=False,
+        sdk_secret=None,
+        seen_session_ids=frozenset(),
+        seen_frame_hashes=(),
+        return_image=False,
+        now_ms=int(time.time() * 1000),
+    )
+    analysis = pipeline.analyze(capture, ctx)
+    print(f"{video.name}: {len(capture.frames)} frames, score {analysis.score}, "
+          f"reasons {analysis.reasons}, live_proba {analysis.extra['live_proba']}")  # fmt: skip
+    return analysis
+
+
+def test_eye_lids_match_the_mesh_of_the_photo(pipeline: Pipeline) -> None:
+    """The painted lids sit where FaceMesh puts the astronaut's eyes."""
+    image = astronaut()
+    box = detect_faces(pipeline.models, [image])[0][0]
+    points = face_landmarks(pipeline.models, [image], [box])[0].points[:, :2]
+    for (lower, upper), (mesh_lower, mesh_upper) in zip(EYE_LIDS, MESH_LIDS, strict=True):
+        assert np.abs(points[mesh_lower] - lower).max() < LID_TOLERANCE_PX
+        assert np.abs(points[mesh_upper] - upper).max() < LID_TOLERANCE_PX
+
+
+def test_each_blink_stage_reads_as_its_eye_state(pipeline: Pipeline) -> None:
+    """Open frames read open, closed frames closed, part-closed frames in between."""
+    ears = frame_ears(pipeline, blink_frames(FRAMES))
+    print("EAR per frame:", [round(e, 3) for e in ears])
+    schedule = blink_schedule(FRAMES)
+    opened = [e for e, c in zip(ears, schedule, strict=True) if c == 0]
+    closed = [e for e, c in zip(ears, schedule, strict=True) if c == 1]
+    partly = [e for e, c in zip(ears, schedule, strict=True) if 0 < c < 1]
+    assert len(closed) == 3 and len(partly) == 2 and len(opened) == FRAMES - 5
+    assert min(opened) > EAR_OPEN_MIN
+    assert max(closed) < EAR_CLOSED_MAX
+    assert all(max(closed) < e < min(opened) for e in partly)
+
+
+def test_blink_video_passes_the_blink_challenge(pipeline: Pipeline, tmp_path: Path) -> None:
+    video = write_blink_video(tmp_path / "blink.mp4")
+    analysis = analyze_video(pipeline, video, tmp_path)
+    assert "challenge_not_met" not in analysis.reasons
+    assert not [s for s in analysis.signals if s.severity == CERTAIN]
+    assert analysis.score < HACK_THRESHOLD
+
+
+def test_video_without_the_blink_fails_the_blink_challenge(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    video = write_blink_video(tmp_path / "no_blink.mp4", blink=False)
+    analysis = analyze_video(pipeline, video, tmp_path)
+    assert "challenge_not_met" in analysis.reasons
+    assert analysis.score >= 0.99
