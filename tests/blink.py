@@ -73,11 +73,14 @@ def _poly_mask(shape: tuple[int, ...], polygon: Points) -> NDArray[np.float32]:
     mask = np.zeros(shape[:2], dtype=np.uint8)
     fixed = np.round(polygon * 4).astype(np.int32)  # 2 bits of sub-pixel precision
     cv2.fillPoly(mask, [fixed], 255, lineType=cv2.LINE_AA, shift=2)
-    return mask.astype(np.float32) / 255
+    return (mask / 255).astype(np.float32)
 
 
 def close_eyes(image: Image, closure: float) -> Image:
-    """The astronaut photo with both upper lids lowered by ``closure`` (0 open, 1 closed)."""
+    """The astronaut photo with both upper lids lowered by ``closure`` (0 open, 1 closed).
+
+    ``image`` must be the untouched 512x512 photo: EYE_LIDS are where its eyes are.
+    """
     if closure <= 0:
         return image.copy()
     height, width = image.shape[:2]
@@ -99,7 +102,7 @@ def close_eyes(image: Image, closure: float) -> Image:
         # Skin texture from just below the eye opening, moved up over it.
         shift = round(float(bottom[:, 1].max() - top[:, 1].min()) + 1)
         skin = cv2.warpAffine(
-            image, np.float32([[1, 0, 0], [0, 1, -shift]]), (width, height),
+            image, np.array([[1, 0, 0], [0, 1, -shift]], dtype=np.float32), (width, height),
             borderMode=cv2.BORDER_REFLECT,
         ).astype(np.float32)  # fmt: skip
         out = out * (1 - mask[..., None]) + skin * mask[..., None]
@@ -132,8 +135,8 @@ def _camera(image: Image, index: int, rng: np.random.Generator) -> Image:
     )
     matrix[:, 2] += np.array([1.5 * np.cos(phase), np.sin(phase)]) + rng.uniform(-0.3, 0.3, 2)
     moved = cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
-    noisy = moved.astype(np.float32) + rng.normal(0, 2.0, moved.shape)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
+    noisy = np.asarray(moved, dtype=np.float32) + rng.normal(0, 2.0, moved.shape)
+    return np.asarray(np.clip(noisy, 0, 255), dtype=np.uint8)
 
 
 def blink_frames(n: int = 15, blink: bool = True, seed: int = 0) -> list[Image]:
@@ -158,7 +161,7 @@ def write_blink_video(path: Path, fps: float = 15, n: int = 15, blink: bool = Tr
     """Write ``blink_frames(n, blink)`` as an MPEG-4 Part 2 (mp4v) video; returns ``path``."""
     frames = blink_frames(n, blink)
     height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write an mp4v video to {path}")
     try:

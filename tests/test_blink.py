@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from shared.capture import CaptureLimits, parse_capture
+from shared.capture import CaptureLimits, decode_frames, parse_capture
 from shared.cli_sample import make_sample
 from tests.blink import EYE_LIDS, blink_frames, blink_schedule, write_blink_video
 from tests.fixtures_images import astronaut
 from worker.pipeline.crossframe import EAR_CLOSED_MAX, EAR_OPEN_MIN
 from worker.pipeline.detect import detect_faces
+from worker.pipeline.eyes import eye_states
 from worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD
 from worker.pipeline.landmarks import face_landmarks
 from worker.pipeline.run import Analysis, Pipeline, PipelineContext
@@ -45,13 +46,14 @@ def frame_ears(pipeline: Pipeline, frames: list[np.ndarray]) -> list[float]:
     assert all(found), "a face was not detected"
     boxes = [faces[0] for faces in found]
     marks = face_landmarks(pipeline.models, frames, boxes)
-    from worker.pipeline.eyes import eye_states
-
     return [state.ear for state in eye_states(pipeline.models, frames, marks)]
 
 
-def analyze_video(pipeline: Pipeline, video: Path, tmp_path: Path) -> Analysis:
-    """``antihack make-sample VIDEO --frames 12 --challenge BLINK``, then the pipeline."""
+def analyze_video(pipeline: Pipeline, video: Path, tmp_path: Path) -> tuple[Analysis, list[float]]:
+    """``antihack make-sample VIDEO --frames 12 --challenge BLINK``, then the pipeline.
+
+    Returns the analysis and the EAR of each frame the capture carries.
+    """
     out = tmp_path / f"{video.stem}.pb"
     args = [str(video), "-o", str(out), "--frames", str(SAMPLED), "--challenge", "BLINK"]
     result = CliRunner().invoke(make_sample, args)
@@ -66,9 +68,11 @@ def analyze_video(pipeline: Pipeline, video: Path, tmp_path: Path) -> Analysis:
         now_ms=int(time.time() * 1000),
     )
     analysis = pipeline.analyze(capture, ctx)
-    print(f"{video.name}: {len(capture.frames)} frames, score {analysis.score}, "
-          f"reasons {analysis.reasons}, live_proba {analysis.extra['live_proba']}")  # fmt: skip
-    return analysis
+    ears = frame_ears(pipeline, decode_frames(capture, CaptureLimits()))
+    print(f"{video.name}: {len(capture.frames)} frames, EAR {[round(e, 3) for e in ears]}")
+    print(f"  score {analysis.score}, reasons {analysis.reasons}, best frame "
+          f"{analysis.best_frame}, extra {analysis.extra}")  # fmt: skip
+    return analysis, ears
 
 
 def test_eye_lids_match_the_mesh_of_the_photo(pipeline: Pipeline) -> None:
@@ -97,7 +101,11 @@ def test_each_blink_stage_reads_as_its_eye_state(pipeline: Pipeline) -> None:
 
 def test_blink_video_passes_the_blink_challenge(pipeline: Pipeline, tmp_path: Path) -> None:
     video = write_blink_video(tmp_path / "blink.mp4")
-    analysis = analyze_video(pipeline, video, tmp_path)
+    analysis, ears = analyze_video(pipeline, video, tmp_path)
+    assert len(ears) == SAMPLED
+    # The blink survived the codec and the sampling: open, then closed in a later frame.
+    first_closed = next(i for i, e in enumerate(ears) if e < EAR_CLOSED_MAX)
+    assert first_closed > 0 and min(ears[:first_closed]) > EAR_OPEN_MIN
     assert "challenge_not_met" not in analysis.reasons
     assert not [s for s in analysis.signals if s.severity == CERTAIN]
     assert analysis.score < HACK_THRESHOLD
@@ -107,6 +115,7 @@ def test_video_without_the_blink_fails_the_blink_challenge(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     video = write_blink_video(tmp_path / "no_blink.mp4", blink=False)
-    analysis = analyze_video(pipeline, video, tmp_path)
+    analysis, ears = analyze_video(pipeline, video, tmp_path)
+    assert len(ears) == FRAMES - 5 and min(ears) > EAR_OPEN_MIN
     assert "challenge_not_met" in analysis.reasons
     assert analysis.score >= 0.99
