@@ -109,6 +109,8 @@ def test_blink_video_passes_the_blink_challenge(pipeline: Pipeline, tmp_path: Pa
     assert "challenge_not_met" not in analysis.reasons
     assert not [s for s in analysis.signals if s.severity == CERTAIN]
     assert analysis.score < HACK_THRESHOLD
+    # The judged frame is an open-eyed one, not the SDK's marked middle frame caught mid-blink.
+    assert analysis.extra["eye_closed"] is False
 
 
 def test_video_without_the_blink_fails_the_blink_challenge(

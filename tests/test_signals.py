@@ -136,7 +136,8 @@ def test_a_moving_camera_raises_nothing() -> None:
 
 def test_blink_needs_open_then_closed_eyes() -> None:
     assert crossframe.blink_observed([0.3, 0.31, 0.08, 0.29])
-    assert crossframe.blink_observed([None, 0.3, None, 0.09])
+    assert crossframe.blink_observed([None, 0.3, None, 0.09, 0.3])
+    assert not crossframe.blink_observed([0.3, 0.31, 0.08])  # eyes never reopen
     assert not crossframe.blink_observed([0.08, 0.3, 0.3])  # closed first, never closed again
     assert not crossframe.blink_observed([0.3] * 6)
     assert not crossframe.blink_observed([0.13, 0.11])  # never clearly open

@@ -104,14 +104,17 @@ def pose_measures(points: Points) -> PoseMeasures:
 
 
 def blink_observed(ears: Sequence[float | None]) -> bool:
-    """Eyes open in some frame, then closed in a later one."""
-    seen_open = False
+    """Eyes open, then closed, then open again (a real blink reopens within ~400 ms)."""
+    state = 0  # 0: waiting for open, 1: open seen, 2: closed after open
     for ear in ears:
         if ear is None:
             continue
-        if seen_open and ear < EAR_CLOSED_MAX:
+        if state == 0 and ear >= EAR_OPEN_MIN:
+            state = 1
+        elif state == 1 and ear < EAR_CLOSED_MAX:
+            state = 2
+        elif state == 2 and ear >= EAR_OPEN_MIN:
             return True
-        seen_open = seen_open or ear >= EAR_OPEN_MIN
     return False
 
 

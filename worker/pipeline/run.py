@@ -136,13 +136,22 @@ def _hash_region(frame: RgbImage, face: FaceBox) -> RgbImage:
 
 
 def choose_frame(
-    quality: Sequence[QualityReport], has_face: Sequence[bool], marked_best: int | None
+    quality: Sequence[QualityReport],
+    has_face: Sequence[bool],
+    marked_best: int | None,
+    eyes_open: Sequence[bool] | None = None,
 ) -> int:
-    """The frame to judge: the SDK's best if usable, else the best usable, else the best face."""
+    """The frame to judge: the SDK's best if usable, else the best usable, else the best face.
+
+    A frame caught mid-blink is not usable when an open-eyed one exists: the judged frame's
+    eye_closed would otherwise report the challenge itself.
+    """
     faces = [i for i, ok in enumerate(has_face) if ok]
     if not faces:
         return marked_best if marked_best is not None else 0
     usable = [i for i in faces if quality[i].usable]
+    if eyes_open is not None and any(eyes_open[i] for i in usable):
+        usable = [i for i in usable if eyes_open[i]]
     if marked_best is not None and marked_best in usable:
         return marked_best
     pool = usable or faces
@@ -205,7 +214,8 @@ class Pipeline:
                 for frame, box, mark in zip(frames, faces.boxes, faces.marks, strict=True)
             ]
         marked = [i for i, f in enumerate(capture.frames) if f.best]
-        best = choose_frame(quality, has_face, marked[0] if marked else None)
+        eyes_open = [e is not None and e.open_proba >= 0.5 for e in faces.eyes]
+        best = choose_frame(quality, has_face, marked[0] if marked else None, eyes_open)
         best_box = faces.boxes[best]
         pad_raw: float | None = None
         with timer.stage("pad"):
