@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Flask, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from api import admin, jobs, ops
+from api import admin, jobs, ops, usage
 from api.context import Services
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import ApiError
+from shared.ratelimit import RateLimiter
 from shared.runtime import prepare
 from shared.secrets import new_request_id
 from shared.settings import Settings
@@ -32,22 +33,37 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024
     app.config["MAX_FORM_PARTS"] = 20
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    client = redis.Redis.from_url(
+        settings.redis_client_url, socket_timeout=settings.sync_wait_s + 5
+    )
     app.extensions["antihack"] = Services(
         settings=settings,
         sessions=make_sessionmaker(make_engine(settings.effective_database_url)),
-        redis=redis.Redis.from_url(
-            settings.redis_client_url, socket_timeout=settings.sync_wait_s + 5
-        ),
+        redis=client,
         celery=make_celery(settings),
+        limiter=RateLimiter(
+            redis.Redis.from_url(
+                settings.redis_client_url, socket_timeout=2, socket_connect_timeout=2
+            ),
+            fail_open=settings.rate_limit_fail_open,
+        ),
     )
     app.register_blueprint(jobs.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(usage.bp)
     _register_errors(app)
 
     @app.before_request
     def _request_id() -> None:
         g.request_id = new_request_id()
+
+    @app.after_request
+    def _rate_limit_headers(response: Response) -> Response:
+        decision = g.get("rate_limit")
+        if decision is not None:
+            response.headers.extend(decision.headers())
+        return response
 
     @app.teardown_request
     def _close_session(_exc: BaseException | None) -> None:

@@ -18,8 +18,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def client_key(endpoint: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Require valid ``X-DF-API-ID``/``X-DF-API-SECRET`` permitted to call ``endpoint``."""
+def client_key(endpoint: str | None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Require valid ``X-DF-API-ID``/``X-DF-API-SECRET`` permitted to call ``endpoint``
+    (None: any valid key); submissions (POST) also pass the key's rate limit."""
 
     def decorator(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
@@ -29,14 +30,28 @@ def client_key(endpoint: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             if not api_id or not api_secret:
                 raise ApiError("UNAUTHORIZED", "missing X-DF-API-ID or X-DF-API-SECRET header")
             key = authenticate(db(), services().settings.secret_key, api_id, api_secret)
-            if not key.permits(endpoint):
+            if endpoint is not None and not key.permits(endpoint):
                 raise ApiError("NO_PERMISSION", f"this API key may not call {endpoint}")
             g.key = key
+            if request.method == "POST" and key.rate_per_s:
+                _rate_limit(key)
             return view(*args, **kwargs)
 
         return wrapped
 
     return decorator
+
+
+def _rate_limit(key: ApiKey) -> None:
+    assert key.rate_per_s is not None
+    decision = services().limiter.check(key.id, key.rate_per_s, key.burst)
+    g.rate_limit = decision  # its headers go on the response, error or not
+    if decision is not None and not decision.allowed:
+        raise ApiError(
+            "RATE_LIMIT_EXCEEDED",
+            f"more than {key.rate_per_s:g} requests/s (burst {decision.limit}); "
+            f"retry in {decision.headers()['Retry-After']} s",
+        )
 
 
 def current_key() -> ApiKey:

@@ -8,6 +8,7 @@ import redis
 from flask import current_app, g
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 from worker.celery_app import AntihackCelery
 
@@ -18,6 +19,7 @@ class Services:
     sessions: sessionmaker[Session]
     redis: redis.Redis
     celery: AntihackCelery
+    limiter: RateLimiter
 
 
 def services() -> Services:

@@ -24,8 +24,11 @@ from shared.models import (
     JobResult,
     utcnow,
 )
+from shared.quota import charge, refund
 from shared.secrets import new_request_id
 from shared.settings import Settings
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -48,16 +51,19 @@ class Submission:
 
 
 def create_job(session: Session, key: ApiKey, sub: Submission) -> tuple[Job, bool]:
-    """Insert the job and its input (not committed); returns (job, created).
+    """Insert the job and its input and charge the quota (not committed); returns (job, created).
 
-    With an Idempotency-Key already used by this key, the original job is returned instead,
-    or 422 if the payload differs.
+    With an Idempotency-Key this key used in the last 24 h, the original job is returned
+    instead (not charged again), or 422 if the payload differs.
     """
+    now = utcnow()
     if sub.idempotency_key:
         existing = _by_idempotency_key(session, key.id, sub.idempotency_key)
-        if existing is not None:
+        if existing is not None and existing.created_at > now - IDEMPOTENCY_WINDOW:
             return _same_or_conflict(existing, sub), False
-    now = utcnow()
+        if existing is not None:
+            existing.idempotency_key = None  # expired: the key may name a new job
+            session.flush()
     job = Job(
         id=new_request_id(),
         api_key_id=key.id,
@@ -73,17 +79,22 @@ def create_job(session: Session, key: ApiKey, sub: Submission) -> tuple[Job, boo
         attempts=0,
     )
     job.input = JobInput(job_id=job.id, payload=sub.payload, size=len(sub.payload), created_at=now)
-    session.add(job)
-    if sub.idempotency_key:
-        try:
-            with session.begin_nested():
-                session.flush()
-        except IntegrityError:
-            # A concurrent request with the same key won the unique index: answer with its job.
-            existing = _by_idempotency_key(session, key.id, sub.idempotency_key)
-            if existing is None:
-                raise
-            return _same_or_conflict(existing, sub), False
+    if not sub.idempotency_key:
+        job.charged_period = charge(session, key, now)
+        session.add(job)
+        return job, True
+    try:
+        # The charge and the insert share a savepoint: losing the race below undoes both.
+        with session.begin_nested():
+            job.charged_period = charge(session, key, now)
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same key won the unique index: answer with its job.
+        existing = _by_idempotency_key(session, key.id, sub.idempotency_key)
+        if existing is None:
+            raise
+        return _same_or_conflict(existing, sub), False
     return job, True
 
 
@@ -212,6 +223,8 @@ def finish(
     )
     if updated != 1:
         return False
+    if body.get("status") == "INTERNAL_ERROR":
+        refund(session, claim.job_id)  # our fault: the client is not charged
     session.add(
         JobResult(
             job_id=claim.job_id,

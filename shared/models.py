@@ -101,6 +101,10 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result_status: Mapped[str | None] = mapped_column(String(30))
+    # The quota period this job was charged to (None: the key had no quota), and when the
+    # charge was given back because the job ended in INTERNAL_ERROR.
+    charged_period: Mapped[str | None] = mapped_column(String(20))
+    refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     input: Mapped[JobInput | None] = relationship(
         back_populates="job", cascade="all, delete-orphan"
@@ -136,6 +140,17 @@ class JobResult(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="result")
+
+
+class QuotaCounter(Base):
+    """Requests charged to a key in one quota period (``day:2026-11-26``, ``month:2026-11``,
+    ``total``); charged by a conditional UPDATE so that concurrency can never overshoot."""
+
+    __tablename__ = "quota_counters"
+
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    period: Mapped[str] = mapped_column(String(20), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Image(Base):

@@ -51,6 +51,9 @@ class Settings:
     queued_stale_s: float = 30.0
     worker_concurrency: int = 0
     model_dir: str = ""
+    # When Redis cannot be reached for a rate-limit decision: accept (quota is still enforced
+    # in the database) or refuse with RATE_LIMIT_EXCEEDED.
+    rate_limit_fail_open: bool = True
     log_level: str = "INFO"
 
     @classmethod

@@ -1,0 +1,134 @@
+"""Per-key quota: charged once per accepted job, atomically; refunded once on INTERNAL_ERROR."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from shared.errors import ApiError
+from shared.models import ApiKey, Job, QuotaCounter, utcnow
+
+
+def period_key(period: str, now: datetime) -> str:
+    """The counter a request made at ``now`` (UTC) is charged to; periods roll over at UTC
+    midnight and on the first of the month."""
+    now = now.astimezone(UTC)
+    if period == "day":
+        return f"day:{now:%Y-%m-%d}"
+    if period == "month":
+        return f"month:{now:%Y-%m}"
+    return "total"
+
+
+def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """Start and end (exclusive) of the current period; ``(None, None)`` for ``total``."""
+    now = now.astimezone(UTC)
+    if period == "day":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    if period == "month":
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=32)).replace(day=1)
+        return start, end
+    return None, None
+
+
+def _insert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql if dialect == "postgresql" else sqlite).insert(QuotaCounter)
+
+
+def charge(session: Session, key: ApiKey, now: datetime | None = None) -> str | None:
+    """Take one unit of the key's quota in the caller's transaction, or raise OUT_OF_QUOTA.
+
+    The counter row is created if missing, then incremented by ``UPDATE … WHERE used < limit``:
+    the database serialises concurrent updates of one row, so the limit is never overshot.
+    Returns the charged period (None when the key has no quota).
+    """
+    if key.quota_limit is None:
+        return None
+    period = period_key(key.quota_period, now or utcnow())
+    session.execute(
+        _insert(session)
+        .values(api_key_id=key.id, period=period, used=0)
+        .on_conflict_do_nothing(index_elements=["api_key_id", "period"])
+    )
+    result = session.execute(
+        update(QuotaCounter)
+        .where(
+            QuotaCounter.api_key_id == key.id,
+            QuotaCounter.period == period,
+            QuotaCounter.used < key.quota_limit,
+        )
+        .values(used=QuotaCounter.used + 1)
+    )
+    assert isinstance(result, CursorResult)
+    if result.rowcount != 1:
+        raise ApiError(
+            "OUT_OF_QUOTA",
+            f"quota of {key.quota_limit} per {key.quota_period} used up"
+            + ("" if key.quota_period == "total" else f" (period {period.split(':', 1)[1]})"),
+        )
+    return period
+
+
+def refund(session: Session, job_id: str) -> bool:
+    """Give back the job's charge, at most once (the caller's transaction)."""
+    marked = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.refunded_at.is_(None), Job.charged_period.is_not(None))
+        .values(refunded_at=utcnow())
+        .returning(Job.api_key_id, Job.charged_period)
+    ).first()
+    if marked is None:
+        return False
+    session.execute(
+        update(QuotaCounter)
+        .where(QuotaCounter.api_key_id == marked[0], QuotaCounter.period == marked[1])
+        .values(used=QuotaCounter.used - 1)
+    )
+    return True
+
+
+def used(session: Session, key: ApiKey, now: datetime | None = None) -> int:
+    period = period_key(key.quota_period, now or utcnow())
+    value = session.scalar(
+        select(QuotaCounter.used).where(
+            QuotaCounter.api_key_id == key.id, QuotaCounter.period == period
+        )
+    )
+    return int(value or 0)
+
+
+def daily_usage(
+    session: Session, key_ids: list[str] | None, since: date
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per key and UTC day: accepted (by creation), succeeded/failed (by finish), refunded."""
+    start = datetime(since.year, since.month, since.day, tzinfo=UTC)
+    out: dict[str, dict[str, dict[str, int]]] = {}
+
+    def add(kind: str, column: Any, *conditions: Any) -> None:
+        day = func.date(column)
+        query = (
+            select(Job.api_key_id, day, func.count())
+            .where(column >= start, *conditions)
+            .group_by(Job.api_key_id, day)
+        )
+        if key_ids is not None:
+            query = query.where(Job.api_key_id.in_(key_ids))
+        for key_id, d, n in session.execute(query):
+            days = out.setdefault(key_id, {})
+            counts = days.setdefault(
+                str(d), {"accepted": 0, "succeeded": 0, "failed": 0, "refunded": 0}
+            )
+            counts[kind] = int(n)
+
+    add("accepted", Job.created_at)
+    add("succeeded", Job.finished_at, Job.status == "SUCCEEDED")
+    add("failed", Job.finished_at, Job.status == "FAILED")
+    add("refunded", Job.refunded_at)
+    return out
