@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
@@ -13,8 +10,8 @@ from api.app_helpers import json_response
 from api.auth import admin_only, client_key, current_key
 from api.context import db
 from shared.errors import ApiError
-from shared.models import ApiKey, utcnow
-from shared.quota import daily_usage, period_bounds, period_key, used
+from shared.models import ApiKey
+from shared.quota import key_usage
 
 bp = Blueprint("usage", __name__)
 MAX_DAYS = 366
@@ -27,31 +24,10 @@ def _days() -> int:
     return int(raw)
 
 
-def key_usage(key: ApiKey, days: int) -> dict[str, Any]:
-    """Quota position and per-day counts of one key, oldest day first."""
-    now = utcnow()
-    since = (now - timedelta(days=days - 1)).date()
-    per_day = daily_usage(db(), [key.id], since).get(key.id, {})
-    start, end = period_bounds(key.quota_period, now)
-    n = used(db(), key, now)
-    limit = key.quota_limit
-    return {
-        "api_id": key.id,
-        "period": key.quota_period,
-        "period_key": period_key(key.quota_period, now),
-        "period_start": start.isoformat() if start else None,
-        "period_end": end.isoformat() if end else None,
-        "used": n,
-        "limit": limit,
-        "remaining": None if limit is None else max(0, limit - n),
-        "days": [{"date": d, **counts} for d, counts in sorted(per_day.items())],
-    }
-
-
 @bp.get("/v1/usage")
 @client_key(None)
 def my_usage() -> ResponseReturnValue:
-    return json_response(key_usage(current_key(), _days()))
+    return json_response(key_usage(db(), current_key(), _days()))
 
 
 @bp.get("/admin/usage")
@@ -65,4 +41,4 @@ def all_usage() -> ResponseReturnValue:
     keys = list(db().scalars(query))
     if api_id and not keys:
         raise ApiError("NOT_FOUND", f"no API key {api_id!r}")
-    return json_response({"keys": [key_usage(k, days) for k in keys]})
+    return json_response({"keys": [key_usage(db(), k, days) for k in keys]})

@@ -283,6 +283,42 @@ def keys_revoke(api_id: str, as_json: bool) -> None:
     _show(_with_session(lambda s, st: key_view(revoke_key(s, api_id))), as_json)
 
 
+@main.command()
+@click.option("--api-id", help="One key (default: every key).")
+@click.option("--days", default=31, show_default=True, type=click.IntRange(1, 366))
+@click.option("--json", "as_json", is_flag=True)
+def usage(api_id: str | None, days: int, as_json: bool) -> None:
+    """Quota position and per-day accepted/succeeded/failed/refunded counts."""
+    from sqlalchemy import select
+
+    from shared.errors import ApiError
+    from shared.models import ApiKey
+    from shared.quota import key_usage
+
+    def read(session: Any, _settings: Settings) -> list[dict[str, Any]]:
+        query = select(ApiKey).order_by(ApiKey.created_at)
+        if api_id:
+            query = query.where(ApiKey.id == api_id)
+        keys = list(session.scalars(query))
+        if api_id and not keys:
+            raise ApiError("NOT_FOUND", f"no API key {api_id!r}")
+        return [key_usage(session, k, days) for k in keys]
+
+    rows = _with_session(read)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        limit = "unlimited" if row["limit"] is None else row["limit"]
+        click.echo(f"{row['api_id']}  {row['period_key']}  used {row['used']} of {limit}")
+        click.echo(f"  {'date':<10} {'accepted':>9} {'succeeded':>9} {'failed':>7} {'refunded':>8}")
+        for d in row["days"]:
+            click.echo(
+                f"  {d['date']:<10} {d['accepted']:>9} {d['succeeded']:>9} "
+                f"{d['failed']:>7} {d['refunded']:>8}"
+            )
+
+
 # --- client -----------------------------------------------------------------------------------
 
 

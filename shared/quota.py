@@ -132,3 +132,24 @@ def daily_usage(
     add("failed", Job.finished_at, Job.status == "FAILED")
     add("refunded", Job.refunded_at)
     return out
+
+
+def key_usage(session: Session, key: ApiKey, days: int) -> dict[str, Any]:
+    """Quota position and per-day counts of one key, oldest day first."""
+    now = utcnow()
+    since = (now - timedelta(days=days - 1)).date()
+    per_day = daily_usage(session, [key.id], since).get(key.id, {})
+    start, end = period_bounds(key.quota_period, now)
+    n = used(session, key, now)
+    limit = key.quota_limit
+    return {
+        "api_id": key.id,
+        "period": key.quota_period,
+        "period_key": period_key(key.quota_period, now),
+        "period_start": start.isoformat() if start else None,
+        "period_end": end.isoformat() if end else None,
+        "used": n,
+        "limit": limit,
+        "remaining": None if limit is None else max(0, limit - n),
+        "days": [{"date": d, **counts} for d, counts in sorted(per_day.items())],
+    }

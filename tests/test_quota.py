@@ -1,0 +1,225 @@
+"""Quota, rate limit, idempotency and usage on the real database and Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+import requests
+from click.testing import CliRunner
+from flask import Flask
+from sqlalchemy import func, select
+
+from shared.cli import main
+from shared.db import transaction
+from shared.devstack import free_port
+from shared.jobs import Submission, claim, create_job, error_body, finish
+from shared.models import ApiKey, Job
+from shared.quota import charge, refund, used
+from shared.ratelimit import RateLimiter
+from shared.settings import Settings
+from tests.conftest import Key
+from tests.helpers import no_face_capture
+
+LEASE = timedelta(seconds=60)
+
+
+def post_job(base: str, key: Key, payload: bytes, **headers: str) -> requests.Response:
+    return requests.post(
+        base + "/v1/jobs",
+        files={"liveness_data_file": ("c.pb", payload)},
+        headers={**key.headers, **headers},
+        timeout=60,
+    )
+
+
+def quota_used(sessions: Any, key: Key) -> int:
+    with transaction(sessions) as s:
+        api_key = s.get(ApiKey, key.api_id)
+        assert api_key is not None
+        return used(s, api_key)
+
+
+def job_count(sessions: Any, key: Key) -> int:
+    with transaction(sessions) as s:
+        n = s.scalar(select(func.count()).select_from(Job).where(Job.api_key_id == key.api_id))
+        return int(n or 0)
+
+
+def test_500_concurrent_submissions_against_a_quota_of_100(
+    start_api: Any, make_key: Any, sessions: Any
+) -> None:
+    key = make_key(quota=100, quota_period="day")
+    base = start_api()
+    payload = no_face_capture()
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda _: post_job(base, key, payload), range(500)))
+    codes = [r.status_code for r in answers]
+    assert codes.count(202) == 100 and codes.count(403) == 400
+    assert {r.json()["status"] for r in answers if r.status_code == 403} == {"OUT_OF_QUOTA"}
+    assert quota_used(sessions, key) == 100
+    assert job_count(sessions, key) == 100
+
+
+def test_periods_roll_over_at_utc_midnight(make_key: Any, sessions: Any) -> None:
+    key = make_key(quota=1, quota_period="day")
+    late = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
+    with transaction(sessions) as s:
+        api_key = s.get(ApiKey, key.api_id)
+        assert charge(s, api_key, late) == "day:2026-03-01"  # type: ignore[arg-type]
+    from shared.errors import ApiError
+
+    with transaction(sessions) as s, pytest.raises(ApiError) as err:
+        charge(s, s.get(ApiKey, key.api_id), late)  # type: ignore[arg-type]
+    assert err.value.status == "OUT_OF_QUOTA"
+    with transaction(sessions) as s:
+        api_key = s.get(ApiKey, key.api_id)
+        assert charge(s, api_key, late + timedelta(seconds=1)) == "day:2026-03-02"  # type: ignore[arg-type]
+
+
+def test_refund_exactly_once_under_retry(make_key: Any, sessions: Any) -> None:
+    key = make_key(quota=10, quota_period="total")
+    with transaction(sessions) as s:
+        api_key = s.get(ApiKey, key.api_id)
+        job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))  # type: ignore[arg-type]
+        job_id = job.id
+    assert quota_used(sessions, key) == 1
+    with transaction(sessions) as s:
+        first = claim(s, job_id, LEASE, 3)
+    assert first is not None
+    body = error_body(job_id, "INTERNAL_ERROR", "boom")
+    with transaction(sessions) as s:
+        assert finish(s, first, body)
+    # The same attempt delivered again, and a direct second refund: neither gives back more.
+    with transaction(sessions) as s:
+        assert not finish(s, first, body)
+    with transaction(sessions) as s:
+        assert not refund(s, job_id)
+    assert quota_used(sessions, key) == 0
+    with transaction(sessions) as s:
+        assert s.get(Job, job_id).refunded_at is not None  # type: ignore[union-attr]
+
+
+def test_gcra_accepts_rate_and_burst_over_a_measured_interval(base_settings: Settings) -> None:
+    client = redis.Redis.from_url(base_settings.redis_client_url)
+    limiter = RateLimiter(client, fail_open=False)
+    rate, burst = 20.0, 5
+    name = f"gcra-{time.monotonic_ns()}"
+    accepted = 0
+    start = time.monotonic()
+    while time.monotonic() - start < 2.0:
+        decision = limiter.check(name, rate, burst)
+        assert decision is not None
+        accepted += decision.allowed
+        time.sleep(0.002)
+    elapsed = time.monotonic() - start
+    expected = burst + rate * elapsed
+    assert abs(accepted - expected) <= 2, (accepted, expected)
+
+
+def test_rate_limit_answers_403_with_headers(start_api: Any, make_key: Any) -> None:
+    key = make_key(rate=0.5, burst=2)
+    base = start_api()
+    payload = no_face_capture()
+    answers = [post_job(base, key, payload) for _ in range(3)]
+    assert [r.status_code for r in answers] == [202, 202, 403]
+    for r in answers:
+        assert r.headers["RateLimit-Policy"] == '"default";q=2;w=4'
+        assert r.headers["RateLimit"].startswith('"default";r=')
+    assert answers[0].headers["RateLimit"].startswith('"default";r=1;')
+    refused = answers[2]
+    assert refused.json()["status"] == "RATE_LIMIT_EXCEEDED"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 2
+
+
+@pytest.mark.parametrize(("fail_open", "code"), [(True, 202), (False, 403)])
+def test_redis_unreachable_fails_open_or_closed(
+    app: Flask, make_key: Any, fail_open: bool, code: int
+) -> None:
+    # A real client aimed at a port where nothing listens: every call fails to connect.
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    svc = app.extensions["antihack"]
+    app.extensions["antihack"] = dataclasses.replace(svc, limiter=RateLimiter(dead, fail_open))
+    key = make_key(rate=100, burst=10)
+    resp = app.test_client().post(
+        "/v1/jobs",
+        data={"liveness_data_file": (__import__("io").BytesIO(no_face_capture()), "c.pb")},
+        headers=key.headers,
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == code, resp.get_json()
+    if not fail_open:
+        assert resp.get_json()["status"] == "RATE_LIMIT_EXCEEDED"
+
+
+def test_idempotency_replay_conflict_and_concurrent_duplicates(
+    start_api: Any, make_key: Any, sessions: Any
+) -> None:
+    key = make_key(quota=50, quota_period="total")
+    base = start_api()
+    payload = no_face_capture()
+    first = post_job(base, key, payload, **{"Idempotency-Key": "order-1"})
+    again = post_job(base, key, payload, **{"Idempotency-Key": "order-1"})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["request_id"] == again.json()["request_id"]
+    assert quota_used(sessions, key) == 1  # the replay was not charged
+    conflict = post_job(base, key, no_face_capture(), **{"Idempotency-Key": "order-1"})
+    assert conflict.status_code == 422 and conflict.json()["status"] == "INVALID_ARGUMENT"
+
+    with ThreadPoolExecutor(16) as pool:
+        dupes = list(
+            pool.map(
+                lambda _: post_job(base, key, payload, **{"Idempotency-Key": "order-2"}), range(16)
+            )
+        )
+    assert {r.status_code for r in dupes} == {202}
+    assert len({r.json()["request_id"] for r in dupes}) == 1
+    assert job_count(sessions, key) == 2 and quota_used(sessions, key) == 2
+
+
+def test_usage_numbers_equal_what_was_submitted(
+    client: Any, make_key: Any, sessions: Any, base_settings: Settings
+) -> None:
+    key = make_key(quota=10, quota_period="month")
+    ids = []
+    with transaction(sessions) as s:
+        api_key = s.get(ApiKey, key.api_id)
+        for _ in range(3):
+            job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))  # type: ignore[arg-type]
+            ids.append(job.id)
+    outcomes = [
+        {"status": "OK", "score": 0.1},
+        {"status": "DETETION_FAILED", "reason": "x"},
+        {"status": "INTERNAL_ERROR", "reason": "x"},
+    ]
+    for job_id, body in zip(ids, outcomes, strict=True):
+        with transaction(sessions) as s:
+            owned = claim(s, job_id, LEASE, 3)
+            assert owned is not None
+        with transaction(sessions) as s:
+            assert finish(s, owned, {**body, "request_id": job_id})
+
+    mine = client.get("/v1/usage", headers=key.headers).get_json()
+    today = datetime.now(UTC).date().isoformat()
+    assert mine["used"] == 2 and mine["limit"] == 10 and mine["remaining"] == 8
+    assert mine["days"] == [
+        {"date": today, "accepted": 3, "succeeded": 1, "failed": 2, "refunded": 1}
+    ]
+    admin = client.get(
+        f"/admin/usage?api_id={key.api_id}", headers={"Authorization": "Bearer test-admin-token"}
+    ).get_json()
+    assert admin["keys"] == [mine]
+    cli = CliRunner(env=base_settings.to_env()).invoke(
+        main, ["usage", "--api-id", key.api_id, "--json"], catch_exceptions=False
+    )
+    assert json.loads(cli.output) == [mine]
+    table = CliRunner(env=base_settings.to_env()).invoke(main, ["usage", "--api-id", key.api_id])
+    assert "used 2 of 10" in table.output
+    bad = client.get("/v1/usage?days=0", headers=key.headers)
+    assert bad.status_code == 400
