@@ -50,6 +50,13 @@ class Settings:
     sweep_interval_s: float = 10.0
     queued_stale_s: float = 30.0
     worker_concurrency: int = 0
+    # Webhooks: the delay before each attempt (the first is normally immediate), comma-separated
+    # seconds; how often the dispatcher looks for due deliveries; how long a rotated-out secret
+    # still signs; the timeout of one POST.
+    webhook_schedule_s: str = "0,5,300,1800,7200,18000,36000,36000"
+    webhook_dispatch_interval_s: float = 2.0
+    webhook_secret_overlap_s: float = 86400.0
+    webhook_timeout_s: float = 15.0
     model_dir: str = ""
     # When Redis cannot be reached for a rate-limit decision: accept (quota is still enforced
     # in the database) or refuse with RATE_LIMIT_EXCEEDED.
@@ -116,6 +123,22 @@ class Settings:
         if self.redis_url:
             return self.redis_url
         return f"unix://{self.redis_socket}"
+
+    @property
+    def webhook_schedule(self) -> tuple[float, ...]:
+        """Seconds to wait before each attempt of a delivery; its length is the attempt count."""
+        try:
+            delays = tuple(float(v) for v in self.webhook_schedule_s.split(",") if v.strip())
+        except ValueError:
+            raise SettingsError(
+                f"ANTIHACK_WEBHOOK_SCHEDULE_S={self.webhook_schedule_s!r}: not comma-separated seconds"
+            ) from None
+        if not delays or any(d < 0 for d in delays):
+            raise SettingsError(
+                f"ANTIHACK_WEBHOOK_SCHEDULE_S={self.webhook_schedule_s!r}: "
+                "needs one or more non-negative delays"
+            )
+        return delays
 
     @property
     def providers(self) -> list[str] | None:
