@@ -1,4 +1,5 @@
-"""Database models: API keys, jobs, their inputs and results, H5 images, replay fingerprints."""
+"""Database models: API keys, jobs, their inputs and results, H5 images, replay fingerprints,
+webhook deliveries and their attempts."""
 
 from __future__ import annotations
 
@@ -69,6 +70,12 @@ class ApiKey(Base):
     rate_per_s: Mapped[float | None] = mapped_column(Float)
     burst: Mapped[int | None] = mapped_column(Integer)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    # After a rotation the previous webhook secret still signs (a second signature) for
+    # ANTIHACK_WEBHOOK_SECRET_OVERLAP_S from the rotation, so receivers can switch without loss.
+    webhook_secret_prev_enc: Mapped[str | None] = mapped_column(Text)
+    webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when the endpoint answered 410 Gone; setting webhook_url again clears it.
+    webhook_disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     require_signed: Mapped[bool] = mapped_column(Boolean, default=False)
 
     def permits(self, endpoint: str) -> bool:
@@ -178,3 +185,69 @@ class Fingerprint(Base):
     value: Mapped[str] = mapped_column(String(100))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Delivery states: pending (an attempt is due or being made), delivered (a 2xx), failed (the
+# schedule ran out), disabled (410 Gone, or the key's endpoint is disabled or revoked).
+PENDING, DELIVERED, DELIVERY_FAILED, DISABLED = "pending", "delivered", "failed", "disabled"
+DELIVERY_STATES = (PENDING, DELIVERED, DELIVERY_FAILED, DISABLED)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint; its id is the ``webhook-id`` every attempt carries.
+
+    Created in the transaction that finishes the job, so a crash cannot lose it; retries wait
+    in ``next_attempt_at``, not in the broker.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_api_key_id_created_at", "api_key_id", "created_at"),
+        Index("ix_webhook_deliveries_job_id", "job_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_ + 32 hex
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(40))
+    # "callback": the job's callback_url; "key": the key's webhook_url (410 disables the key's).
+    target: Mapped[str] = mapped_column(String(10))
+    url: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(10), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Position in the retry schedule; a manual redelivery starts it again.
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next attempt is due; while claimed, when the claim lapses.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by the claim that published a send; "sending:" + it while the POST is in flight.
+    claim_token: Mapped[str | None] = mapped_column(String(48))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+    attempt_log: Mapped[list[WebhookAttempt]] = relationship(
+        back_populates="delivery",
+        cascade="all, delete-orphan",
+        order_by="WebhookAttempt.id",
+    )
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery: when, where, what came back, how long it took."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery_id", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    url: Mapped[str] = mapped_column(String(2048))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+
+    delivery: Mapped[WebhookDelivery] = relationship(back_populates="attempt_log")
