@@ -61,7 +61,7 @@ def _options() -> KeyOptions:
             raise ApiError("INVALID_ARGUMENT", f"{name} must be {kind.__name__}")
         if name == "expires_at":
             try:
-                value = datetime.fromisoformat(value)
+                value = datetime.fromisoformat(str(value))
             except ValueError:
                 raise ApiError("INVALID_ARGUMENT", "expires_at must be ISO 8601") from None
         values[name] = value
@@ -72,7 +72,10 @@ def _options() -> KeyOptions:
 @admin_only
 def create() -> ResponseReturnValue:
     session = db()
-    key, new = create_key(session, services().settings.secret_key, _options())
+    settings = services().settings
+    key, new = create_key(
+        session, settings.secret_key, _options(), allow_private_urls=settings.allow_private_urls
+    )
     session.commit()
     return json_response(secrets_view(key, new), 201)
 
@@ -93,7 +96,8 @@ def show(api_id: str) -> ResponseReturnValue:
 @admin_only
 def update(api_id: str) -> ResponseReturnValue:
     session = db()
-    key = update_key(session, api_id, _options())
+    allow = services().settings.allow_private_urls
+    key = update_key(session, api_id, _options(), allow_private_urls=allow)
     session.commit()
     return json_response(key_view(key))
 

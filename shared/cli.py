@@ -218,7 +218,11 @@ def keys_create(name: str, **kw: Any) -> None:
     from shared.keys import create_key, secrets_view
 
     opts = _options(name, kw)
-    data = _with_session(lambda s, st: secrets_view(*create_key(s, st.secret_key, opts)))
+    data = _with_session(
+        lambda s, st: secrets_view(
+            *create_key(s, st.secret_key, opts, allow_private_urls=st.allow_private_urls)
+        )
+    )
     _show(data, kw["as_json"])
 
 
@@ -260,7 +264,12 @@ def keys_update(api_id: str, name: str | None, **kw: Any) -> None:
     from shared.keys import key_view, update_key
 
     opts = _options(name, kw)
-    _show(_with_session(lambda s, st: key_view(update_key(s, api_id, opts))), kw["as_json"])
+    data = _with_session(
+        lambda s, st: key_view(
+            update_key(s, api_id, opts, allow_private_urls=st.allow_private_urls)
+        )
+    )
+    _show(data, kw["as_json"])
 
 
 @keys.command("rotate")

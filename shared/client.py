@@ -33,6 +33,11 @@ def _submit_one(
     return body
 
 
+def _progress(length: int, label: str) -> Any:
+    """A progress bar on stderr, so that stdout stays machine-readable."""
+    return click.progressbar(length=length, label=label, file=click.get_text_stream("stderr"))
+
+
 def submit_files(
     files: list[str],
     *,
@@ -52,9 +57,7 @@ def submit_files(
     results: list[dict[str, Any]] = []
     with (
         ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool,
-        click.progressbar(
-            length=len(files), label="submitting", file=click.get_text_stream("stderr")
-        ) as bar,
+        _progress(len(files), "submitting") as bar,
     ):
         for body in pool.map(lambda p: _submit_one(session, base, p, return_extra), files):
             results.append(body)
@@ -63,9 +66,7 @@ def submit_files(
     if wait:
         pending = {r["request_id"]: r for r in results if r["http_status"] == 202}
         deadline = time.monotonic() + timeout
-        with click.progressbar(
-            length=len(pending), label="waiting   ", file=click.get_text_stream("stderr")
-        ) as bar:
+        with _progress(len(pending), "waiting   ") as bar:
             while pending and time.monotonic() < deadline:
                 for rid in list(pending):
                     job = session.get(f"{base}/v1/jobs/{rid}", timeout=30).json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session
 from shared.errors import ApiError
 from shared.models import ApiKey, utcnow
 from shared.secrets import check_secret, decrypt, encrypt, hash_secret
+from shared.urlguard import UrlRefused, resolve
 
 QUOTA_PERIODS = ("day", "month", "total")
 ENDPOINTS = ("liveness_anti_hack", "jobs", "liveness_image")
@@ -62,13 +65,24 @@ class KeyOptions:
 def _new_secrets() -> NewSecrets:
     return NewSecrets(
         api_secret=secrets.token_urlsafe(32),
-        webhook_secret="whsec_" + secrets.token_urlsafe(32),
+        # Standard Webhooks: "whsec_" + standard base64 of the key bytes. Receivers' libraries
+        # decode it with the standard alphabet, so URL-safe base64 would sign with other bytes.
+        webhook_secret="whsec_" + base64.b64encode(os.urandom(32)).decode(),
         sdk_secret=secrets.token_urlsafe(32),
     )
 
 
-def _apply(key: ApiKey, opts: KeyOptions) -> None:
+def _check_webhook_url(url: str, allow_private_urls: bool) -> None:
+    try:
+        resolve(url, allow_private=allow_private_urls)
+    except UrlRefused as exc:
+        raise ApiError("INVALID_ARGUMENT", f"webhook_url refused: {exc.reason}") from None
+
+
+def _apply(key: ApiKey, opts: KeyOptions, allow_private_urls: bool) -> None:
     opts.validate()
+    if opts.webhook_url:
+        _check_webhook_url(opts.webhook_url, allow_private_urls)
     if opts.name is not None:
         key.name = opts.name
     if opts.quota is not None:
@@ -85,20 +99,33 @@ def _apply(key: ApiKey, opts: KeyOptions) -> None:
         key.permissions = opts.permissions
     if opts.webhook_url is not None:
         key.webhook_url = opts.webhook_url or None
+        key.webhook_disabled_at = None  # setting the URL again re-enables it after a 410
     if opts.require_signed is not None:
         key.require_signed = opts.require_signed
 
 
 def _store_secrets(key: ApiKey, secret_key: str, new: NewSecrets) -> None:
     key.secret_hash = hash_secret(secret_key, new.api_secret)
+    if key.webhook_secret_enc:
+        # The old secret keeps signing beside the new one for ANTIHACK_WEBHOOK_SECRET_OVERLAP_S.
+        key.webhook_secret_prev_enc = key.webhook_secret_enc
+        key.webhook_secret_rotated_at = utcnow()
     key.webhook_secret_enc = encrypt(secret_key, new.webhook_secret)
     key.sdk_secret_enc = encrypt(secret_key, new.sdk_secret)
 
 
 def create_key(
-    session: Session, secret_key: str, opts: KeyOptions, api_id: str | None = None
+    session: Session,
+    secret_key: str,
+    opts: KeyOptions,
+    api_id: str | None = None,
+    *,
+    allow_private_urls: bool = False,
 ) -> tuple[ApiKey, NewSecrets]:
-    """Create a key; the secrets are returned only here (and on rotate)."""
+    """Create a key; the secrets are returned only here (and on rotate).
+
+    ``allow_private_urls`` is ANTIHACK_ALLOW_PRIVATE_URLS, for the webhook URL's SSRF check.
+    """
     key = ApiKey(
         id=api_id or "ak_" + secrets.token_hex(12),
         name=opts.name or "unnamed",
@@ -109,7 +136,7 @@ def create_key(
     )
     new = _new_secrets()
     _store_secrets(key, secret_key, new)
-    _apply(key, opts)
+    _apply(key, opts, allow_private_urls)
     session.add(key)
     session.flush()
     return key, new
@@ -122,9 +149,11 @@ def get_key(session: Session, api_id: str) -> ApiKey:
     return key
 
 
-def update_key(session: Session, api_id: str, opts: KeyOptions) -> ApiKey:
+def update_key(
+    session: Session, api_id: str, opts: KeyOptions, *, allow_private_urls: bool = False
+) -> ApiKey:
     key = get_key(session, api_id)
-    _apply(key, opts)
+    _apply(key, opts, allow_private_urls)
     return key
 
 
@@ -177,6 +206,12 @@ def key_view(key: ApiKey) -> dict[str, Any]:
         "rate": key.rate_per_s,
         "burst": key.burst,
         "webhook_url": key.webhook_url,
+        "webhook_disabled_at": key.webhook_disabled_at.isoformat()
+        if key.webhook_disabled_at
+        else None,
+        "webhook_secret_rotated_at": key.webhook_secret_rotated_at.isoformat()
+        if key.webhook_secret_rotated_at
+        else None,
         "require_signed": key.require_signed,
     }
 

@@ -127,17 +127,13 @@ class Settings:
     @property
     def webhook_schedule(self) -> tuple[float, ...]:
         """Seconds to wait before each attempt of a delivery; its length is the attempt count."""
+        problem = f"ANTIHACK_WEBHOOK_SCHEDULE_S={self.webhook_schedule_s!r}"
         try:
             delays = tuple(float(v) for v in self.webhook_schedule_s.split(",") if v.strip())
         except ValueError:
-            raise SettingsError(
-                f"ANTIHACK_WEBHOOK_SCHEDULE_S={self.webhook_schedule_s!r}: not comma-separated seconds"
-            ) from None
+            raise SettingsError(f"{problem}: not comma-separated seconds") from None
         if not delays or any(d < 0 for d in delays):
-            raise SettingsError(
-                f"ANTIHACK_WEBHOOK_SCHEDULE_S={self.webhook_schedule_s!r}: "
-                "needs one or more non-negative delays"
-            )
+            raise SettingsError(f"{problem}: needs one or more non-negative delays")
         return delays
 
     @property

@@ -17,6 +17,7 @@ import certifi
 import urllib3
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+USER_AGENT = "antihack/0.1"
 
 # Cloud metadata endpoints that are not covered by the link-local range.
 METADATA_ADDRESSES = {
@@ -91,6 +92,30 @@ def resolve(url: str, *, allow_private: bool) -> Target:
     return Target(parts.scheme, parts.hostname, port, path, addresses[0])
 
 
+def _pool(target: Target, timeout: urllib3.Timeout) -> urllib3.HTTPConnectionPool:
+    """A one-connection pool aimed at the checked address (TLS still verifies the host name)."""
+    if target.scheme == "https":
+        return urllib3.HTTPSConnectionPool(
+            str(target.address),
+            target.port,
+            timeout=timeout,
+            retries=False,
+            server_hostname=target.host,
+            assert_hostname=target.host,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+        )
+    return urllib3.HTTPConnectionPool(
+        str(target.address), target.port, timeout=timeout, retries=False
+    )
+
+
+def _host_header(target: Target) -> str:
+    host = target.host if ":" not in target.host else f"[{target.host}]"
+    default = 443 if target.scheme == "https" else 80
+    return host if target.port == default else f"{host}:{target.port}"
+
+
 def fetch(
     url: str,
     *,
@@ -101,30 +126,13 @@ def fetch(
 ) -> bytes:
     """GET a URL through the guard: no redirects, at most ``max_bytes``, a total deadline."""
     target = resolve(url, allow_private=allow_private)
-    timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
-    pool: urllib3.HTTPConnectionPool
-    if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            str(target.address),
-            target.port,
-            timeout=timeout,
-            retries=False,
-            server_hostname=target.host,
-            assert_hostname=target.host,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=certifi.where(),
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(
-            str(target.address), target.port, timeout=timeout, retries=False
-        )
+    pool = _pool(target, urllib3.Timeout(connect=connect_timeout, read=read_timeout))
     deadline = time.monotonic() + connect_timeout + read_timeout
-    host_header = target.host if ":" not in target.host else f"[{target.host}]"
     try:
         resp = pool.urlopen(
             "GET",
             target.path,
-            headers={"Host": host_header, "User-Agent": "antihack/0.1"},
+            headers={"Host": _host_header(target), "User-Agent": USER_AGENT},
             redirect=False,
             preload_content=False,
         )
@@ -150,3 +158,58 @@ def fetch(
         raise UrlRefused(f"download failed: {type(exc).__name__}") from None
     finally:
         pool.close()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a POST got back: the status, the headers, and at most the first bytes of the body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    allow_private: bool,
+    timeout: float = 15.0,
+    max_response_bytes: int = 4096,
+) -> Answer:
+    """POST through the guard: no redirects, ``timeout`` for the whole exchange, and only the
+    first ``max_response_bytes`` of the answer are read (a receiver cannot make us buffer more).
+
+    Raises ``UrlRefused`` when the URL is refused or the exchange fails.
+    """
+    target = resolve(url, allow_private=allow_private)
+    pool = _pool(target, urllib3.Timeout(total=timeout, connect=min(5.0, timeout)))
+    try:
+        resp = pool.urlopen(
+            "POST",
+            target.path,
+            body=body,
+            headers={
+                **headers,
+                "Host": _host_header(target),
+                "User-Agent": USER_AGENT,
+                "Content-Length": str(len(body)),
+            },
+            redirect=False,
+            preload_content=False,
+        )
+        try:
+            head = resp.read(max_response_bytes)
+        finally:
+            resp.close()
+        return Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, head)
+    except urllib3.exceptions.HTTPError as exc:
+        raise UrlRefused(f"request failed: {type(exc).__name__}: {_brief(exc)}") from None
+    finally:
+        pool.close()
+
+
+def _brief(exc: Exception) -> str:
+    """urllib3's message without the connection repr before it, for an attempt log."""
+    return str(exc).split(": ", 1)[-1][:200]
