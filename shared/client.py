@@ -35,7 +35,8 @@ def _submit_one(
 
 def _progress(length: int, label: str) -> Any:
     """A progress bar on stderr, so that stdout stays machine-readable."""
-    return click.progressbar(length=length, label=label, file=click.get_text_stream("stderr"))
+    stream = click.get_text_stream("stderr")
+    return click.progressbar(length=length, label=label, file=stream)  # type: ignore[operator]
 
 
 def submit_files(
