@@ -35,8 +35,8 @@ def _submit_one(
 
 def _progress(length: int, label: str) -> Any:
     """A progress bar on stderr, so that stdout stays machine-readable."""
-    stream = click.get_text_stream("stderr")
-    return click.progressbar(length=length, label=label, file=stream)  # type: ignore[operator]
+    stream = click.get_text_stream("stderr")  # type: ignore[operator]
+    return click.progressbar(length=length, label=label, file=stream)
 
 
 def submit_files(
