@@ -9,7 +9,7 @@ from flask import Flask, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from api import admin, jobs, ops, usage
+from api import admin, jobs, metrics, openapi, ops, usage, webhooks
 from api.context import Services
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import ApiError
@@ -52,6 +52,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(usage.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics.bp)
+    metrics.instrument(app)
     _register_errors(app)
 
     @app.before_request

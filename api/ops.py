@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from api.app_helpers import json_response
 from api.context import db, services
+from shared.heartbeat import fresh_workers
 
 bp = Blueprint("ops", __name__)
 
@@ -20,7 +21,7 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """The database and Redis answer and at least one worker replies to a ping."""
+    """The database and Redis answer and at least one worker's heartbeat is recent."""
     svc = services()
     checks: dict[str, str] = {}
     try:
@@ -29,24 +30,21 @@ def readyz() -> ResponseReturnValue:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
+    workers = 0
+    max_age = svc.settings.worker_heartbeat_max_age_s
     try:
-        svc.redis.ping()
+        workers, last = fresh_workers(svc.redis, max_age)
         checks["redis"] = "ok"
+        if workers:
+            checks["workers"] = f"{workers} with a heartbeat within {max_age:g} s"
+        elif last is None:
+            checks["workers"] = "no worker heartbeat"
+        else:
+            checks["workers"] = f"none: the latest heartbeat is {last:.0f} s old"
     except Exception as exc:
         checks["redis"] = f"error: {type(exc).__name__}"
-    if checks["redis"] == "ok":
-        try:
-            replies = svc.celery.control.ping(timeout=1.0)
-            checks["workers"] = f"{len(replies)} replied" if replies else "none replied"
-        except Exception as exc:
-            checks["workers"] = f"error: {type(exc).__name__}"
-    else:
         checks["workers"] = "unknown"
-    ready = (
-        all(v == "ok" for k, v in checks.items() if k != "workers")
-        and checks["workers"].endswith("replied")
-        and not checks["workers"].startswith("none")
-    )
+    ready = checks["database"] == "ok" and checks["redis"] == "ok" and workers > 0
     return json_response(
         {"status": "OK" if ready else "NOT_READY", "checks": checks}, 200 if ready else 503
     )

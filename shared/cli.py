@@ -13,12 +13,15 @@ from shared.settings import Settings, SettingsError
 
 
 def _settings() -> Settings:
+    from shared.logs import resolve_format
     from shared.runtime import prepare
 
     try:
-        return prepare(Settings.from_env())
+        settings = prepare(Settings.from_env())
+        resolve_format(settings.log_format)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,11 +50,19 @@ def serve(host: str, port: int, workers: int | None) -> None:
 @click.option("--threads", default=16, show_default=True, type=int)
 def api(host: str, port: int, processes: int, threads: int) -> None:
     """Run the HTTP API under gunicorn."""
+    from shared.logs import configure_logging, gunicorn_logconfig
+    from shared.metrics import configure_multiprocess, mark_dead
+
+    settings = _settings()
+    configure_multiprocess(settings)  # before anything imports prometheus_client
+    configure_logging(settings, "api")
+
     from gunicorn.app.base import BaseApplication
 
     from api import create_app
 
-    settings = _settings()
+    def child_exit(_server: Any, child: Any) -> None:
+        mark_dead(child.pid)
 
     class App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -64,6 +75,8 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("proc_name", "antihack-api")
             self.cfg.set("accesslog", None)
+            self.cfg.set("logconfig_dict", gunicorn_logconfig(settings))
+            self.cfg.set("child_exit", child_exit)
 
         def load(self) -> Any:
             return create_app(settings)
@@ -77,18 +90,26 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
 @click.option("--pool", default="prefork", show_default=True)
 def worker(concurrency: int | None, queues: str | None, pool: str) -> None:
     """Run a Celery worker; refuses to start if a model file is missing or altered."""
+    from shared.metrics import configure_multiprocess, serve_worker_metrics
+
+    settings = _settings()
+    configure_multiprocess(settings)  # before anything imports prometheus_client
+    _celery_logging(settings, "worker")
+
     from shared.queues import ALL_QUEUES
     from worker import make_celery
     from worker.pipeline.models import verify_models
 
-    settings = _settings()
     problems = verify_models(None if not settings.model_dir else _path(settings.model_dir))
     if problems:
         for problem in problems:
             click.echo(f"worker: {problem}", err=True)
         raise click.ClickException("model files are missing or altered; refusing to start")
     app = make_celery(settings)
+    if settings.worker_metrics_port:
+        serve_worker_metrics(settings.worker_metrics_port)
     argv = [
+        *_quiet(settings),
         "worker",
         f"--loglevel={settings.log_level}",
         f"--queues={queues or ','.join(ALL_QUEUES)}",
@@ -107,9 +128,32 @@ def beat() -> None:
     from worker import make_celery
 
     settings = _settings()
+    _celery_logging(settings, "beat")
     app = make_celery(settings)
     schedule = settings.data_path / "celerybeat-schedule"
-    app.start(["beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"])
+    app.start(
+        [*_quiet(settings), "beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"]
+    )
+
+
+def _celery_logging(settings: Settings, role: str) -> None:
+    """Our formatter instead of Celery's (a receiver of setup_logging stops Celery's own)."""
+    from celery.signals import setup_logging
+
+    from shared.logs import configure_logging
+
+    def setup(**_: Any) -> None:
+        configure_logging(settings, role)
+
+    setup_logging.connect(setup, weak=False)
+    configure_logging(settings, role)
+
+
+def _quiet(settings: Settings) -> list[str]:
+    """No banner on stdout when the logs are JSON lines (it is not one)."""
+    from shared.logs import resolve_format
+
+    return ["--quiet"] if resolve_format(settings.log_format) == "json" else []
 
 
 @main.command()

@@ -27,6 +27,7 @@ from shared.models import (
 from shared.quota import charge, refund
 from shared.secrets import new_request_id
 from shared.settings import Settings
+from shared.webhooks import record_completion
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
@@ -235,6 +236,7 @@ def finish(
             created_at=now,
         )
     )
+    record_completion(session, claim.job_id)  # the webhook, in the same transaction
     return True
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from shared.errors import ApiError
 from shared.models import ApiKey, utcnow
 from shared.secrets import check_secret, decrypt, encrypt, hash_secret
-from shared.urlguard import UrlRefused, resolve
+from shared.urlguard import UrlRefused, UrlUnresolvable, resolve
 
 QUOTA_PERIODS = ("day", "month", "total")
 ENDPOINTS = ("liveness_anti_hack", "jobs", "liveness_image")
@@ -73,8 +73,12 @@ def _new_secrets() -> NewSecrets:
 
 
 def _check_webhook_url(url: str, allow_private_urls: bool) -> None:
+    """Refuse a malformed URL or one that points at us; a name that does not resolve yet is
+    accepted, since every attempt checks the URL again before it connects."""
     try:
         resolve(url, allow_private=allow_private_urls)
+    except UrlUnresolvable:
+        pass
     except UrlRefused as exc:
         raise ApiError("INVALID_ARGUMENT", f"webhook_url refused: {exc.reason}") from None
 

@@ -62,6 +62,16 @@ class Settings:
     # in the database) or refuse with RATE_LIMIT_EXCEEDED.
     rate_limit_fail_open: bool = True
     log_level: str = "INFO"
+    # auto: text when stderr is a terminal, one JSON object per line otherwise.
+    log_format: str = "auto"
+    # Workers refresh a heartbeat in Redis this often; /readyz wants one younger than max age.
+    worker_heartbeat_s: float = 5.0
+    worker_heartbeat_max_age_s: float = 20.0
+    # A worker serves its own /metrics on this port (0: none; `antihack serve` and the tests
+    # share the API's multiprocess directory instead).
+    worker_metrics_port: int = 0
+    # When set, GET /metrics wants `Authorization: Bearer <this>` (it names API ids).
+    metrics_token: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

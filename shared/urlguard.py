@@ -34,6 +34,10 @@ class UrlRefused(Exception):
         self.reason = reason
 
 
+class UrlUnresolvable(UrlRefused):
+    """The host name has no address (now): refused, but not for what it points at."""
+
+
 @dataclass(frozen=True)
 class Target:
     scheme: str
@@ -76,10 +80,10 @@ def resolve(url: str, *, allow_private: bool) -> Target:
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UrlRefused(f"cannot resolve {parts.hostname}: {exc}") from None
+        raise UrlUnresolvable(f"cannot resolve {parts.hostname}: {exc}") from None
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     if not addresses:
-        raise UrlRefused(f"cannot resolve {parts.hostname}")
+        raise UrlUnresolvable(f"cannot resolve {parts.hostname}")
     if not allow_private:
         bad = [str(a) for a in addresses if _forbidden(a)]
         if bad:

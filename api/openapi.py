@@ -1,0 +1,1151 @@
+"""The OpenAPI 3.1 document (``/openapi.json``) and Swagger UI (``/docs``, assets from the
+``flask-swagger-ui`` wheel, served from its installed directory: no CDN).
+
+The document is written by hand as a dict; ``tests/test_openapi.py`` validates it and checks
+that every URL rule of the app is in it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, send_from_directory
+from flask.typing import ResponseReturnValue
+
+from api.app_helpers import json_response
+from shared.errors import HTTP_CODES
+from shared.keys import ENDPOINTS
+from shared.models import DELIVERY_STATES
+
+bp = Blueprint("openapi", __name__)
+
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+
+# --- building blocks ------------------------------------------------------------------------
+
+
+def _schema(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _response(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def _param(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+def _header(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+def _json(description: str, schema: str, **headers: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {JSON: {"schema": _schema(schema)}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+DATE_TIME = {"type": "string", "format": "date-time"}
+NULLABLE_DATE_TIME = _nullable("string", format="date-time")
+FLAG = {
+    "type": "integer",
+    "enum": [0, 1],
+    "default": 0,
+}
+RATE_HEADERS = {
+    "RateLimit-Policy": _header("RateLimit-Policy"),
+    "RateLimit": _header("RateLimit"),
+}
+Security = list[dict[str, list[str]]]
+CLIENT: Security = [{"ApiId": [], "ApiSecret": []}]
+ADMIN: Security = [{"AdminToken": []}]
+PUBLIC: Security = []
+
+CLIENT_ERRORS = {
+    "401": _response("Unauthorized"),
+    "403": _response("Forbidden"),
+    "500": _response("InternalError"),
+}
+ADMIN_ERRORS = {"401": _response("Unauthorized"), "500": _response("InternalError")}
+
+
+def _op(
+    tag: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    operation_id: str,
+    security: Security,
+    description: str | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"tags": [tag], "summary": summary, "operationId": operation_id}
+    if description:
+        op["description"] = description
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = body
+    op["security"] = security
+    op["responses"] = responses
+    return op
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+EXTRA_FIELDS: dict[str, tuple[str, str]] = {
+    "mask_proba": ("number", "P(the face is covered by a mask); masked = mask_proba > 0.5"),
+    "quality_score": ("number", "frame quality in [0, 1]; quality_too_low = quality_score < 0.5"),
+    "quality_too_low": ("boolean", "quality_score < 0.5"),
+    "blur_or_dark": ("boolean", "face crop Laplacian variance < 40 or mean brightness < 65"),
+    "has_no_face": ("boolean", "no face in any frame"),
+    "face_too_small": ("boolean", "face box shorter side < 80 px"),
+    "image_too_small": ("boolean", "image side < 240 px"),
+    "masked": ("boolean", "mask_proba > 0.5"),
+    "face_quality_low": ("boolean", "face_quality_score < 0.5"),
+    "face_quality_score": ("number", "face probability x crop sharpness and light, in [0, 1]"),
+    "is_live": ("boolean", "live_proba > 0.5"),
+    "live_proba": ("number", "presentation-attack model's live probability (uncalibrated)"),
+    "eye_closed": ("boolean", "eye_score < 0.5"),
+    "eye_score": ("number", "P(eyes open), from the eye aspect ratio"),
+}
+
+
+def _extra_schema() -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for name, (kind, description) in EXTRA_FIELDS.items():
+        props[name] = {"type": kind, "description": description}
+        if kind == "number":
+            props[name].update(minimum=0, maximum=1)
+    return {
+        "type": "object",
+        "description": "Quality and face signals (the seed's fields; every threshold 0.5).",
+        "properties": props,
+        "required": list(EXTRA_FIELDS),
+    }
+
+
+SCHEMAS: dict[str, Any] = {
+    "RequestId": {
+        "type": "string",
+        "pattern": "^TID[0-9a-f]{32}$",
+        "description": "Unique id of the request; for a submission it is also the job id.",
+        "examples": ["TID8bf47ab6eda64476973cc5f5b6ebf57e"],
+    },
+    "ErrorStatus": {
+        "type": "string",
+        "enum": list(HTTP_CODES),
+        "description": "The seed's status strings (DETETION_FAILED is the seed's spelling).",
+    },
+    "Error": {
+        "type": "object",
+        "description": "Every error answer. `reason` says what to fix.",
+        "properties": {
+            "status": _schema("ErrorStatus"),
+            "reason": {"type": "string"},
+            "request_id": _schema("RequestId"),
+        },
+        "required": ["status", "reason", "request_id"],
+        "examples": [
+            {
+                "status": "INVALID_ARGUMENT",
+                "reason": "must specify liveness_data_file' argument",
+                "request_id": "TID8bf47ab6eda64476973cc5f5b6ebf57e",
+            }
+        ],
+    },
+    "Extra": _extra_schema(),
+    "SeedResult": {
+        "type": "object",
+        "description": "The seed endpoint's success body.",
+        "properties": {
+            "request_id": _schema("RequestId"),
+            "status": {"type": "string", "const": "OK"},
+            "score": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "Hack score; 0.98 or more means hack.",
+            },
+            "extra": {**_schema("Extra"), "description": "Only with return_extra=1."},
+            "image_base64": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "contentMediaType": "image/jpeg",
+                "description": "The judged frame as JPEG; only with return_image=1.",
+            },
+        },
+        "required": ["request_id", "status", "score"],
+        "examples": [
+            {
+                "request_id": "TID8bf47ab6eda64476973cc5f5b6ebf57e",
+                "status": "OK",
+                "score": 0.13119,
+                "extra": {
+                    "mask_proba": 0.001,
+                    "quality_score": 0.961,
+                    "quality_too_low": False,
+                    "blur_or_dark": False,
+                    "has_no_face": False,
+                    "face_too_small": False,
+                    "image_too_small": False,
+                    "masked": False,
+                    "face_quality_low": False,
+                    "face_quality_score": 0.998143,
+                    "is_live": True,
+                    "live_proba": 0.996755,
+                    "eye_closed": False,
+                    "eye_score": 0.978606,
+                },
+            }
+        ],
+    },
+    "JobResult": {
+        "description": "Exactly the body the seed endpoint answers: a result or an error.",
+        "oneOf": [_schema("SeedResult"), _schema("Error")],
+    },
+    "JobState": {"type": "string", "enum": ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]},
+    "Accepted": {
+        "type": "object",
+        "description": "A submission accepted as a job; poll `job_url`.",
+        "properties": {
+            "request_id": _schema("RequestId"),
+            "status": _schema("JobState"),
+            "job_url": {"type": "string", "format": "uri"},
+        },
+        "required": ["request_id", "status", "job_url"],
+    },
+    "Job": {
+        "type": "object",
+        "properties": {
+            "request_id": _schema("RequestId"),
+            "status": _schema("JobState"),
+            "created_at": DATE_TIME,
+            "started_at": NULLABLE_DATE_TIME,
+            "finished_at": NULLABLE_DATE_TIME,
+            "attempts": {"type": "integer", "minimum": 0},
+            "result": {"oneOf": [_schema("JobResult"), {"type": "null"}]},
+            "reasons": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Reason codes of the decision (once finished).",
+                "examples": [["session_replayed"]],
+            },
+            "model_versions": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Model name → version used (once finished).",
+            },
+            "job_url": {"type": "string", "format": "uri"},
+        },
+        "required": [
+            "request_id",
+            "status",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "attempts",
+            "result",
+        ],
+    },
+    "JobInputDeleted": {
+        "type": "object",
+        "properties": {
+            "request_id": _schema("RequestId"),
+            "status": {"type": "string", "const": "OK"},
+        },
+        "required": ["request_id", "status"],
+    },
+    "Submission": {
+        "type": "object",
+        "description": "Exactly one of liveness_data_file, liveness_data_url, image_id.",
+        "properties": {
+            "liveness_data_file": {
+                "type": "string",
+                "format": "binary",
+                "contentMediaType": "application/octet-stream",
+                "description": "A liveness capture (protobuf `antihack.liveness.v1.Capture`).",
+            },
+            "liveness_data_url": {
+                "type": "string",
+                "format": "uri",
+                "description": "http(s) URL of a capture, fetched by the service at submission "
+                "(no redirects, public addresses only, ANTIHACK_DOWNLOAD_TIMEOUT_S).",
+            },
+            "image_id": {
+                "type": "string",
+                "description": "An image uploaded by this key with POST /face/liveness_image.",
+            },
+            "return_image": {**FLAG, "description": "1: return the judged frame as JPEG."},
+            "return_extra": {**FLAG, "description": "1: return the `extra` signals."},
+            "callback_url": {
+                "type": "string",
+                "format": "uri",
+                "description": "Where the signed `liveness.completed` webhook is POSTed "
+                "(instead of the key's webhook_url).",
+            },
+        },
+    },
+    "ImageUpload": {
+        "type": "object",
+        "properties": {
+            "image": {
+                "type": "string",
+                "format": "binary",
+                "contentMediaType": "image/*",
+                "description": "A JPEG or PNG image.",
+            }
+        },
+        "required": ["image"],
+    },
+    "ImageUploaded": {
+        "type": "object",
+        "properties": {
+            "request_id": _schema("RequestId"),
+            "status": {"type": "string", "const": "OK"},
+            "image_id": {"type": "string", "pattern": "^IMG[0-9a-f]{32}$"},
+            "expires_at": DATE_TIME,
+        },
+        "required": ["request_id", "status", "image_id", "expires_at"],
+    },
+    "UsageDay": {
+        "type": "object",
+        "properties": {
+            "date": {"type": "string", "format": "date"},
+            "accepted": {"type": "integer", "minimum": 0},
+            "succeeded": {"type": "integer", "minimum": 0},
+            "failed": {"type": "integer", "minimum": 0},
+            "refunded": {"type": "integer", "minimum": 0},
+        },
+        "required": ["date", "accepted", "succeeded", "failed", "refunded"],
+    },
+    "QuotaPeriod": {"type": "string", "enum": ["day", "month", "total"]},
+    "Usage": {
+        "type": "object",
+        "properties": {
+            "api_id": {"type": "string"},
+            "period": _schema("QuotaPeriod"),
+            "period_key": {"type": "string", "examples": ["day:2026-11-26", "total"]},
+            "period_start": NULLABLE_DATE_TIME,
+            "period_end": NULLABLE_DATE_TIME,
+            "used": {"type": "integer", "minimum": 0},
+            "limit": _nullable("integer", description="null: no quota"),
+            "remaining": _nullable("integer"),
+            "days": {"type": "array", "items": _schema("UsageDay")},
+        },
+        "required": ["api_id", "period", "period_key", "used", "limit", "remaining", "days"],
+    },
+    "UsageList": {
+        "type": "object",
+        "properties": {"keys": {"type": "array", "items": _schema("Usage")}},
+        "required": ["keys"],
+    },
+    "Permission": {"type": "string", "enum": list(ENDPOINTS)},
+    "Key": {
+        "type": "object",
+        "description": "An API key as admins see it: never a secret.",
+        "properties": {
+            "api_id": {"type": "string"},
+            "name": {"type": "string"},
+            "created_at": DATE_TIME,
+            "expires_at": NULLABLE_DATE_TIME,
+            "revoked": {"type": "boolean"},
+            "permissions": {"type": "array", "items": _schema("Permission")},
+            "quota": _nullable("integer"),
+            "quota_period": _schema("QuotaPeriod"),
+            "rate": _nullable("number", description="requests per second"),
+            "burst": _nullable("integer"),
+            "webhook_url": _nullable("string", format="uri"),
+            "webhook_disabled_at": NULLABLE_DATE_TIME,
+            "webhook_secret_rotated_at": NULLABLE_DATE_TIME,
+            "require_signed": {"type": "boolean"},
+        },
+        "required": ["api_id", "name", "created_at", "revoked", "permissions"],
+    },
+    "KeyWithSecrets": {
+        "description": "A key with its secrets: shown only when created or rotated.",
+        "allOf": [
+            _schema("Key"),
+            {
+                "type": "object",
+                "properties": {
+                    "api_secret": {"type": "string"},
+                    "webhook_secret": {"type": "string", "pattern": "^whsec_"},
+                    "sdk_secret": {"type": "string"},
+                },
+                "required": ["api_secret", "webhook_secret", "sdk_secret"],
+            },
+        ],
+    },
+    "KeyList": {
+        "type": "object",
+        "properties": {"keys": {"type": "array", "items": _schema("Key")}},
+        "required": ["keys"],
+    },
+    "KeyOptions": {
+        "type": "object",
+        "description": "The CLI's `keys create|update` options; null or absent: unchanged.",
+        "additionalProperties": False,
+        "properties": {
+            "name": _nullable("string"),
+            "quota": _nullable("integer", minimum=0),
+            "quota_period": {"oneOf": [_schema("QuotaPeriod"), {"type": "null"}]},
+            "rate": _nullable("number", exclusiveMinimum=0),
+            "burst": _nullable("integer", minimum=1),
+            "expires_at": _nullable("string", format="date-time"),
+            "permissions": {
+                "description": "Comma-separated or a list; empty: every endpoint.",
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": _schema("Permission")},
+                    {"type": "null"},
+                ],
+            },
+            "webhook_url": _nullable("string", format="uri"),
+            "require_signed": _nullable("boolean"),
+        },
+    },
+    "DeliveryState": {"type": "string", "enum": list(DELIVERY_STATES)},
+    "WebhookAttempt": {
+        "type": "object",
+        "properties": {
+            "attempted_at": DATE_TIME,
+            "url": {"type": "string", "format": "uri"},
+            "status_code": _nullable("integer"),
+            "latency_ms": _nullable("integer"),
+            "error": _nullable("string"),
+        },
+        "required": ["attempted_at", "url", "status_code"],
+    },
+    "WebhookDelivery": {
+        "type": "object",
+        "properties": {
+            "id": {
+                "type": "string",
+                "pattern": "^msg_",
+                "description": "The `webhook-id` header of every attempt of this delivery.",
+            },
+            "event_type": {"type": "string", "examples": ["liveness.completed"]},
+            "request_id": _schema("RequestId"),
+            "api_id": {"type": "string"},
+            "url": {"type": "string", "format": "uri"},
+            "target": {"type": "string", "enum": ["callback", "key"]},
+            "status": _schema("DeliveryState"),
+            "attempts": {"type": "integer", "minimum": 0},
+            "next_attempt_at": NULLABLE_DATE_TIME,
+            "created_at": DATE_TIME,
+            "delivered_at": NULLABLE_DATE_TIME,
+            "last_status_code": _nullable("integer"),
+            "last_error": _nullable("string"),
+            "attempt_log": {
+                "type": "array",
+                "items": _schema("WebhookAttempt"),
+                "description": "Only when one delivery is read.",
+            },
+        },
+        "required": ["id", "event_type", "request_id", "api_id", "url", "status", "attempts"],
+    },
+    "WebhookDeliveryPage": {
+        "type": "object",
+        "properties": {
+            "deliveries": {"type": "array", "items": _schema("WebhookDelivery")},
+            "next_before": _nullable(
+                "string", description="Pass as `before` for the next page; null on the last."
+            ),
+        },
+        "required": ["deliveries", "next_before"],
+    },
+    "LivenessCompleted": {
+        "type": "object",
+        "description": "Body of the `liveness.completed` webhook (Standard Webhooks 1.0).",
+        "properties": {
+            "type": {"type": "string", "const": "liveness.completed"},
+            "timestamp": DATE_TIME,
+            "data": _schema("Job"),
+        },
+        "required": ["type", "timestamp", "data"],
+    },
+    "Health": {
+        "type": "object",
+        "properties": {"status": {"type": "string", "const": "OK"}},
+        "required": ["status"],
+    },
+    "Readiness": {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": ["OK", "NOT_READY"]},
+            "checks": {
+                "type": "object",
+                "properties": {
+                    "database": {"type": "string"},
+                    "redis": {"type": "string"},
+                    "workers": {"type": "string"},
+                },
+                "required": ["database", "redis", "workers"],
+            },
+        },
+        "required": ["status", "checks"],
+    },
+}
+
+# --- reusable parts -------------------------------------------------------------------------
+
+HEADERS: dict[str, Any] = {
+    "RateLimit-Policy": {
+        "description": "IETF httpapi draft: burst `q` per window `w` seconds "
+        '(e.g. `"default";q=10;w=5`); on submissions by keys with a rate.',
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": "Requests `r` left now and seconds `t` until the bucket is full "
+        '(e.g. `"default";r=9;t=1`).',
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds until a refused request may be retried.",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "Location": {
+        "description": "The job's URL (GET /v1/jobs/{request_id}).",
+        "schema": {"type": "string", "format": "uri"},
+    },
+    "Preference-Applied": {
+        "description": "`respond-async` when the request's Prefer header was honoured.",
+        "schema": {"type": "string"},
+    },
+}
+
+PARAMETERS: dict[str, Any] = {
+    "IdempotencyKey": {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "Same key and payload within 24 h: the original job, not charged again; "
+        "same key with another payload: 422.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    },
+    "Prefer": {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "description": "`respond-async` (RFC 7240): answer 202 at once instead of waiting.",
+        "schema": {"type": "string", "examples": ["respond-async"]},
+    },
+    "RequestIdPath": {
+        "name": "request_id",
+        "in": "path",
+        "required": True,
+        "schema": _schema("RequestId"),
+    },
+    "ApiIdPath": {"name": "api_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    "ApiIdQuery": {
+        "name": "api_id",
+        "in": "query",
+        "required": False,
+        "description": "One key (default: every key).",
+        "schema": {"type": "string"},
+    },
+    "Days": {
+        "name": "days",
+        "in": "query",
+        "required": False,
+        "description": "Days of per-day counts, today included.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 31},
+    },
+    "DeliveryIdPath": {
+        "name": "delivery_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "DeliveryStatus": {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "schema": _schema("DeliveryState"),
+    },
+    "Limit": {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+    },
+    "Before": {
+        "name": "before",
+        "in": "query",
+        "required": False,
+        "description": "`next_before` of the previous page.",
+        "schema": {"type": "string"},
+    },
+    "DocsAsset": {
+        "name": "filename",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _error(description: str, **headers: dict[str, str]) -> dict[str, Any]:
+    return _json(description, "Error", **headers)
+
+
+RESPONSES: dict[str, Any] = {
+    "BadRequest": _error(
+        "INVALID_ARGUMENT (missing or doubled source, bad return_*, empty, garbage or oversized "
+        "capture, unknown image_id, not multipart), DETETION_FAILED (a frame does not decode), "
+        "DOWNLOAD_ERROR (liveness_data_url refused or failed)."
+    ),
+    "Unauthorized": _error("UNAUTHORIZED (missing, wrong or revoked credentials) or KEY_EXPIRED."),
+    "Forbidden": _error(
+        "NO_PERMISSION, OUT_OF_QUOTA or RATE_LIMIT_EXCEEDED (with Retry-After).",
+        **RATE_HEADERS,
+        **{"Retry-After": _header("Retry-After")},
+    ),
+    "NotFound": _error("NOT_FOUND: unknown, or another key's."),
+    "TooLarge": _error("INVALID_ARGUMENT: body larger than ANTIHACK_MAX_UPLOAD_BYTES."),
+    "IdempotencyConflict": _error("INVALID_ARGUMENT: Idempotency-Key reused with another payload."),
+    "InternalError": _error("INTERNAL_ERROR (never with a traceback)."),
+}
+
+# --- paths ----------------------------------------------------------------------------------
+
+_SUBMIT_BODY = {
+    "required": True,
+    "content": {
+        MULTIPART: {
+            "schema": _schema("Submission"),
+            "encoding": {"liveness_data_file": {"contentType": "application/octet-stream"}},
+        }
+    },
+}
+_SUBMIT_ERRORS = {
+    "400": _response("BadRequest"),
+    **CLIENT_ERRORS,
+    "413": _response("TooLarge"),
+    "422": _response("IdempotencyConflict"),
+}
+_ACCEPTED = _json(
+    "Accepted as a job.",
+    "Accepted",
+    Location=_header("Location"),
+    **RATE_HEADERS,
+)
+
+PATHS: dict[str, Any] = {
+    "/face/liveness_anti_hack": {
+        "post": _op(
+            "client",
+            "Judge a liveness capture (the seed endpoint)",
+            {
+                "200": _json("The result (the seed's body).", "SeedResult", **RATE_HEADERS),
+                "202": {
+                    **_ACCEPTED,
+                    "description": "Still running after ANTIHACK_SYNC_WAIT_S, or Prefer: "
+                    "respond-async was sent; poll job_url.",
+                    "headers": {
+                        **_ACCEPTED["headers"],
+                        "Preference-Applied": _header("Preference-Applied"),
+                    },
+                },
+                **_SUBMIT_ERRORS,
+            },
+            operation_id="livenessAntiHack",
+            security=CLIENT,
+            description="Waits up to ANTIHACK_SYNC_WAIT_S for the analysis and answers with "
+            "the seed's body: 200 with `score` (0.98 or more: hack), or the job's error with "
+            "its seed HTTP code. Every submission is a job that can also be polled.",
+            parameters=[_param("IdempotencyKey"), _param("Prefer")],
+            body=_SUBMIT_BODY,
+        )
+    },
+    "/v1/jobs": {
+        "post": _op(
+            "client",
+            "Submit a capture as a job",
+            {"202": _ACCEPTED, **_SUBMIT_ERRORS},
+            operation_id="submitJob",
+            security=CLIENT,
+            description="The same fields as /face/liveness_anti_hack; always 202 at once.",
+            parameters=[_param("IdempotencyKey")],
+            body=_SUBMIT_BODY,
+        )
+    },
+    "/v1/jobs/{request_id}": {
+        "parameters": [_param("RequestIdPath")],
+        "get": _op(
+            "client",
+            "Read a job",
+            {"200": _json("The job.", "Job"), "404": _response("NotFound"), **CLIENT_ERRORS},
+            operation_id="getJob",
+            security=CLIENT,
+        ),
+        "delete": _op(
+            "client",
+            "Delete a job's input now",
+            {
+                "200": _json("Input deleted; the result stays.", "JobInputDeleted"),
+                "404": _response("NotFound"),
+                **CLIENT_ERRORS,
+            },
+            operation_id="deleteJobInput",
+            security=CLIENT,
+        ),
+    },
+    "/v1/jobs/{request_id}/redeliver": {
+        "parameters": [_param("RequestIdPath")],
+        "post": _op(
+            "webhooks",
+            "Send a finished job's webhook again, as a new delivery",
+            {
+                "202": _json("The new delivery, its first attempt queued.", "WebhookDelivery"),
+                "400": _response("BadRequest"),
+                "404": _response("NotFound"),
+                **CLIENT_ERRORS,
+            },
+            operation_id="redeliverJob",
+            security=CLIENT,
+        ),
+    },
+    "/face/liveness_image": {
+        "post": _op(
+            "client",
+            "Upload an image for the H5 flow",
+            {
+                "200": _json("Stored; submit it by image_id.", "ImageUploaded", **RATE_HEADERS),
+                "400": _response("BadRequest"),
+                "413": _response("TooLarge"),
+                **CLIENT_ERRORS,
+            },
+            operation_id="uploadImage",
+            security=CLIENT,
+            description="The image is usable by the same key as `image_id` for "
+            "ANTIHACK_IMAGE_TTL_S.",
+            body={"required": True, "content": {MULTIPART: {"schema": _schema("ImageUpload")}}},
+        )
+    },
+    "/v1/usage": {
+        "get": _op(
+            "client",
+            "The calling key's quota position and per-day counts",
+            {"200": _json("Usage.", "Usage"), "400": _response("BadRequest"), **CLIENT_ERRORS},
+            operation_id="myUsage",
+            security=CLIENT,
+            parameters=[_param("Days")],
+        )
+    },
+    "/v1/webhooks/deliveries": {
+        "get": _op(
+            "webhooks",
+            "The calling key's webhook deliveries, newest first",
+            {
+                "200": _json("A page of deliveries.", "WebhookDeliveryPage"),
+                "400": _response("BadRequest"),
+                **CLIENT_ERRORS,
+            },
+            operation_id="myDeliveries",
+            security=CLIENT,
+            parameters=[_param("DeliveryStatus"), _param("Limit"), _param("Before")],
+        )
+    },
+    "/v1/webhooks/deliveries/{delivery_id}": {
+        "parameters": [_param("DeliveryIdPath")],
+        "get": _op(
+            "webhooks",
+            "One delivery with its attempts",
+            {
+                "200": _json("The delivery.", "WebhookDelivery"),
+                "404": _response("NotFound"),
+                **CLIENT_ERRORS,
+            },
+            operation_id="myDelivery",
+            security=CLIENT,
+        ),
+    },
+    "/v1/webhooks/deliveries/{delivery_id}/redeliver": {
+        "parameters": [_param("DeliveryIdPath")],
+        "post": _op(
+            "webhooks",
+            "Send a delivery again (same webhook-id, schedule restarted)",
+            {
+                "202": _json("The delivery, its attempt queued.", "WebhookDelivery"),
+                "400": _response("BadRequest"),
+                "404": _response("NotFound"),
+                **CLIENT_ERRORS,
+            },
+            operation_id="redeliver",
+            security=CLIENT,
+        ),
+    },
+    "/admin/keys": {
+        "get": _op(
+            "admin",
+            "List keys",
+            {"200": _json("Every key.", "KeyList"), **ADMIN_ERRORS},
+            operation_id="listKeys",
+            security=ADMIN,
+        ),
+        "post": _op(
+            "admin",
+            "Create a key (its secrets are shown only here and on rotate)",
+            {
+                "201": _json("The key with its secrets.", "KeyWithSecrets"),
+                "400": _response("BadRequest"),
+                **ADMIN_ERRORS,
+            },
+            operation_id="createKey",
+            security=ADMIN,
+            body={
+                "required": True,
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "allOf": [_schema("KeyOptions")],
+                            "required": ["name"],
+                        }
+                    }
+                },
+            },
+        ),
+    },
+    "/admin/keys/{api_id}": {
+        "parameters": [_param("ApiIdPath")],
+        "get": _op(
+            "admin",
+            "Show a key",
+            {"200": _json("The key.", "Key"), "404": _response("NotFound"), **ADMIN_ERRORS},
+            operation_id="showKey",
+            security=ADMIN,
+        ),
+        "patch": _op(
+            "admin",
+            "Change a key's limits, expiry, permissions or webhook",
+            {
+                "200": _json("The key.", "Key"),
+                "400": _response("BadRequest"),
+                "404": _response("NotFound"),
+                **ADMIN_ERRORS,
+            },
+            operation_id="updateKey",
+            security=ADMIN,
+            body={"required": True, "content": {JSON: {"schema": _schema("KeyOptions")}}},
+        ),
+        "delete": _op(
+            "admin",
+            "Revoke a key (its requests get 401 from now on)",
+            {"200": _json("The key.", "Key"), "404": _response("NotFound"), **ADMIN_ERRORS},
+            operation_id="revokeKey",
+            security=ADMIN,
+        ),
+    },
+    "/admin/keys/{api_id}/rotate": {
+        "parameters": [_param("ApiIdPath")],
+        "post": _op(
+            "admin",
+            "Replace a key's secrets",
+            {
+                "200": _json("The key with its new secrets.", "KeyWithSecrets"),
+                "404": _response("NotFound"),
+                **ADMIN_ERRORS,
+            },
+            operation_id="rotateKey",
+            security=ADMIN,
+        ),
+    },
+    "/admin/usage": {
+        "get": _op(
+            "admin",
+            "Quota position and per-day counts of one key or every key",
+            {
+                "200": _json("Usage per key.", "UsageList"),
+                "400": _response("BadRequest"),
+                "404": _response("NotFound"),
+                **ADMIN_ERRORS,
+            },
+            operation_id="allUsage",
+            security=ADMIN,
+            parameters=[_param("ApiIdQuery"), _param("Days")],
+        )
+    },
+    "/admin/webhooks/deliveries": {
+        "get": _op(
+            "admin",
+            "Every key's webhook deliveries, newest first",
+            {
+                "200": _json("A page of deliveries.", "WebhookDeliveryPage"),
+                "400": _response("BadRequest"),
+                **ADMIN_ERRORS,
+            },
+            operation_id="allDeliveries",
+            security=ADMIN,
+            parameters=[
+                _param("ApiIdQuery"),
+                _param("DeliveryStatus"),
+                _param("Limit"),
+                _param("Before"),
+            ],
+        )
+    },
+    "/admin/webhooks/deliveries/{delivery_id}": {
+        "parameters": [_param("DeliveryIdPath")],
+        "get": _op(
+            "admin",
+            "Any delivery with its attempts",
+            {
+                "200": _json("The delivery.", "WebhookDelivery"),
+                "404": _response("NotFound"),
+                **ADMIN_ERRORS,
+            },
+            operation_id="anyDelivery",
+            security=ADMIN,
+        ),
+    },
+    "/healthz": {
+        "get": _op(
+            "ops",
+            "Liveness: the process answers",
+            {"200": _json("Up.", "Health")},
+            operation_id="healthz",
+            security=PUBLIC,
+        )
+    },
+    "/readyz": {
+        "get": _op(
+            "ops",
+            "Readiness: database, Redis and a recent worker heartbeat",
+            {
+                "200": _json("Ready.", "Readiness"),
+                "503": _json("Not ready; `checks` says what is missing.", "Readiness"),
+            },
+            operation_id="readyz",
+            security=PUBLIC,
+        )
+    },
+    "/metrics": {
+        "get": _op(
+            "ops",
+            "Prometheus metrics",
+            {
+                "200": {
+                    "description": "Prometheus text exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": _response("Unauthorized"),
+            },
+            operation_id="metrics",
+            security=[{}, {"MetricsToken": []}],
+            description="Open unless ANTIHACK_METRICS_TOKEN is set, then bearer.",
+        )
+    },
+    "/openapi.json": {
+        "get": _op(
+            "ops",
+            "This document",
+            {
+                "200": {
+                    "description": "OpenAPI 3.1.",
+                    "content": {JSON: {"schema": {"type": "object"}}},
+                }
+            },
+            operation_id="openapi",
+            security=PUBLIC,
+        )
+    },
+    "/docs": {
+        "get": _op(
+            "ops",
+            "Swagger UI for this document",
+            {
+                "200": {
+                    "description": "HTML.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+            operation_id="docs",
+            security=PUBLIC,
+        )
+    },
+    "/docs/{filename}": {
+        "parameters": [_param("DocsAsset")],
+        "get": _op(
+            "ops",
+            "Swagger UI's assets (served from the installed package)",
+            {"200": {"description": "The file."}, "404": _response("NotFound")},
+            operation_id="docsAsset",
+            security=PUBLIC,
+        ),
+    },
+}
+
+WEBHOOK_HEADERS = [
+    {
+        "name": "webhook-id",
+        "in": "header",
+        "required": True,
+        "description": "The delivery id; the same on every retry (deduplicate on it).",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "webhook-timestamp",
+        "in": "header",
+        "required": True,
+        "description": "Unix seconds of this attempt.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    {
+        "name": "webhook-signature",
+        "in": "header",
+        "required": True,
+        "description": "`v1,<base64 HMAC-SHA256 of id.timestamp.body>` with the key's whsec_ "
+        "secret, space-separated while a rotated secret overlaps.",
+        "schema": {"type": "string"},
+    },
+]
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "antihack",
+        "summary": "Self-hosted face-liveness anti-hack service",
+        "description": "`/face/liveness_anti_hack` is wire-compatible with the commercial "
+        "endpoint it imitates (fields, status strings, HTTP codes); every submission is also a "
+        "job that can be polled or delivered by a signed webhook. Every error body is "
+        "`{status, reason, request_id}`.",
+        "version": "0",
+        "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+    },
+    "servers": [{"url": "/"}],
+    "tags": [
+        {"name": "client", "description": "X-DF-API-ID + X-DF-API-SECRET"},
+        {"name": "webhooks", "description": "deliveries of the liveness.completed webhook"},
+        {"name": "admin", "description": "Authorization: Bearer ANTIHACK_ADMIN_TOKEN"},
+        {"name": "ops", "description": "probes, metrics, this document"},
+    ],
+    "paths": PATHS,
+    "webhooks": {
+        "liveness.completed": {
+            "post": {
+                "summary": "A job finished (sent to callback_url or the key's webhook_url)",
+                "description": "Success is a 2xx within ANTIHACK_WEBHOOK_TIMEOUT_S; otherwise "
+                "retried with back-off (ANTIHACK_WEBHOOK_SCHEDULE_S); 410 Gone disables the "
+                "endpoint.",
+                "operationId": "livenessCompleted",
+                "parameters": WEBHOOK_HEADERS,
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _schema("LivenessCompleted")}},
+                },
+                "responses": {"2XX": {"description": "Received."}},
+            }
+        }
+    },
+    "components": {
+        "schemas": SCHEMAS,
+        "responses": RESPONSES,
+        "parameters": PARAMETERS,
+        "headers": HEADERS,
+        "securitySchemes": {
+            "ApiId": {"type": "apiKey", "in": "header", "name": "X-DF-API-ID"},
+            "ApiSecret": {"type": "apiKey", "in": "header", "name": "X-DF-API-SECRET"},
+            "AdminToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "ANTIHACK_ADMIN_TOKEN",
+            },
+            "MetricsToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "ANTIHACK_METRICS_TOKEN, when set",
+            },
+        },
+    },
+}
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The document with this installation's version filled in."""
+    try:
+        version = metadata.version("antihack")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    return {**DOCUMENT, "info": {**DOCUMENT["info"], "version": version}}
+
+
+# --- Swagger UI -----------------------------------------------------------------------------
+
+DOCS_HTML = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>antihack API</title>
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
+  <link rel="stylesheet" href="/docs/index.css">
+  <link rel="icon" type="image/png" href="/docs/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script src="/docs/swagger-ui-standalone-preset.js"></script>
+  <script src="/docs/antihack-init.js"></script>
+</body>
+</html>
+"""
+
+# A file, not an inline script, so that the page works under a strict Content-Security-Policy.
+INIT_FILE = "antihack-init.js"
+INIT_JS = """window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "/openapi.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    validatorUrl: null,  // no badge fetched from swagger.io: nothing leaves this server
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    layout: "StandaloneLayout"
+  });
+};
+"""
+
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+@cache
+def swagger_ui_dir() -> Path:
+    """Swagger UI's ``dist`` folder inside the installed ``flask-swagger-ui`` package."""
+    return Path(str(resources.files("flask_swagger_ui") / "dist"))
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> ResponseReturnValue:
+    return json_response(document())
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    response = Response(DOCS_HTML, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = DOCS_CSP
+    return response
+
+
+@bp.get("/docs/<path:filename>")
+def docs_asset(filename: str) -> Response:
+    if filename == INIT_FILE:
+        return Response(INIT_JS, mimetype="text/javascript")
+    return send_from_directory(swagger_ui_dir(), filename, max_age=86400)
