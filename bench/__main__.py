@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench_submit", "bench_quota", "bench_models", "bench_pipeline"]
+BENCHES = ["bench_submit", "bench_quota", "bench_models", "bench_pipeline", "bench_fas"]
 
 
 def main(argv: list[str]) -> None:

@@ -180,10 +180,10 @@ def fold_central_difference(g: Graph, report: Report) -> None:
         conv, mul = (producers.get(name) for name in sub.input)
         if conv is None or mul is None or conv.op_type != "Conv" or mul.op_type != "Mul":
             raise FoldError(f"{where}: not Conv - Mul")
-        factors = [producers.get(name) for name in mul.input]
-        if [f.op_type if f else "" for f in factors] != ["Conv", "Constant"]:
+        diff, theta_node = (producers.get(name) for name in mul.input)
+        kinds = (diff.op_type if diff else "", theta_node.op_type if theta_node else "")
+        if diff is None or kinds != ("Conv", "Constant"):
             raise FoldError(f"{where}: the difference term is not Conv * Constant")
-        diff = factors[0]
         theta = g.constant(mul.input[1])
         chain = []
         node = producers.get(diff.input[1])

@@ -47,6 +47,8 @@ class Settings:
     download_timeout_s: float = 10.0
     task_time_limit_s: int = 120
     max_attempts: int = 3
+    # A RUNNING job's lease is the task time limit plus this; past it the sweeper requeues it.
+    lease_margin_s: float = 15.0
     sweep_interval_s: float = 10.0
     queued_stale_s: float = 30.0
     worker_concurrency: int = 0

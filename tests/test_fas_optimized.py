@@ -46,7 +46,7 @@ def frames() -> dict[str, fx.Image]:
     """The astronaut (a real face) and manipulated versions of her, as the pipeline sees them."""
     real = fx.astronaut()
     grey = np.full_like(real, 128)
-    grey[::2] = 120  # a flat, faintly striped image: MODELS.md's odd high-scoring case
+    grey[::2] = 120  # a flat, faintly striped frame without a face (scored at her box)
     return {
         "real": real,
         "blurred": fx.blurred(real, 4.0),

@@ -56,7 +56,7 @@ def analyze(self: Task, job_id: str) -> str:
     """Run the pipeline on one job; safe to deliver any number of times."""
     settings = _settings(self)
     st = get_state(settings)
-    lease = timedelta(seconds=settings.task_time_limit_s + 15)
+    lease = timedelta(seconds=settings.task_time_limit_s + settings.lease_margin_s)
     with transaction(st.sessions) as session:
         owned = claim(session, job_id, lease, settings.max_attempts)
     if owned is None:

