@@ -93,6 +93,8 @@ def worker(concurrency: int | None, queues: str | None, pool: str) -> None:
     from shared.metrics import configure_multiprocess, serve_worker_metrics
 
     settings = _settings()
+    if concurrency:
+        settings = settings.replace(worker_concurrency=concurrency)
     configure_multiprocess(settings)  # before anything imports prometheus_client
     _celery_logging(settings, "worker")
 
@@ -117,8 +119,8 @@ def worker(concurrency: int | None, queues: str | None, pool: str) -> None:
         "--without-gossip",
         "--without-mingle",
     ]
-    if concurrency or settings.worker_concurrency:
-        argv.append(f"--concurrency={concurrency or settings.worker_concurrency}")
+    if settings.worker_concurrency:
+        argv.append(f"--concurrency={settings.worker_concurrency}")
     app.worker_main(argv)
 
 

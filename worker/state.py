@@ -38,9 +38,16 @@ class WorkerState:
             self._pipeline = Pipeline.load(
                 model_dir=Path(s.model_dir) if s.model_dir else None,
                 providers=s.providers,
-                intra_threads=s.ort_intra_threads,
+                intra_threads=s.ort_intra_threads or default_intra_threads(s),
             )
         return self._pipeline
+
+
+def default_intra_threads(settings: Settings) -> int:
+    """Split the cores between the pool's processes: with 2 processes on 2 cores, one thread
+    each beats two spinning threads each by ~30% in throughput (bench_fas)."""
+    cores = os.cpu_count() or 1
+    return max(1, cores // max(1, settings.worker_concurrency or cores))
 
 
 _state: WorkerState | None = None
