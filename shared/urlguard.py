@@ -204,7 +204,7 @@ def post(
             preload_content=False,
         )
         try:
-            head = resp.read(max_response_bytes)
+            head = resp.read(max_response_bytes, decode_content=False)
         finally:
             resp.close()
         return Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, head)

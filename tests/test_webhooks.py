@@ -135,7 +135,7 @@ class Stack:
                 return found
             return None
 
-        return wait_until(reached, 60, f"a {status} delivery of {request_id}")  # type: ignore[no-any-return]
+        return wait_until(reached, 90, f"a {status} delivery of {request_id}")  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
