@@ -25,7 +25,9 @@ from shared.keys import KeyOptions, create_key
 from shared.migrate import upgrade
 from shared.settings import Settings
 
-TEST_REDIS_DB = 11
+# A Redis db number of this run's own (1-15, never the 0 the server URL names), so that two runs
+# on one machine rarely share queues; the run flushes it at start.
+TEST_REDIS_DB = 1 + os.getpid() % 15
 
 
 def _postgres_database(server_url: str) -> tuple[str, Callable[[], None]]:
