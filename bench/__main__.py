@@ -5,7 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench_submit", "bench_quota", "bench_models", "bench_pipeline", "bench_fas"]
+BENCHES = [
+    "bench_submit",
+    "bench_queue",
+    "bench_burst",
+    "bench_quota",
+    "bench_models",
+    "bench_pipeline",
+    "bench_fas",
+]
 
 
 def main(argv: list[str]) -> None:

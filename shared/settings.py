@@ -63,6 +63,8 @@ class Settings:
     # When Redis cannot be reached for a rate-limit decision: accept (quota is still enforced
     # in the database) or refuse with RATE_LIMIT_EXCEEDED.
     rate_limit_fail_open: bool = True
+    # Benchmarks only: swap the pipeline for one that analyses nothing (bench_queue).
+    bench_noop_pipeline: bool = False
     log_level: str = "INFO"
     # auto: text when stderr is a terminal, one JSON object per line otherwise.
     log_format: str = "auto"

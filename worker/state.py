@@ -18,6 +18,7 @@ from shared.db import make_engine, make_sessionmaker
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from worker.pipeline.noop import NoopPipeline
     from worker.pipeline.run import Pipeline
 
 
@@ -27,14 +28,18 @@ class WorkerState:
     sessions: sessionmaker[Session]
     redis: redis.Redis
     pid: int
-    _pipeline: Pipeline | None = field(default=None)
+    _pipeline: Pipeline | NoopPipeline | None = field(default=None)
 
     @property
-    def pipeline(self) -> Pipeline:
+    def pipeline(self) -> Pipeline | NoopPipeline:
         if self._pipeline is None:
+            from worker.pipeline.noop import NoopPipeline
             from worker.pipeline.run import Pipeline
 
             s = self.settings
+            if s.bench_noop_pipeline:
+                self._pipeline = NoopPipeline()
+                return self._pipeline
             self._pipeline = Pipeline.load(
                 model_dir=Path(s.model_dir) if s.model_dir else None,
                 providers=s.providers,

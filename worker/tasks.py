@@ -11,6 +11,7 @@ from typing import Any
 from celery import Task, current_app, shared_task
 from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from shared.capture import CaptureError, parse_capture
 from shared.db import transaction
@@ -92,6 +93,7 @@ def _run(st: WorkerState, owned: Claim) -> str:
 
     settings = st.settings
     limits = capture_limits(settings)
+    # One read transaction: the job, its key and the key's replay history.
     with transaction(st.sessions) as session:
         job = session.get(Job, owned.job_id)
         key = session.get(ApiKey, owned.api_key_id)
@@ -100,15 +102,21 @@ def _run(st: WorkerState, owned: Claim) -> str:
         require_signed = key.require_signed
         secret = sdk_secret(key, settings.secret_key).encode()
         return_extra, return_image = job.return_extra, job.return_image
-    if payload is None:
-        body = error_body(owned.job_id, "INVALID_ARGUMENT", "the job's input was deleted")
-        return _store(st, owned, body)
-    try:
-        capture = parse_capture(payload, limits)
-    except CaptureError as exc:
-        return _store(st, owned, error_body(owned.job_id, exc.status, exc.reason))
-
-    seen_sessions, seen_hashes = _history(st, owned, capture.session_id)
+        # Only a job with an endpoint has a delivery to send right after it finishes.
+        has_webhook = bool(job.callback_url or (key.webhook_url and not key.webhook_disabled_at))
+        failure: CaptureError | None = None
+        if payload is None:
+            failure = CaptureError("INVALID_ARGUMENT", "the job's input was deleted")
+        else:
+            try:
+                capture = parse_capture(payload, limits)
+            except CaptureError as exc:
+                failure = exc
+        if failure is None:
+            seen_sessions, seen_hashes = _history(session, owned, capture.session_id)
+    if failure is not None:
+        body = error_body(owned.job_id, failure.status, failure.reason)
+        return _store(st, owned, body, publish=has_webhook)
     ctx = PipelineContext(
         require_signed=require_signed,
         sdk_secret=secret,
@@ -121,7 +129,8 @@ def _run(st: WorkerState, owned: Claim) -> str:
     try:
         analysis = st.pipeline.analyze(capture, ctx)
     except CaptureError as exc:
-        return _store(st, owned, error_body(owned.job_id, exc.status, exc.reason))
+        body = error_body(owned.job_id, exc.status, exc.reason)
+        return _store(st, owned, body, publish=has_webhook)
     observe_stages(analysis.stage_ms)
     body = analysis.seed_body(owned.job_id, return_extra)
     prints = [Fingerprint(kind="phash", value=f"{h:016x}") for h in analysis.frame_hashes]
@@ -131,6 +140,7 @@ def _run(st: WorkerState, owned: Claim) -> str:
         st,
         owned,
         body,
+        publish=has_webhook,
         reasons=analysis.reasons,
         model_versions=analysis.model_versions,
         stage_ms=analysis.stage_ms,
@@ -139,30 +149,29 @@ def _run(st: WorkerState, owned: Claim) -> str:
 
 
 def _history(
-    st: WorkerState, owned: Claim, session_id: str
+    session: Session, owned: Claim, session_id: str
 ) -> tuple[frozenset[str], tuple[int, ...]]:
     """Session ids and frame hashes this key submitted before (for replay detection)."""
-    with transaction(st.sessions) as session:
-        base = select(Fingerprint.value).where(
-            Fingerprint.api_key_id == owned.api_key_id, Fingerprint.job_id != owned.job_id
-        )
-        sessions = (
-            frozenset(
-                session.scalars(
-                    base.where(Fingerprint.kind == "session", Fingerprint.value == session_id[:100])
-                )
-            )
-            if session_id
-            else frozenset()
-        )
-        hashes = tuple(
-            int(v, 16)
-            for v in session.scalars(
-                base.where(Fingerprint.kind == "phash")
-                .order_by(Fingerprint.id.desc())
-                .limit(REPLAY_HISTORY)
+    base = select(Fingerprint.value).where(
+        Fingerprint.api_key_id == owned.api_key_id, Fingerprint.job_id != owned.job_id
+    )
+    sessions = (
+        frozenset(
+            session.scalars(
+                base.where(Fingerprint.kind == "session", Fingerprint.value == session_id[:100])
             )
         )
+        if session_id
+        else frozenset()
+    )
+    hashes = tuple(
+        int(v, 16)
+        for v in session.scalars(
+            base.where(Fingerprint.kind == "phash")
+            .order_by(Fingerprint.id.desc())
+            .limit(REPLAY_HISTORY)
+        )
+    )
     return sessions, hashes
 
 
@@ -171,6 +180,7 @@ def _store(
     owned: Claim,
     body: dict[str, Any],
     *,
+    publish: bool = True,
     fingerprints: list[Fingerprint] | None = None,
     **extra: Any,
 ) -> str:
@@ -185,8 +195,9 @@ def _store(
             fp.job_id = owned.job_id
             session.add(fp)
     count_finished(body)
-    # Committed: the result's webhook delivery exists; send it now, not at the next dispatch.
-    publish_for_job(st.settings, current_app, owned.job_id)
+    if publish:
+        # Committed: the result's webhook delivery exists; send it now, not at the next dispatch.
+        publish_for_job(st.settings, current_app, owned.job_id)
     return str(body.get("status"))
 
 
