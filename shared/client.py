@@ -11,25 +11,19 @@ from typing import Any
 import click
 import requests
 
-FINAL = {"SUCCEEDED", "FAILED"}
+from shared.sdk import FINAL, Client, ClientError
 
 
-def _submit_one(
-    session: requests.Session, base: str, path: str, return_extra: bool
-) -> dict[str, Any]:
-    with open(path, "rb") as fh:
-        resp = session.post(
-            f"{base}/v1/jobs",
-            files={"liveness_data_file": (Path(path).name, fh, "application/octet-stream")},
-            data={"return_extra": "1" if return_extra else "0"},
-            timeout=60,
-        )
+def _submit_one(client: Client, path: str, return_extra: bool) -> dict[str, Any]:
+    """One file as a job; an error answer becomes a row of its own, not an exception."""
     try:
-        body: dict[str, Any] = resp.json()
-    except ValueError:
-        body = {"status": "INTERNAL_ERROR", "reason": f"HTTP {resp.status_code}, not JSON"}
+        body = client.submit(Path(path).read_bytes(), return_extra=return_extra)
+        body["http_status"] = 202
+    except ClientError as exc:
+        body = {"status": exc.status, "reason": exc.reason, "http_status": exc.http_status}
+    except requests.RequestException as exc:
+        body = {"status": "INTERNAL_ERROR", "reason": str(exc), "http_status": 0}
     body["file"] = path
-    body["http_status"] = resp.status_code
     return body
 
 
@@ -53,14 +47,13 @@ def submit_files(
 ) -> int:
     """Returns the exit status: 0 when every file was accepted (and, with --wait, finished OK)."""
     base = url.rstrip("/")
-    session = requests.Session()
-    session.headers.update({"X-DF-API-ID": api_id, "X-DF-API-SECRET": api_secret})
+    client = Client(base, api_id, api_secret)
     results: list[dict[str, Any]] = []
     with (
         ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool,
         _progress(len(files), "submitting") as bar,
     ):
-        for body in pool.map(lambda p: _submit_one(session, base, p, return_extra), files):
+        for body in pool.map(lambda p: _submit_one(client, p, return_extra), files):
             results.append(body)
             bar.update(1)
     failed = sum(1 for r in results if r["http_status"] != 202)
@@ -70,15 +63,15 @@ def submit_files(
         with _progress(len(pending), "waiting   ") as bar:
             while pending and time.monotonic() < deadline:
                 for rid in list(pending):
-                    job = session.get(f"{base}/v1/jobs/{rid}", timeout=30).json()
+                    job = client.job(rid)
                     if job.get("status") in FINAL:
                         pending.pop(rid).update(job=job)
                         bar.update(1)
                 if pending:
                     time.sleep(0.5)
         for r in results:
-            job = r.get("job")
-            if job is None or (job.get("result") or {}).get("status") != "OK":
+            finished = r.get("job")
+            if finished is None or (finished.get("result") or {}).get("status") != "OK":
                 failed += r["http_status"] == 202
     for r in results:
         if as_json:
