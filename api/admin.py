@@ -39,12 +39,17 @@ _TYPES: dict[str, type] = {
 }
 
 
-def _options() -> KeyOptions:
+def _options(*, creating: bool = False) -> KeyOptions:
     body = request.get_json(silent=True)
+    if body is None and request.get_data(cache=True):
+        raise ApiError("INVALID_ARGUMENT", "the body must be a JSON object")
     if body is None:
         body = {}
     if not isinstance(body, dict):
         raise ApiError("INVALID_ARGUMENT", "the body must be a JSON object")
+    if creating and not (isinstance(body.get("name"), str) and body["name"].strip()):
+        # As `antihack keys create --name` and the OpenAPI document require.
+        raise ApiError("INVALID_ARGUMENT", "name is required (a non-empty string)")
     unknown = set(body) - set(_TYPES)
     if unknown:
         raise ApiError("INVALID_ARGUMENT", f"unknown fields {sorted(unknown)}")
@@ -74,7 +79,10 @@ def create() -> ResponseReturnValue:
     session = db()
     settings = services().settings
     key, new = create_key(
-        session, settings.secret_key, _options(), allow_private_urls=settings.allow_private_urls
+        session,
+        settings.secret_key,
+        _options(creating=True),
+        allow_private_urls=settings.allow_private_urls,
     )
     session.commit()
     return json_response(secrets_view(key, new), 201)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import redis
 from flask import Flask, Response, g, jsonify, request
@@ -57,6 +62,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     metrics.instrument(app)
     _register_errors(app)
+    if settings.upload_timeout_s > 0:
+        app.wsgi_app = UploadDeadline.middleware(  # type: ignore[method-assign]
+            app.wsgi_app, settings.upload_timeout_s
+        )
 
     @app.before_request
     def _request_id() -> None:
@@ -115,3 +124,59 @@ def _register_errors(app: Flask) -> None:
     def _unexpected(exc: Exception) -> ResponseReturnValue:
         log.exception("unhandled error", extra={"request_id": g.get("request_id")})
         return error_response("INTERNAL_ERROR", "server processes failed", 500)
+
+
+class UploadDeadline:
+    """``wsgi.input`` whose whole body must arrive by a deadline (ANTIHACK_UPLOAD_TIMEOUT_S).
+
+    gunicorn's gthread workers read a request body with a blocking socket in one of a few
+    threads; a client that trickles its body, or stops half-way, would hold that thread
+    forever, and a few dozen such clients stop the API. Before every read the socket's timeout
+    is set to the time left, so the read fails when the deadline passes; werkzeug turns that
+    into ClientDisconnected, a 400 INVALID_ARGUMENT. The socket's read side is then shut, so
+    gunicorn does not wait on the rest of the body before it closes the connection.
+    """
+
+    def __init__(self, stream: Any, sock: socket.socket, deadline: float) -> None:
+        self._stream = stream
+        self._sock = sock
+        self._deadline = deadline
+
+    @classmethod
+    def middleware(cls, wsgi_app: Any, seconds: float) -> Any:
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            sock = environ.get("gunicorn.socket")
+            if not isinstance(sock, socket.socket):
+                return wsgi_app(environ, start_response)  # type: ignore[no-any-return]
+            environ["wsgi.input"] = cls(
+                environ["wsgi.input"], sock, time.monotonic() + seconds
+            )
+            try:
+                return wsgi_app(environ, start_response)  # type: ignore[no-any-return]
+            finally:
+                sock.settimeout(None)  # blocking again for writing the answer
+
+        return app
+
+    def _call(self, method: str, size: int | None) -> bytes:
+        remaining = self._deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError("the request body did not arrive in time")
+            self._sock.settimeout(remaining)
+            data: bytes = getattr(self._stream, method)(size)
+            return data
+        except TimeoutError:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RD)
+            raise
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._call("read", size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._call("readline", size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line

@@ -815,6 +815,7 @@ PATHS: dict[str, Any] = {
                     JSON: {
                         "schema": {
                             "allOf": [_schema("KeyOptions")],
+                            "properties": {"name": {"type": "string", "pattern": "\\S"}},
                             "required": ["name"],
                         }
                     }

@@ -29,7 +29,7 @@ def _idempotency_key() -> str | None:
     value = request.headers.get("Idempotency-Key")
     if value is None:
         return None
-    value = value.strip()
+    value = value.strip(" \t")  # optional white space around a header value, not CR/LF
     if not value or len(value) > MAX_IDEMPOTENCY_KEY or not value.isprintable():
         raise ApiError(
             "INVALID_ARGUMENT",

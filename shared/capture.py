@@ -200,6 +200,82 @@ def validate_capture(capture: pb.Capture, limits: CaptureLimits) -> None:
         raise _invalid(f"frames hold {total} pixels in all; the limit is {limits.max_total_pixels}")
 
 
+# Field numbers of Capture's repeated fields (proto/liveness.proto).
+_FIELD_CHALLENGES, _FIELD_FRAMES = 7, 8
+# Besides its frames and challenges a capture has 8 singular fields; room for a few unknown ones
+# (a newer SDK) on top.
+_MAX_OTHER_FIELDS = 32
+_MAX_VARINT_BYTES = 10
+
+
+def _garbage() -> CaptureError:
+    return _invalid("liveness data is not a valid capture protobuf (garbage or truncated)")
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 7 * _MAX_VARINT_BYTES, 7):
+        if i >= len(data):
+            break
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+    raise _garbage()
+
+
+def check_wire_counts(data: bytes, limits: CaptureLimits) -> None:
+    """Count a capture's top-level fields on the wire, before protobuf builds them.
+
+    The parser materialises every element of a repeated field before ``validate_capture`` can
+    refuse their number: 10 MiB of empty frames are 5 million messages (~280 MB), 10 MiB of
+    packed challenges 10 million values. This walk reads only tags and lengths, stops at the
+    first field over a limit, and never looks at more than ``max_frames + MAX_CHALLENGES + 32``
+    fields; anything that is not protobuf's wire format (including groups, which proto3 never
+    writes) is refused as garbage.
+    """
+    max_fields = limits.max_frames + MAX_CHALLENGES + _MAX_OTHER_FIELDS
+    frames = challenges = fields = 0
+    i, n = 0, len(data)
+    while i < n:
+        fields += 1
+        if fields > max_fields:
+            raise _invalid(f"capture has more than {max_fields} top-level fields")
+        tag, i = _varint(data, i)
+        number, wire_type = tag >> 3, tag & 7
+        if number == 0:
+            raise _garbage()
+        if wire_type == 0:
+            _, i = _varint(data, i)
+            challenges += number == _FIELD_CHALLENGES
+        elif wire_type == 1:
+            i += 8
+        elif wire_type == 5:
+            i += 4
+        elif wire_type == 2:
+            length, i = _varint(data, i)
+            if number == _FIELD_FRAMES:
+                frames += 1
+            elif number == _FIELD_CHALLENGES:  # packed: one varint per value
+                if length > MAX_CHALLENGES * _MAX_VARINT_BYTES:
+                    challenges += MAX_CHALLENGES + 1
+                else:
+                    challenges += sum(1 for b in data[i : i + length] if b < 0x80)
+            i += length
+        else:  # groups (3, 4) or an invalid wire type
+            raise _garbage()
+        if i > n:
+            raise _garbage()
+        if frames > limits.max_frames:
+            raise _invalid(
+                f"capture has more than {limits.max_frames} frames; "
+                f"the limit is {limits.max_frames}"
+            )
+        if challenges > MAX_CHALLENGES:
+            raise _invalid(f"capture asks for more than {MAX_CHALLENGES} challenges")
+
+
 def parse_capture(data: bytes, limits: CaptureLimits) -> pb.Capture:
     """Parse and bound-check a serialized capture; raise CaptureError(INVALID_ARGUMENT)."""
     if not data:
@@ -211,13 +287,12 @@ def parse_capture(data: bytes, limits: CaptureLimits) -> pb.Capture:
             "liveness data is an image, not a capture; wrap it with `antihack make-sample` "
             "or upload it with POST /face/liveness_image and pass image_id"
         )
+    check_wire_counts(data, limits)
     capture = pb.Capture()
     try:
         capture.ParseFromString(data)
     except Exception:  # DecodeError, and whatever else a parser implementation raises
-        raise _invalid(
-            "liveness data is not a valid capture protobuf (garbage or truncated)"
-        ) from None
+        raise _garbage() from None
     validate_capture(capture, limits)
     return capture
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,12 +154,17 @@ class _Metrics:
 
 
 _metrics: _Metrics | None = None
+# gunicorn's threads answer at once: without the lock two of them could build the metrics
+# together, and the second registration fails with DuplicateTimeseries.
+_metrics_lock = threading.Lock()
 
 
 def metrics() -> _Metrics:
     global _metrics
     if _metrics is None:
-        _metrics = _Metrics()
+        with _metrics_lock:
+            if _metrics is None:
+                _metrics = _Metrics()
     return _metrics
 
 

@@ -37,6 +37,9 @@ class Settings:
     secret_key: str = ""
     sync_wait_s: float = 30.0
     max_upload_bytes: int = 10 * MiB
+    # A request body must arrive whole within this (gunicorn's threads block while they read
+    # it: a client that trickles or stalls would otherwise hold one forever); 0 = no limit.
+    upload_timeout_s: float = 60.0
     allow_private_urls: bool = False
     ort_providers: str = ""
     ort_intra_threads: int = 0

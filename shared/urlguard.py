@@ -65,6 +65,10 @@ def resolve(url: str, *, allow_private: bool) -> Target:
     """Check the URL's form and resolve it to one permitted address."""
     if len(url) > 2048:
         raise UrlRefused("URL longer than 2048 characters")
+    if any(c <= " " or c == "\x7f" for c in url):
+        # urlsplit silently drops tabs and line breaks, so the URL checked and contacted would
+        # not be the one stored and shown (and CR/LF is how headers get injected).
+        raise UrlRefused("URL contains whitespace or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
