@@ -26,6 +26,8 @@ from worker.celery_app import make_celery
 
 log = logging.getLogger(__name__)
 
+# Blueprints whose requests carry ids, names or tokens to the database.
+DATABASE_BLUEPRINTS = frozenset({"jobs", "admin", "usage", "webhooks"})
 # Multipart fields besides the file: a few short strings.
 FORM_OVERHEAD_BYTES = 64 * 1024
 
@@ -70,6 +72,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.before_request
     def _request_id() -> None:
         g.request_id = new_request_id()
+
+    @app.before_request
+    def _refuse_nul() -> None:
+        # Ids, names and tokens go to the database, and PostgreSQL refuses NUL in text (a
+        # DataError, so a 500): no value with one can be valid, so refuse it up front.
+        if request.blueprint not in DATABASE_BLUEPRINTS:
+            return
+        values = [request.path, *request.headers.values()]
+        values += [part for item in request.args.items(multi=True) for part in item]
+        if any("\x00" in value for value in values):
+            raise ApiError("INVALID_ARGUMENT", "NUL characters in the path, query or headers")
 
     @app.after_request
     def _rate_limit_headers(response: Response) -> Response:
@@ -148,9 +161,7 @@ class UploadDeadline:
             sock = environ.get("gunicorn.socket")
             if not isinstance(sock, socket.socket):
                 return wsgi_app(environ, start_response)  # type: ignore[no-any-return]
-            environ["wsgi.input"] = cls(
-                environ["wsgi.input"], sock, time.monotonic() + seconds
-            )
+            environ["wsgi.input"] = cls(environ["wsgi.input"], sock, time.monotonic() + seconds)
             try:
                 return wsgi_app(environ, start_response)  # type: ignore[no-any-return]
             finally:

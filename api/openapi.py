@@ -75,11 +75,16 @@ ADMIN: Security = [{"AdminToken": []}]
 PUBLIC: Security = []
 
 CLIENT_ERRORS = {
+    "400": _response("BadRequest"),
     "401": _response("Unauthorized"),
     "403": _response("Forbidden"),
     "500": _response("InternalError"),
 }
-ADMIN_ERRORS = {"401": _response("Unauthorized"), "500": _response("InternalError")}
+ADMIN_ERRORS = {
+    "400": _response("BadRequest"),
+    "401": _response("Unauthorized"),
+    "500": _response("InternalError"),
+}
 
 
 def _op(
@@ -607,8 +612,9 @@ def _error(description: str, **headers: dict[str, str]) -> dict[str, Any]:
 RESPONSES: dict[str, Any] = {
     "BadRequest": _error(
         "INVALID_ARGUMENT (missing or doubled source, bad return_*, empty, garbage or oversized "
-        "capture, unknown image_id, not multipart), DETETION_FAILED (a frame does not decode), "
-        "DOWNLOAD_ERROR (liveness_data_url refused or failed)."
+        "capture, unknown image_id, not multipart, a NUL character in the path, query or "
+        "headers, a body that did not arrive within ANTIHACK_UPLOAD_TIMEOUT_S), DETETION_FAILED "
+        "(a frame does not decode), DOWNLOAD_ERROR (liveness_data_url refused or failed)."
     ),
     "Unauthorized": _error("UNAUTHORIZED (missing, wrong or revoked credentials) or KEY_EXPIRED."),
     "Forbidden": _error(

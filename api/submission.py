@@ -83,7 +83,7 @@ def read_submission(session: Session, key: ApiKey, settings: Settings) -> Submis
             raise ApiError("DOWNLOAD_ERROR", f"liveness_data_url: {exc.reason}") from None
     else:
         source = "image"
-        image = session.get(Image, image_id)
+        image = session.get(Image, image_id) if image_id.isprintable() else None
         if image is None or image.api_key_id != key.id or image.expires_at <= utcnow():
             raise ApiError("INVALID_ARGUMENT", f"unknown or expired image_id {image_id[:64]!r}")
         try:

@@ -19,6 +19,7 @@ from shared.urlguard import UrlRefused, UrlUnresolvable, resolve
 
 QUOTA_PERIODS = ("day", "month", "total")
 ENDPOINTS = ("liveness_anti_hack", "jobs", "liveness_image")
+MAX_NAME = 200  # api_keys.name
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class KeyOptions:
     require_signed: bool | None = None
 
     def validate(self) -> None:
+        if self.name is not None and (len(self.name) > MAX_NAME or not self.name.isprintable()):
+            raise ApiError(
+                "INVALID_ARGUMENT", f"name must be at most {MAX_NAME} printable characters"
+            )
         if self.quota_period is not None and self.quota_period not in QUOTA_PERIODS:
             raise ApiError("INVALID_ARGUMENT", f"quota period must be one of {QUOTA_PERIODS}")
         if self.quota is not None and self.quota < 0:

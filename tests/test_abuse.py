@@ -87,6 +87,7 @@ ST_CONFIG = schemathesis.Config.from_dict(
             "mode": "all",  # valid inputs and inputs that break the document
             # Unknown query parameters are ignored, as HTTP APIs commonly do.
             "allow-extra-parameters": True,
+            "allow-x00": True,  # NUL in strings: PostgreSQL refuses it in text
         },
         "auth": {
             "openapi": {
@@ -1021,3 +1022,47 @@ def test_no_secret_is_compared_with_equality(function: Callable[..., Any]) -> No
         r"(token|secret|signature|digest|hash|expected)\w*\s*[!=]=|[!=]=\s*\w*(token|secret|signature|expected)",
         source,
     ), source
+
+
+# --- NUL characters (PostgreSQL refuses them in text: they must never reach a query) -----------
+
+NUL_REQUESTS = [
+    ("GET", "/v1/jobs/TID%00", None),
+    ("DELETE", "/v1/jobs/%00", None),
+    ("POST", "/v1/jobs/%00/redeliver", None),
+    ("GET", "/v1/webhooks/deliveries/%00", None),
+    ("GET", "/v1/webhooks/deliveries?before=%00", None),
+    ("GET", "/v1/usage?days=1&x=%00", None),
+    ("GET", "/admin/keys/%00", None),
+    ("GET", "/admin/usage?api_id=%00", None),
+    ("GET", "/admin/webhooks/deliveries?api_id=%00", None),
+    ("GET", "/admin/webhooks/deliveries/%00", None),
+    ("POST", "/admin/keys", {"json": {"name": "a\x00b"}}),
+    ("POST", "/admin/keys", {"json": {"name": "n" * 201}}),
+    ("POST", "/admin/keys", {"json": {"name": "x", "permissions": "jobs\x00"}}),
+    ("POST", "/admin/keys", {"json": {"name": "x", "webhook_url": "http://a\x00b/"}}),
+    ("POST", "/v1/jobs", {"data": {"image_id": "IMG\x00"}}),
+    ("POST", "/face/liveness_anti_hack", {"data": {"image_id": "\x00"}}),
+    ("POST", "/v1/jobs", {"data": {"liveness_data_url": "http://a\x00b/"}}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), NUL_REQUESTS)
+def test_nul_characters_are_refused_not_a_server_error(
+    module_app: Flask, fuzz_key: Key, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    kw: dict[str, Any] = dict(body or {})
+    if "data" in kw:
+        kw["content_type"] = "multipart/form-data"
+    headers = {**fuzz_key.headers, **ADMIN}
+    resp = module_app.test_client().open(path, method=method, headers=headers, **kw)
+    assert_seed_error(resp, (400,))  # INVALID_ARGUMENT, or DOWNLOAD_ERROR for the URL
+
+
+def test_a_nul_in_the_api_id_header_is_refused(module_app: Flask, fuzz_key: Key) -> None:
+    resp = module_app.test_client().get(
+        "/v1/usage",
+        headers=fuzz_key.headers,
+        environ_overrides={"HTTP_X_DF_API_ID": fuzz_key.api_id + "\x00"},
+    )
+    assert_seed_error(resp, (400,), "INVALID_ARGUMENT")
