@@ -1,7 +1,7 @@
-"""A pipeline that analyses nothing, for the queue benchmark only (``ANTIHACK_BENCH_NOOP_PIPELINE``).
+"""A pipeline that analyses nothing, for the queue benchmark only.
 
-It lets ``bench_queue`` measure what the service adds around the pipeline (HTTP, database,
-broker, job transitions) against bare Celery round trips. Its answer says so: every result it
+Enabled by ``ANTIHACK_BENCH_NOOP_PIPELINE``. It lets ``bench_queue`` measure what the service
+adds around the pipeline (HTTP, database, broker, job transitions) against bare Celery round trips. Its answer says so: every result it
 produces carries the reason ``bench_noop_pipeline`` and no model version.
 """
 
