@@ -1,8 +1,9 @@
 """A pipeline that analyses nothing, for the queue benchmark only.
 
 Enabled by ``ANTIHACK_BENCH_NOOP_PIPELINE``. It lets ``bench_queue`` measure what the service
-adds around the pipeline (HTTP, database, broker, job transitions) against bare Celery round trips. Its answer says so: every result it
-produces carries the reason ``bench_noop_pipeline`` and no model version.
+adds around the pipeline (HTTP, database, broker, job transitions) against bare Celery round
+trips. Its answer says so: every result it produces carries the reason ``bench_noop_pipeline``
+and no model version.
 """
 
 from __future__ import annotations
