@@ -65,6 +65,16 @@ def wait_all_final(
     return wait_until(done, timeout, f"{len(ids)} jobs to finish", interval=0.5)  # type: ignore[no-any-return]
 
 
+def quota_used(sessions: Any, key: Key) -> int:
+    from shared.models import ApiKey
+    from shared.quota import used
+
+    with transaction(sessions) as s:
+        api_key = s.get(ApiKey, key.api_id)
+        assert api_key is not None
+        return used(s, api_key)
+
+
 def wait_running(sessions: Any, job_id: str) -> None:
     def running() -> bool:
         with transaction(sessions) as s:
@@ -150,11 +160,12 @@ def test_redis_restart_during_a_burst_loses_no_job(
     start_worker: Any,
     start_api: Any,
     beat: Any,
-    key: Key,
+    make_key: Any,
     sessions: Any,
     own_redis: Any,
 ) -> None:
     url, down, up = own_redis
+    key = make_key(quota=1000, quota_period="total")
     settings = base_settings.replace(redis_url=url, queued_stale_s=3, sweep_interval_s=1)
     start_worker(settings)
     beat(settings)
@@ -185,6 +196,7 @@ def test_redis_restart_during_a_burst_loses_no_job(
     final = wait_all_final(sessions, accepted, 180)
     assert {v[0] for v in final.values()} == {"SUCCEEDED"}
     assert all(v[2] == 1 for v in final.values())
+    assert quota_used(sessions, key) == len(accepted)  # charged once each, nothing refunded
 
 
 def test_killed_database_connections_lose_no_job(
@@ -198,7 +210,7 @@ def test_killed_database_connections_lose_no_job(
     settings = base_settings.replace(
         task_time_limit_s=5, lease_margin_s=2, queued_stale_s=3, sweep_interval_s=1
     )
-    key = make_key()
+    key = make_key(quota=1000, quota_period="total")
     ids = []
     with transaction(sessions) as s:
         api_key = s.get(ApiKey, key.api_id)
@@ -226,11 +238,18 @@ def test_killed_database_connections_lose_no_job(
     final = wait_all_final(sessions, ids, 180)
     assert {v[0] for v in final.values()} == {"SUCCEEDED"}
     assert all(v[2] == 1 for v in final.values())
+    assert quota_used(sessions, key) == len(ids)
 
 
 def test_a_poison_capture_fails_after_max_attempts(
-    base_settings: Settings, start_worker: Any, start_api: Any, beat: Any, key: Key, sessions: Any
+    base_settings: Settings,
+    start_worker: Any,
+    start_api: Any,
+    beat: Any,
+    make_key: Any,
+    sessions: Any,
 ) -> None:
+    key = make_key(quota=10, quota_period="total")
     # A capture that always outlives the time limit: every attempt is cut off by the limit.
     settings = base_settings.replace(
         task_time_limit_s=1, lease_margin_s=2, queued_stale_s=3, sweep_interval_s=1, max_attempts=2
@@ -244,6 +263,7 @@ def test_a_poison_capture_fails_after_max_attempts(
     assert attempts >= 2
     job = requests.get(f"{base}/v1/jobs/{rid}", headers=key.headers, timeout=10).json()
     assert job["result"]["status"] == "INTERNAL_ERROR"
+    assert quota_used(sessions, key) == 0  # our fault: refunded, once
 
 
 def test_api_killed_mid_upload_creates_nothing(
