@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import redis
+import sqlalchemy as sa
 
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.embedded import start_redis
@@ -25,17 +29,41 @@ class Stack:
 
 
 @contextmanager
+def _fresh_database(server_url: str) -> Iterator[str]:
+    """A new database on the server ANTIHACK_DATABASE_URL names, dropped afterwards, so that
+    one benchmark's backlog never lands in the next one's."""
+    if not server_url:
+        yield ""
+        return
+    name = f"antihack_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@contextmanager
 def stack(**overrides: object) -> Iterator[Stack]:
-    """PostgreSQL/Redis from ANTIHACK_DATABASE_URL/ANTIHACK_REDIS_URL if set, else embedded."""
-    with tempfile.TemporaryDirectory(prefix="antihack-bench-") as tmp:
+    """PostgreSQL/Redis from ANTIHACK_DATABASE_URL/ANTIHACK_REDIS_URL if set (a fresh database
+    and a flushed Redis db each time), else embedded."""
+    with (
+        tempfile.TemporaryDirectory(prefix="antihack-bench-") as tmp,
+        _fresh_database(os.environ.get("ANTIHACK_DATABASE_URL", "")) as database_url,
+    ):
         settings = Settings(
             data_dir=Path(tmp),
-            database_url=os.environ.get("ANTIHACK_DATABASE_URL", ""),
+            database_url=database_url,
             redis_url=os.environ.get("ANTIHACK_REDIS_URL", ""),
             secret_key="bench",
             admin_token="bench",
         ).replace(**overrides)
         redis_proc = start_redis(settings) if settings.embedded_redis else None
+        redis.Redis.from_url(settings.redis_client_url).flushdb()
         try:
             upgrade(settings.effective_database_url)
             engine = make_engine(settings.effective_database_url)
