@@ -6,7 +6,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
 from shared.heartbeat import Heartbeat
@@ -23,6 +23,13 @@ from shared.settings import Settings
 
 class AntihackCelery(Celery):
     settings: Settings
+
+
+def task_settings(task: Task) -> Settings:
+    """The settings of the app a task is bound to."""
+    app = task.app
+    assert isinstance(app, AntihackCelery)
+    return app.settings
 
 
 def make_celery(settings: Settings) -> AntihackCelery:

@@ -29,8 +29,7 @@ from shared.keys import sdk_secret
 from shared.metrics import count_attempt, count_finished, mark_dead, metrics, observe_stages
 from shared.models import ApiKey, Fingerprint, Image, Job, JobInput, utcnow
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK, SWEEP_TASK, done_key
-from shared.settings import Settings
-from worker.celery_app import AntihackCelery
+from worker.celery_app import AntihackCelery, task_settings
 from worker.state import WorkerState, get_state
 from worker.webhook_tasks import publish_for_job
 
@@ -38,12 +37,6 @@ log = logging.getLogger(__name__)
 
 # Replay detection compares a capture's frame hashes with this many recent ones of the key.
 REPLAY_HISTORY = 5000
-
-
-def _settings(task: Task) -> Settings:
-    app = task.app
-    assert isinstance(app, AntihackCelery)
-    return app.settings
 
 
 @shared_task(
@@ -55,7 +48,7 @@ def _settings(task: Task) -> Settings:
 )
 def analyze(self: Task, job_id: str) -> str:
     """Run the pipeline on one job; safe to deliver any number of times."""
-    settings = _settings(self)
+    settings = task_settings(self)
     st = get_state(settings)
     lease = timedelta(seconds=settings.task_time_limit_s + settings.lease_margin_s)
     with transaction(st.sessions) as session:
@@ -214,7 +207,7 @@ def _notify(st: WorkerState, job_id: str) -> None:
 @shared_task(bind=True, name=SWEEP_TASK, ignore_result=True)
 def sweep(self: Task) -> int:
     """Re-publish jobs whose message was lost (QUEUED too long, or RUNNING past their lease)."""
-    settings = _settings(self)
+    settings = task_settings(self)
     st = get_state(settings)
     with transaction(st.sessions) as session:
         ids = due_for_publish(session, timedelta(seconds=settings.queued_stale_s))
@@ -228,7 +221,7 @@ def sweep(self: Task) -> int:
 @shared_task(bind=True, name=PURGE_TASK, ignore_result=True)
 def purge(self: Task) -> int:
     """Delete inputs older than the retention period and expired H5 images."""
-    settings = _settings(self)
+    settings = task_settings(self)
     st = get_state(settings)
     cutoff = utcnow() - timedelta(days=settings.retention_days)
     with transaction(st.sessions) as session:

@@ -18,19 +18,13 @@ from shared.models import Job, utcnow
 from shared.queues import WEBHOOK_DISPATCH_TASK, WEBHOOK_SEND_TASK
 from shared.settings import Settings
 from shared.urlguard import UrlRefused, post
-from worker.celery_app import AntihackCelery
+from worker.celery_app import task_settings
 from worker.state import get_state
 
 log = logging.getLogger(__name__)
 
 # A receiver's answer is only for the attempt log: read no more than this of it.
 MAX_RESPONSE_BYTES = 4096
-
-
-def _settings(task: Task) -> Settings:
-    app = task.app
-    assert isinstance(app, AntihackCelery)
-    return app.settings
 
 
 def event_body(job: Job) -> bytes:
@@ -131,7 +125,7 @@ def _ms(started: float) -> int:
 @shared_task(bind=True, name=WEBHOOK_DISPATCH_TASK, ignore_result=True)
 def dispatch(self: Task) -> int:
     """Publish a send for every delivery that is due (beat runs this every few seconds)."""
-    settings = _settings(self)
+    settings = task_settings(self)
     st = get_state(settings)
     published = claim_and_publish(st.sessions, settings, self.app)
     if published:
@@ -148,7 +142,7 @@ def dispatch(self: Task) -> int:
 )
 def send(self: Task, delivery_id: str, token: str) -> str:
     """One attempt of one delivery; a duplicate message finds the claim taken and does nothing."""
-    settings = _settings(self)
+    settings = task_settings(self)
     return attempt(get_state(settings).sessions, settings, delivery_id, token)
 
 
