@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shared.capture import CaptureError, parse_capture
-from shared.db import transaction
+from shared.db import rowcount, transaction
 from shared.jobs import (
     Claim,
     capture_limits,
@@ -23,7 +23,6 @@ from shared.jobs import (
     error_body,
     finish,
     release,
-    rowcount,
 )
 from shared.keys import sdk_secret
 from shared.metrics import count_attempt, count_finished, mark_dead, metrics, observe_stages
@@ -71,11 +70,7 @@ def analyze(self: Task, job_id: str) -> str:
             count_attempt("retry")
             return "retry"
         body = error_body(job_id, "INTERNAL_ERROR", f"analysis failed: {type(exc).__name__}")
-        with transaction(st.sessions) as session:
-            recorded = finish(session, owned, body, reasons=["internal_error"])
-        if recorded:
-            count_finished(body)
-        outcome = "INTERNAL_ERROR"
+        outcome = _store(st, owned, body, reasons=["internal_error"])
     metrics().analysis_seconds.observe(time.perf_counter() - started)
     _notify(st, job_id)
     return outcome
