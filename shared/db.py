@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import CursorResult, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -57,6 +57,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
+
+
+def rowcount(result: object) -> int:
+    """Rows matched by an UPDATE or DELETE (``session.execute`` types it as a plain Result)."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.capture import CaptureLimits
+from shared.db import rowcount
 from shared.errors import ApiError
 from shared.models import (
     FAILED,
@@ -186,12 +187,6 @@ def claim(session: Session, job_id: str, lease: timedelta, max_attempts: int) ->
         session.commit()
         return None
     return Claim(job_id, attempt, key_id)
-
-
-def rowcount(result: object) -> int:
-    """Rows matched by an UPDATE or DELETE (``session.execute`` types it as a plain Result)."""
-    assert isinstance(result, CursorResult)
-    return int(result.rowcount)
 
 
 def error_body(job_id: str, status: str, reason: str) -> dict[str, Any]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.db import rowcount
 from shared.errors import ApiError
 from shared.models import ApiKey, Job, QuotaCounter, utcnow
 
@@ -66,8 +67,7 @@ def charge(session: Session, key: ApiKey, now: datetime | None = None) -> str | 
         )
         .values(used=QuotaCounter.used + 1)
     )
-    assert isinstance(result, CursorResult)
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         raise ApiError(
             "OUT_OF_QUOTA",
             f"quota of {key.quota_limit} per {key.quota_period} used up"

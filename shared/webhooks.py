@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from shared.db import rowcount
 from shared.errors import ApiError
 from shared.models import (
     DELIVERED,
@@ -162,11 +163,6 @@ def claim_lease(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.webhook_timeout_s + 60)
 
 
-def _rowcount(result: object) -> int:
-    assert isinstance(result, CursorResult)
-    return int(result.rowcount)
-
-
 def claim_due(
     session: Session,
     lease: timedelta,
@@ -199,7 +195,7 @@ def claim_due(
             .where(WebhookDelivery.id == found, due)
             .values(claim_token=token, next_attempt_at=now + lease)
         )
-        if _rowcount(claimed):
+        if rowcount(claimed):
             claims.append((found, token))
     return claims
 
@@ -259,7 +255,7 @@ def start_attempt(
         )
         .values(claim_token=sending, next_attempt_at=now + claim_lease(settings))
     )
-    if not _rowcount(taken):
+    if not rowcount(taken):
         return "skipped"
     delivery = session.get(WebhookDelivery, delivery_id)
     assert delivery is not None
@@ -377,7 +373,7 @@ def finish_attempt(
         )
         .values(**values)
     )
-    if not _rowcount(moved):
+    if not rowcount(moved):
         # The claim lapsed (this attempt outlived its lease): the attempt is on record, the
         # delivery belongs to whoever claimed it since.
         return "lapsed"
