@@ -24,11 +24,11 @@ from sqlalchemy import func, select
 from shared.db import transaction
 from shared.devstack import Proc, free_port, start_api, wait_until
 from shared.embedded import redis_server_binary
-from shared.models import Image, Job, JobInput, JobResult, utcnow
+from shared.models import Image, Job, JobInput, utcnow
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK
 from shared.settings import Settings
 from tests.conftest import Key
-from tests.helpers import face_capture, no_face_capture
+from tests.helpers import face_capture, job_states, no_face_capture, quota_used
 from worker.celery_app import make_celery
 
 FINAL = ("SUCCEEDED", "FAILED")
@@ -43,36 +43,14 @@ def submit(base: str, key: Key, payload: bytes) -> requests.Response:
     )
 
 
-def states(sessions: Any, ids: list[str]) -> dict[str, tuple[str, int, int]]:
-    """Job id → (status, attempts, result rows)."""
-    with transaction(sessions) as s:
-        rows = s.execute(
-            select(Job.id, Job.status, Job.attempts, func.count(JobResult.job_id))
-            .outerjoin(JobResult, JobResult.job_id == Job.id)
-            .where(Job.id.in_(ids))
-            .group_by(Job.id, Job.status, Job.attempts)
-        ).all()
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
-
 def wait_all_final(
     sessions: Any, ids: list[str], timeout: float
 ) -> dict[str, tuple[str, int, int]]:
     def done() -> dict[str, tuple[str, int, int]] | None:
-        now = states(sessions, ids)
+        now = job_states(sessions, ids)
         return now if len(now) == len(ids) and all(v[0] in FINAL for v in now.values()) else None
 
     return wait_until(done, timeout, f"{len(ids)} jobs to finish", interval=0.5)  # type: ignore[no-any-return]
-
-
-def quota_used(sessions: Any, key: Key) -> int:
-    from shared.models import ApiKey
-    from shared.quota import used
-
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        assert api_key is not None
-        return used(s, api_key)
 
 
 def wait_running(sessions: Any, job_id: str) -> None:
@@ -107,7 +85,7 @@ def test_sigterm_lets_the_running_job_finish(
     wait_running(sessions, rid)
     worker.proc.send_signal(signal.SIGTERM)  # warm shutdown: finish what is running, then exit
     worker.proc.wait(timeout=60)
-    assert states(sessions, [rid])[rid] == ("SUCCEEDED", 1, 1)
+    assert job_states(sessions, [rid])[rid] == ("SUCCEEDED", 1, 1)
 
 
 def test_a_message_delivered_three_times_runs_once(
@@ -121,7 +99,7 @@ def test_a_message_delivered_three_times_runs_once(
         app.send_task(ANALYZE_TASK, args=(rid,), queue=ANALYZE_QUEUE)
     assert wait_all_final(sessions, [rid], 60)[rid] == ("SUCCEEDED", 1, 1)
     time.sleep(1)  # the duplicates have been consumed by now; nothing changed
-    assert states(sessions, [rid])[rid] == ("SUCCEEDED", 1, 1)
+    assert job_states(sessions, [rid])[rid] == ("SUCCEEDED", 1, 1)
 
 
 @pytest.fixture
@@ -196,7 +174,7 @@ def test_redis_restart_during_a_burst_loses_no_job(
     final = wait_all_final(sessions, accepted, 180)
     assert {v[0] for v in final.values()} == {"SUCCEEDED"}
     assert all(v[2] == 1 for v in final.values())
-    assert quota_used(sessions, key) == len(accepted)  # charged once each, nothing refunded
+    assert quota_used(sessions, key.api_id) == len(accepted)  # charged once each, nothing refunded
 
 
 def test_killed_database_connections_lose_no_job(
@@ -238,7 +216,7 @@ def test_killed_database_connections_lose_no_job(
     final = wait_all_final(sessions, ids, 180)
     assert {v[0] for v in final.values()} == {"SUCCEEDED"}
     assert all(v[2] == 1 for v in final.values())
-    assert quota_used(sessions, key) == len(ids)
+    assert quota_used(sessions, key.api_id) == len(ids)
 
 
 def test_a_poison_capture_fails_after_max_attempts(
@@ -263,7 +241,7 @@ def test_a_poison_capture_fails_after_max_attempts(
     assert attempts >= 2
     job = requests.get(f"{base}/v1/jobs/{rid}", headers=key.headers, timeout=10).json()
     assert job["result"]["status"] == "INTERNAL_ERROR"
-    assert quota_used(sessions, key) == 0  # our fault: refunded, once
+    assert quota_used(sessions, key.api_id) == 0  # our fault: refunded, once
 
 
 def test_api_killed_mid_upload_creates_nothing(

@@ -24,10 +24,10 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from shared import devstack
 from shared.db import transaction
 from shared.devstack import Proc, free_port, wait_until
-from shared.models import Job, JobResult, WebhookAttempt, WebhookDelivery
+from shared.models import Job, WebhookAttempt, WebhookDelivery
 from shared.settings import Settings
 from tests.conftest import Key
-from tests.helpers import no_face_capture
+from tests.helpers import job_states, no_face_capture
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 SCHEDULE = "0,1,1,2,2,3"  # six attempts over 9 s
@@ -174,15 +174,9 @@ def failed_attempts(sessions: Any, delivery_id: str) -> int:
 
 
 def assert_each_job_finished_once(sessions: Any, job_ids: list[str]) -> None:
-    with transaction(sessions) as s:
-        rows = s.execute(
-            select(Job.id, Job.status, Job.attempts, func.count(JobResult.job_id))
-            .outerjoin(JobResult, JobResult.job_id == Job.id)
-            .where(Job.id.in_(job_ids))
-            .group_by(Job.id, Job.status, Job.attempts)
-        ).all()
-    assert sorted(r[0] for r in rows) == sorted(job_ids)
-    assert {(r[1], r[2], r[3]) for r in rows} == {("SUCCEEDED", 1, 1)}, rows
+    states = job_states(sessions, job_ids)
+    assert sorted(states) == sorted(job_ids)
+    assert set(states.values()) == {("SUCCEEDED", 1, 1)}, states
 
 
 def assert_delivered_once_per_event(rx: Receiver, sessions: Any, job_ids: list[str]) -> None:

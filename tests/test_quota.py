@@ -21,11 +21,11 @@ from shared.db import transaction
 from shared.devstack import free_port
 from shared.jobs import Submission, claim, create_job, error_body, finish
 from shared.models import ApiKey, Job
-from shared.quota import charge, refund, used
+from shared.quota import charge, refund
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 from tests.conftest import Key
-from tests.helpers import no_face_capture
+from tests.helpers import no_face_capture, quota_used
 
 LEASE = timedelta(seconds=60)
 
@@ -37,13 +37,6 @@ def post_job(base: str, key: Key, payload: bytes, **headers: str) -> requests.Re
         headers={**key.headers, **headers},
         timeout=60,
     )
-
-
-def quota_used(sessions: Any, key: Key) -> int:
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        assert api_key is not None
-        return used(s, api_key)
 
 
 def job_count(sessions: Any, key: Key) -> int:
@@ -63,7 +56,7 @@ def test_500_concurrent_submissions_against_a_quota_of_100(
     codes = [r.status_code for r in answers]
     assert codes.count(202) == 100 and codes.count(403) == 400
     assert {r.json()["status"] for r in answers if r.status_code == 403} == {"OUT_OF_QUOTA"}
-    assert quota_used(sessions, key) == 100
+    assert quota_used(sessions, key.api_id) == 100
     assert job_count(sessions, key) == 100
 
 
@@ -89,7 +82,7 @@ def test_refund_exactly_once_under_retry(make_key: Any, sessions: Any) -> None:
         api_key = s.get(ApiKey, key.api_id)
         job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))  # type: ignore[arg-type]
         job_id = job.id
-    assert quota_used(sessions, key) == 1
+    assert quota_used(sessions, key.api_id) == 1
     with transaction(sessions) as s:
         first = claim(s, job_id, LEASE, 3)
     assert first is not None
@@ -101,7 +94,7 @@ def test_refund_exactly_once_under_retry(make_key: Any, sessions: Any) -> None:
         assert not finish(s, first, body)
     with transaction(sessions) as s:
         assert not refund(s, job_id)
-    assert quota_used(sessions, key) == 0
+    assert quota_used(sessions, key.api_id) == 0
     with transaction(sessions) as s:
         assert s.get(Job, job_id).refunded_at is not None  # type: ignore[union-attr]
 
@@ -168,7 +161,7 @@ def test_idempotency_replay_conflict_and_concurrent_duplicates(
     again = post_job(base, key, payload, **{"Idempotency-Key": "order-1"})
     assert first.status_code == again.status_code == 202
     assert first.json()["request_id"] == again.json()["request_id"]
-    assert quota_used(sessions, key) == 1  # the replay was not charged
+    assert quota_used(sessions, key.api_id) == 1  # the replay was not charged
     conflict = post_job(base, key, no_face_capture(), **{"Idempotency-Key": "order-1"})
     assert conflict.status_code == 422 and conflict.json()["status"] == "INVALID_ARGUMENT"
 
@@ -180,7 +173,7 @@ def test_idempotency_replay_conflict_and_concurrent_duplicates(
         )
     assert {r.status_code for r in dupes} == {202}
     assert len({r.json()["request_id"] for r in dupes}) == 1
-    assert job_count(sessions, key) == 2 and quota_used(sessions, key) == 2
+    assert job_count(sessions, key) == 2 and quota_used(sessions, key.api_id) == 2
 
 
 def test_usage_numbers_equal_what_was_submitted(
