@@ -102,7 +102,7 @@ def worker(concurrency: int | None, queues: str | None, pool: str) -> None:
     from worker import make_celery
     from worker.pipeline.models import verify_models
 
-    problems = verify_models(None if not settings.model_dir else _path(settings.model_dir))
+    problems = verify_models(settings.model_path)
     if problems:
         for problem in problems:
             click.echo(f"worker: {problem}", err=True)
@@ -171,12 +171,6 @@ def migrate(check: bool) -> None:
         click.echo("models and migrations agree")
     else:
         upgrade(url)
-
-
-def _path(value: str) -> Any:
-    from pathlib import Path
-
-    return Path(value)
 
 
 # --- keys -------------------------------------------------------------------------------------

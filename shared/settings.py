@@ -154,6 +154,11 @@ class Settings:
         return delays
 
     @property
+    def model_path(self) -> Path | None:
+        """The model directory, or None for the one in the source tree."""
+        return Path(self.model_dir) if self.model_dir else None
+
+    @property
     def providers(self) -> list[str] | None:
         names = [p.strip() for p in self.ort_providers.split(",") if p.strip()]
         if not names or names == ["auto"]:

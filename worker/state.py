@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
@@ -41,7 +40,7 @@ class WorkerState:
                 self._pipeline = NoopPipeline()
                 return self._pipeline
             self._pipeline = Pipeline.load(
-                model_dir=Path(s.model_dir) if s.model_dir else None,
+                model_dir=s.model_path,
                 providers=s.providers,
                 intra_threads=s.ort_intra_threads or default_intra_threads(s),
             )
