@@ -36,6 +36,7 @@ _TYPES: dict[str, type] = {
     "permissions": str,
     "webhook_url": str,
     "require_signed": bool,
+    "require_session": bool,
 }
 
 

@@ -14,7 +14,7 @@ from flask import Flask, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from api import admin, jobs, metrics, openapi, ops, usage, webhooks
+from api import admin, admin_ui, demo, jobs, metrics, openapi, ops, sdk, sessions, usage, webhooks
 from api.context import Services
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import ApiError
@@ -27,7 +27,7 @@ from worker.celery_app import make_celery
 log = logging.getLogger(__name__)
 
 # Blueprints whose requests carry ids, names or tokens to the database.
-DATABASE_BLUEPRINTS = frozenset({"jobs", "admin", "usage", "webhooks"})
+DATABASE_BLUEPRINTS = frozenset({"jobs", "admin", "usage", "webhooks", "sessions"})
 # Multipart fields besides the file: a few short strings.
 FORM_OVERHEAD_BYTES = 64 * 1024
 
@@ -57,11 +57,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.register_blueprint(jobs.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(admin_ui.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(usage.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(sessions.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(sdk.bp)
+    app.register_blueprint(demo.bp)
     metrics.instrument(app)
     _register_errors(app)
     if settings.upload_timeout_s > 0:

@@ -11,25 +11,45 @@ from flask import g, request
 
 from api.context import db, services
 from shared.errors import ApiError
-from shared.keys import authenticate
+from shared.keys import authenticate, check_usable
 from shared.models import ApiKey
+from shared.sessions import UploadGrant, authorize_upload
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def client_key(endpoint: str | None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def client_key(
+    endpoint: str | None, *, upload_token: bool = False
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Require valid ``X-DF-API-ID``/``X-DF-API-SECRET`` permitted to call ``endpoint``
-    (None: any valid key); submissions (POST) also pass the key's rate limit."""
+    (None: any valid key); submissions (POST) also pass the key's rate limit.
+
+    With ``upload_token``, ``Authorization: Bearer <upload_token>`` (from POST /v1/sessions)
+    may stand in for them: the request then acts as the session's key, and the view reads
+    what the token allows from :func:`current_upload`.
+    """
 
     def decorator(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
         def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
             api_id = request.headers.get("X-DF-API-ID", "")
             api_secret = request.headers.get("X-DF-API-SECRET", "")
-            if not api_id or not api_secret:
-                raise ApiError("UNAUTHORIZED", "missing X-DF-API-ID or X-DF-API-SECRET header")
-            key = authenticate(db(), services().settings.secret_key, api_id, api_secret)
+            bearer = _bearer()
+            settings = services().settings
+            if upload_token and bearer and not api_id and not api_secret:
+                grant = authorize_upload(
+                    db(), settings.secret_key, bearer, submitting=request.method == "POST"
+                )
+                key = check_usable(db().get(ApiKey, grant.api_key_id), grant.api_key_id)
+                g.upload = grant
+            elif not api_id or not api_secret:
+                also = " (or Authorization: Bearer <upload_token>)" if upload_token else ""
+                raise ApiError(
+                    "UNAUTHORIZED", f"missing X-DF-API-ID or X-DF-API-SECRET header{also}"
+                )
+            else:
+                key = authenticate(db(), settings.secret_key, api_id, api_secret)
             if endpoint is not None and not key.permits(endpoint):
                 raise ApiError("NO_PERMISSION", f"this API key may not call {endpoint}")
             g.key = key
@@ -40,6 +60,11 @@ def client_key(endpoint: str | None) -> Callable[[Callable[P, R]], Callable[P, R
         return wrapped
 
     return decorator
+
+
+def _bearer() -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _rate_limit(key: ApiKey) -> None:
@@ -57,6 +82,12 @@ def _rate_limit(key: ApiKey) -> None:
 def current_key() -> ApiKey:
     key: ApiKey = g.key
     return key
+
+
+def current_upload() -> UploadGrant | None:
+    """The upload token's grant when the request was authenticated by one, else None."""
+    grant: UploadGrant | None = g.get("upload")
+    return grant
 
 
 def admin_only(view: Callable[P, R]) -> Callable[P, R]:

@@ -1,4 +1,5 @@
-"""Client endpoints: the seed's synchronous path, jobs with polling, H5 image upload."""
+"""Client endpoints: the seed's synchronous path, jobs with polling, H5 image upload; the
+submit and read endpoints also take a capture session's upload token, with CORS."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import time
 from datetime import timedelta
 
 import redis
-from flask import Blueprint, g, request, url_for
+from flask import Blueprint, Response, g, request, url_for
 from flask.typing import ResponseReturnValue
 
 from api.app_helpers import json_response
-from api.auth import client_key, current_key
+from api.auth import client_key, current_key, current_upload
 from api.context import db, services
 from api.submission import read_submission
 from shared.capture import CaptureError, capture_from_image
@@ -25,6 +26,35 @@ from shared.secrets import new_request_id
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)
 
+# The endpoints a browser calls with an upload token, and their methods. Bearer tokens and no
+# cookies: any origin may call them, since a page can only use a token it was given.
+CORS_ENDPOINTS = {
+    "jobs.liveness_anti_hack": "POST",
+    "jobs.submit_job": "POST",
+    "jobs.get_job": "GET",
+}
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Prefer, Idempotency-Key"
+CORS_EXPOSE_HEADERS = "Location, Retry-After, RateLimit, RateLimit-Policy"
+CORS_MAX_AGE_S = 600
+
+
+@bp.after_request
+def _cors(response: Response) -> Response:
+    """CORS on the token-usable endpoints: errors too, so a page can read their reason."""
+    methods = CORS_ENDPOINTS.get(request.endpoint or "")
+    if methods is None:
+        return response
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    if request.method == "OPTIONS":  # a preflight, answered by Flask's automatic OPTIONS
+        response.headers["Access-Control-Allow-Methods"] = methods
+        response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+        response.status_code = 204
+        response.set_data(b"")
+    else:
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+    return response
+
 
 def _submit() -> Job:
     """Validate, commit the job, then publish its id (the sweeper covers a failed publish)."""
@@ -35,7 +65,14 @@ def _submit() -> Job:
     session.commit()
     sub = read_submission(session, key, svc.settings)
     session.commit()
-    job, created = create_job(session, key, sub)
+    upload = current_upload()
+    if upload is not None and not upload.nonce_matches(sub.capture.nonce):
+        # Refused before anything is spent: the token stays usable for its own capture.
+        raise ApiError(
+            "NO_PERMISSION",
+            "this upload token submits only a capture whose session_nonce is its session's nonce",
+        )
+    job, created = create_job(session, key, sub, upload)
     session.commit()
     g.request_id = job.id
     if created:
@@ -72,7 +109,7 @@ def _wait_final(job_id: str, timeout: float) -> Job | None:
 
 
 @bp.post("/face/liveness_anti_hack")
-@client_key("liveness_anti_hack")
+@client_key("liveness_anti_hack", upload_token=True)
 def liveness_anti_hack() -> ResponseReturnValue:
     """The seed endpoint: waits for the result, or answers 202 when asked or when it is slow."""
     job = _submit()
@@ -87,14 +124,18 @@ def liveness_anti_hack() -> ResponseReturnValue:
 
 
 @bp.post("/v1/jobs")
-@client_key("jobs")
+@client_key("jobs", upload_token=True)
 def submit_job() -> ResponseReturnValue:
     return _accepted(_submit())
 
 
 @bp.get("/v1/jobs/<request_id>")
-@client_key("jobs")
+@client_key("jobs", upload_token=True)
 def get_job(request_id: str) -> ResponseReturnValue:
+    upload = current_upload()
+    if upload is not None and request_id != upload.job_id:
+        # An upload token reads only the job it created; any other is "not found".
+        raise ApiError("NOT_FOUND", f"no job {request_id!r} for this API key")
     job = get_owned_job(db(), current_key(), request_id)
     return json_response(
         job_resource(job, url_for("jobs.get_job", request_id=job.id, _external=True))

@@ -19,6 +19,7 @@ from api.app_helpers import json_response
 from shared.errors import HTTP_CODES
 from shared.keys import ENDPOINTS
 from shared.models import DELIVERY_STATES
+from shared.settings import SESSION_CHALLENGES
 
 bp = Blueprint("openapi", __name__)
 
@@ -71,6 +72,8 @@ RATE_HEADERS = {
 }
 Security = list[dict[str, list[str]]]
 CLIENT: Security = [{"ApiId": [], "ApiSecret": []}]
+# The submit and read endpoints a browser calls: a key, or a capture session's upload token.
+CLIENT_OR_UPLOAD: Security = [*CLIENT, {"UploadToken": []}]
 ADMIN: Security = [{"AdminToken": []}]
 PUBLIC: Security = []
 
@@ -378,6 +381,10 @@ SCHEMAS: dict[str, Any] = {
             "webhook_disabled_at": NULLABLE_DATE_TIME,
             "webhook_secret_rotated_at": NULLABLE_DATE_TIME,
             "require_signed": {"type": "boolean"},
+            "require_session": {
+                "type": "boolean",
+                "description": "Every capture must carry a capture session's nonce.",
+            },
         },
         "required": ["api_id", "name", "created_at", "revoked", "permissions"],
     },
@@ -422,7 +429,92 @@ SCHEMAS: dict[str, Any] = {
             },
             "webhook_url": _nullable("string", format="uri"),
             "require_signed": _nullable("boolean"),
+            "require_session": _nullable("boolean"),
         },
+    },
+    "Challenge": {
+        "type": "string",
+        "enum": list(SESSION_CHALLENGES),
+        "description": "An action the person performs: BLINK (close and reopen both eyes), "
+        "MOUTH (open the mouth), NOD (tilt the head), YAW (turn the head).",
+    },
+    "SessionChallenge": {
+        "type": "array",
+        "items": _schema("Challenge"),
+        "minItems": 1,
+        "uniqueItems": True,
+        "description": "The steps the capture must show, in this order: the capture's "
+        "`challenges` must be exactly this list, and its frames tagged with a "
+        "`challenge_step` must show these steps in this order.",
+        "examples": [["BLINK", "YAW"]],
+    },
+    "SessionId": {"type": "string", "pattern": "^ses_[0-9a-f]{32}$"},
+    "NewSession": {
+        "type": "object",
+        "description": "A capture session. Give `nonce`, `challenge` and `upload_token` to "
+        "the capture SDK; the capture carries the nonce as `session_nonce`.",
+        "properties": {
+            "request_id": _schema("RequestId"),
+            "status": {"type": "string", "const": "OK"},
+            "session_id": _schema("SessionId"),
+            "nonce": {
+                "type": "string",
+                "minLength": 22,
+                "pattern": "^[A-Za-z0-9_-]+$",
+                "description": "URL-safe random (192 bits); redeemable by one capture.",
+            },
+            "challenge": _schema("SessionChallenge"),
+            "expires_at": DATE_TIME,
+            "upload_token": {
+                "type": "string",
+                "description": "Opaque bearer token: submits this session's capture once "
+                "(`Authorization: Bearer`), before expires_at, and reads the job it created "
+                "until 10 minutes after expires_at. Shown only here.",
+            },
+        },
+        "required": [
+            "request_id",
+            "status",
+            "session_id",
+            "nonce",
+            "challenge",
+            "expires_at",
+            "upload_token",
+        ],
+    },
+    "Session": {
+        "type": "object",
+        "properties": {
+            "request_id": _schema("RequestId"),
+            "status": {"type": "string", "const": "OK"},
+            "session_id": _schema("SessionId"),
+            "challenge": _schema("SessionChallenge"),
+            "expires_at": DATE_TIME,
+            "state": {
+                "type": "string",
+                "enum": ["PENDING", "USED", "EXPIRED"],
+                "description": "USED once a submission redeemed its nonce.",
+            },
+            "job_id": {
+                "oneOf": [_schema("RequestId"), {"type": "null"}],
+                "description": "The job that redeemed the nonce.",
+            },
+        },
+        "required": [
+            "request_id",
+            "status",
+            "session_id",
+            "challenge",
+            "expires_at",
+            "state",
+            "job_id",
+        ],
+    },
+    "SessionOptions": {
+        "type": "object",
+        "description": "No options yet: send no body, or `{}`.",
+        "additionalProperties": False,
+        "maxProperties": 0,
     },
     "DeliveryState": {"type": "string", "enum": list(DELIVERY_STATES)},
     "WebhookAttempt": {
@@ -557,6 +649,12 @@ PARAMETERS: dict[str, Any] = {
         "schema": _schema("RequestId"),
     },
     "ApiIdPath": {"name": "api_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    "SessionIdPath": {
+        "name": "session_id",
+        "in": "path",
+        "required": True,
+        "schema": _schema("SessionId"),
+    },
     "ApiIdQuery": {
         "name": "api_id",
         "in": "query",
@@ -652,6 +750,12 @@ _ACCEPTED = _json(
     **RATE_HEADERS,
 )
 
+_ADMIN_LOCATION = {"description": "/admin", "schema": {"type": "string"}}
+_HTML_PAGE: dict[str, Any] = {
+    "description": "HTML.",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+
 PATHS: dict[str, Any] = {
     "/face/liveness_anti_hack": {
         "post": _op(
@@ -671,7 +775,7 @@ PATHS: dict[str, Any] = {
                 **_SUBMIT_ERRORS,
             },
             operation_id="livenessAntiHack",
-            security=CLIENT,
+            security=CLIENT_OR_UPLOAD,
             description="Waits up to ANTIHACK_SYNC_WAIT_S for the analysis and answers with "
             "the seed's body: 200 with `score` (0.98 or more: hack), or the job's error with "
             "its seed HTTP code. Every submission is a job that can also be polled.",
@@ -685,8 +789,11 @@ PATHS: dict[str, Any] = {
             "Submit a capture as a job",
             {"202": _ACCEPTED, **_SUBMIT_ERRORS},
             operation_id="submitJob",
-            security=CLIENT,
-            description="The same fields as /face/liveness_anti_hack; always 202 at once.",
+            security=CLIENT_OR_UPLOAD,
+            description="The same fields as /face/liveness_anti_hack; always 202 at once. "
+            "Both submit endpoints take a capture session's upload token in place of the "
+            "key's headers, and answer CORS preflights (any origin; headers Authorization, "
+            "Content-Type, Prefer, Idempotency-Key).",
             parameters=[_param("IdempotencyKey")],
             body=_SUBMIT_BODY,
         )
@@ -698,7 +805,9 @@ PATHS: dict[str, Any] = {
             "Read a job",
             {"200": _json("The job.", "Job"), "404": _response("NotFound"), **CLIENT_ERRORS},
             operation_id="getJob",
-            security=CLIENT,
+            security=CLIENT_OR_UPLOAD,
+            description="With an upload token: only the job that token created, until 10 "
+            "minutes after its session expired (CORS: any origin).",
         ),
         "delete": _op(
             "client",
@@ -709,6 +818,44 @@ PATHS: dict[str, Any] = {
                 **CLIENT_ERRORS,
             },
             operation_id="deleteJobInput",
+            security=CLIENT,
+        ),
+    },
+    "/v1/sessions": {
+        "post": _op(
+            "client",
+            "Start a capture session: a nonce, a random challenge, an upload token",
+            {
+                "201": _json("The session.", "NewSession", **RATE_HEADERS),
+                "400": _response("BadRequest"),
+                **CLIENT_ERRORS,
+            },
+            operation_id="createSession",
+            security=CLIENT,
+            description="Called by the integrator's backend (permission `sessions`; rate "
+            "limited, not charged to the quota). The challenge is drawn at random from "
+            "ANTIHACK_SESSION_CHALLENGES (ANTIHACK_SESSION_CHALLENGE_LENGTH distinct steps); "
+            "the session expires after ANTIHACK_SESSION_TTL_S. A capture that carries the "
+            "nonce is checked when submitted: a nonce of another key or unknown, expired or "
+            "already used, other challenges, or tagged frames out of the challenge's order "
+            "make the job a hack (score >= 0.99; reasons `session_unknown`, "
+            "`session_expired`, `session_reused`, `session_challenge_mismatch`, "
+            "`session_step_order`; `session_required` when a key that requires sessions "
+            "sends a capture without one).",
+            body={"required": False, "content": {JSON: {"schema": _schema("SessionOptions")}}},
+        )
+    },
+    "/v1/sessions/{session_id}": {
+        "parameters": [_param("SessionIdPath")],
+        "get": _op(
+            "client",
+            "Read a capture session: its state and the job that used it",
+            {
+                "200": _json("The session.", "Session"),
+                "404": _response("NotFound"),
+                **CLIENT_ERRORS,
+            },
+            operation_id="getSession",
             security=CLIENT,
         ),
     },
@@ -921,6 +1068,98 @@ PATHS: dict[str, Any] = {
             security=ADMIN,
         ),
     },
+    "/admin": {
+        "get": _op(
+            "admin",
+            "The admin page (HTML): keys and quota, usage per day, failures, webhooks",
+            {
+                "200": _HTML_PAGE,
+                "404": {
+                    **_HTML_PAGE,
+                    "description": "Signed in, `key` names no API key: the page for every "
+                    "key, with that said.",
+                },
+            },
+            operation_id="adminPage",
+            security=[{}, {"AdminSession": []}],
+            description="Without a valid session cookie: the sign-in form. With one: the "
+            "dashboard, its usage chart for every key or for `key`.",
+            parameters=[
+                {
+                    "name": "key",
+                    "in": "query",
+                    "required": False,
+                    "description": "Show the usage chart of this API key only.",
+                    "schema": {"type": "string"},
+                }
+            ],
+        )
+    },
+    "/admin/login": {
+        "post": _op(
+            "admin",
+            "Sign in to the admin page with ANTIHACK_ADMIN_TOKEN",
+            {
+                "303": {
+                    "description": "Signed in: the session cookie is set; go to /admin.",
+                    "headers": {"Location": _ADMIN_LOCATION},
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                "401": {**_HTML_PAGE, "description": "Wrong token: the form again, no cookie."},
+                "403": {
+                    **_HTML_PAGE,
+                    "description": "Refused: no Origin or Referer of this host (cross-site).",
+                },
+            },
+            operation_id="adminLogin",
+            security=PUBLIC,
+            description="A form post from the sign-in page. The cookie is signed, HttpOnly, "
+            "SameSite=Strict, Secure over HTTPS, and valid for 8 hours.",
+            body={
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"token": {"type": "string"}},
+                            "required": ["token"],
+                        }
+                    }
+                },
+            },
+        )
+    },
+    "/admin/logout": {
+        "post": _op(
+            "admin",
+            "Sign out of the admin page",
+            {
+                "303": {
+                    "description": "The session cookie is cleared; go to /admin.",
+                    "headers": {"Location": _ADMIN_LOCATION},
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                "403": {
+                    **_HTML_PAGE,
+                    "description": "Refused: cross-site, or the form's token does not match "
+                    "the session.",
+                },
+            },
+            operation_id="adminLogout",
+            security=[{}, {"AdminSession": []}],
+            body={
+                "required": False,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"csrf": {"type": "string"}},
+                        }
+                    }
+                },
+            },
+        )
+    },
     "/healthz": {
         "get": _op(
             "ops",
@@ -996,6 +1235,58 @@ PATHS: dict[str, Any] = {
             security=PUBLIC,
         ),
     },
+    "/sdk/antihack.js": {
+        "get": _op(
+            "browser",
+            "The browser capture SDK (global `Antihack`; no build step)",
+            {
+                "200": {
+                    "description": "JavaScript (ES2017). Cached for 5 minutes, with an ETag.",
+                    "content": {"text/javascript": {"schema": {"type": "string"}}},
+                }
+            },
+            operation_id="sdkScript",
+            security=PUBLIC,
+            description="`Antihack.capture({session, baseUrl, video, submit, onPrompt, "
+            "onProgress, onError})` records the session's challenges with the camera and "
+            "submits the capture directly (the session's upload token) or through a callback "
+            "to the integrator's backend. See the README.",
+        )
+    },
+    "/demo": {
+        "get": _op(
+            "browser",
+            "The demo page: follow the prompts in front of a webcam, see the result",
+            {
+                "200": {
+                    "description": "HTML.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                "404": _response("NotFound"),
+            },
+            operation_id="demoPage",
+            security=PUBLIC,
+            description="Served when ANTIHACK_DEMO_API_ID names the demo key (`antihack "
+            "serve` sets it unless --no-demo); 404 otherwise.",
+        )
+    },
+    "/demo/session": {
+        "post": _op(
+            "browser",
+            "A capture session for the demo key (the demo page's backend)",
+            {
+                "201": _json("The session, as POST /v1/sessions answers.", "NewSession"),
+                "401": _response("Unauthorized"),
+                "403": _response("Forbidden"),
+                "404": _response("NotFound"),
+                "500": _response("InternalError"),
+            },
+            operation_id="demoSession",
+            security=PUBLIC,
+            description="What an integrator's backend does with its own key, done for the "
+            "demo key; rate-limited by the demo key's rate. 404 when the demo is off.",
+        )
+    },
 }
 
 WEBHOOK_HEADERS = [
@@ -1041,6 +1332,7 @@ DOCUMENT: dict[str, Any] = {
         {"name": "webhooks", "description": "deliveries of the liveness.completed webhook"},
         {"name": "admin", "description": "Authorization: Bearer ANTIHACK_ADMIN_TOKEN"},
         {"name": "ops", "description": "probes, metrics, this document"},
+        {"name": "browser", "description": "the browser capture SDK and the demo page"},
     ],
     "paths": PATHS,
     "webhooks": {
@@ -1072,6 +1364,21 @@ DOCUMENT: dict[str, Any] = {
                 "type": "http",
                 "scheme": "bearer",
                 "description": "ANTIHACK_ADMIN_TOKEN",
+            },
+            "UploadToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A capture session's `upload_token` (POST /v1/sessions), in "
+                "place of the key's headers, for a browser: it submits the one capture whose "
+                "`session_nonce` is the session's (else 403), once (then 401), before the "
+                "session expires, as the session's key (its permissions, rate and quota); "
+                "then it reads that job only.",
+            },
+            "AdminSession": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "antihack_admin",
+                "description": "the admin page's session, from POST /admin/login",
             },
             "MetricsToken": {
                 "type": "http",

@@ -9,6 +9,7 @@ from shared.capture import CaptureError, capture_from_image, parse_capture
 from shared.errors import ApiError
 from shared.jobs import Submission, capture_limits
 from shared.models import ApiKey, Image, utcnow
+from shared.sessions import CaptureFacts
 from shared.settings import Settings
 from shared.urlguard import UrlRefused, fetch, resolve
 
@@ -93,10 +94,11 @@ def read_submission(session: Session, key: ApiKey, settings: Settings) -> Submis
     if not payload:
         raise ApiError("INVALID_ARGUMENT", f"{given[0]} is empty")
     try:
-        parse_capture(payload, limits)
+        capture = parse_capture(payload, limits)
     except CaptureError as exc:
         raise ApiError(exc.status, f"{given[0]}: {exc.reason}") from None
     return Submission(
+        capture=CaptureFacts.of(capture),
         payload=payload,
         source=source,
         return_image=return_image,

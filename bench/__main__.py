@@ -13,6 +13,7 @@ BENCHES = [
     "bench_models",
     "bench_pipeline",
     "bench_fas",
+    "bench_batching",
 ]
 
 

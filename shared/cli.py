@@ -36,11 +36,18 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", type=int, default=None, help="Worker processes (default: CPU count).")
-def serve(host: str, port: int, workers: int | None) -> None:
+@click.option(
+    "--demo/--no-demo",
+    default=True,
+    show_default=True,
+    envvar="ANTIHACK_DEMO",
+    help="Serve the /demo page with the demo key (env ANTIHACK_DEMO=off turns it off too).",
+)
+def serve(host: str, port: int, workers: int | None, demo: bool) -> None:
     """Run API, worker and scheduler (and the embedded Redis) as one supervised process tree."""
     from shared.serve import serve as run
 
-    sys.exit(run(_settings(), host, port, workers))
+    sys.exit(run(_settings(), host, port, workers, demo_page=demo))
 
 
 @main.command()
@@ -85,16 +92,44 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
 
 
 @main.command()
-@click.option("--concurrency", type=int, default=None, help="Processes (default: CPU count).")
+@click.option(
+    "--concurrency", type=int, default=None, help="Processes or threads (default: CPU count)."
+)
 @click.option("--queues", default=None, help="Comma-separated queues (default: all).")
-@click.option("--pool", default="prefork", show_default=True)
-def worker(concurrency: int | None, queues: str | None, pool: str) -> None:
+@click.option(
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    default=None,
+    help="prefork (CPU) or threads (GPU: one process, models loaded once) "
+    "[default: ANTIHACK_WORKER_POOL, prefork].",
+)
+@click.option(
+    "--batch-max",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Batch model calls of concurrent jobs, at most this many rows (0: off) "
+    "[default: ANTIHACK_BATCH_MAX, 0].",
+)
+def worker(
+    concurrency: int | None, queues: str | None, pool: str | None, batch_max: int | None
+) -> None:
     """Run a Celery worker; refuses to start if a model file is missing or altered."""
     from shared.metrics import configure_multiprocess, serve_worker_metrics
 
     settings = _settings()
     if concurrency:
         settings = settings.replace(worker_concurrency=concurrency)
+    if pool:
+        settings = settings.replace(worker_pool=pool)
+    if batch_max is not None:
+        settings = settings.replace(batch_max=batch_max)
+    if settings.worker_pool not in ("prefork", "threads", "solo"):
+        raise click.ClickException(f"unknown worker pool {settings.worker_pool!r}")
+    if settings.batch_max < 0 or settings.batch_wait_ms < 0:
+        raise click.ClickException("ANTIHACK_BATCH_MAX and ANTIHACK_BATCH_WAIT_MS must be >= 0")
+    if settings.batch_max and settings.worker_pool != "threads":
+        # One job per process: every model call would wait for company that never comes.
+        click.echo("worker: batching only pays with --pool threads; it adds waits here", err=True)
     configure_multiprocess(settings)  # before anything imports prometheus_client
     _celery_logging(settings, "worker")
 
@@ -115,7 +150,7 @@ def worker(concurrency: int | None, queues: str | None, pool: str) -> None:
         "worker",
         f"--loglevel={settings.log_level}",
         f"--queues={queues or ','.join(ALL_QUEUES)}",
-        f"--pool={pool}",
+        f"--pool={settings.worker_pool}",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -198,6 +233,11 @@ def key_options(fn: Any) -> Any:
         click.option("--permissions", help="Comma-separated endpoints (default: all)."),
         click.option("--webhook-url"),
         click.option("--require-signed/--no-require-signed", default=None),
+        click.option(
+            "--require-session/--no-require-session",
+            default=None,
+            help="Every capture must carry a capture session's nonce (POST /v1/sessions).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
     ]
     for opt in reversed(opts):
@@ -218,6 +258,7 @@ def _options(name: str | None, kw: dict[str, Any]) -> Any:
         permissions=kw["permissions"],
         webhook_url=kw["webhook_url"],
         require_signed=kw["require_signed"],
+        require_session=kw["require_session"],
     )
 
 

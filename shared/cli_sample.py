@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import click
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.capture import CaptureError
+from shared.capture import CaptureError, CaptureLimits, parse_capture, sign_capture
+from shared.proto import liveness_pb2 as pb
 from shared.sample import CHALLENGES, build_capture, fit_within
 
 RgbImage = NDArray[np.uint8]
@@ -59,6 +62,43 @@ def sample_video(path: Path, count: int) -> list[RgbImage]:
     return frames
 
 
+def for_session(
+    data: bytes,
+    *,
+    challenges: Sequence[str] = (),
+    nonce: str = "",
+    steps: Sequence[str | None] | None = None,
+    sign_secret: bytes | None = None,
+) -> bytes:
+    """A capture (as ``build_capture`` makes it, unsigned) set up for a capture session.
+
+    ``challenges`` replaces the requested challenges, in order, and tags the frames with them
+    in consecutive, nearly equal runs (BLINK, BLINK, YAW, YAW), as an SDK records one step after
+    the other; ``steps`` gives each frame's tag instead (None: untagged). ``nonce`` is the
+    session's. The result is signed again with ``sign_secret``.
+    """
+    capture = pb.Capture.FromString(data)
+    if challenges:
+        del capture.challenges[:]
+        capture.MergeFrom(pb.Capture(challenges=[c.upper() for c in challenges]))
+        n = len(capture.frames)
+        if steps is None:
+            steps = [challenges[i * len(challenges) // n] for i in range(n)]
+    if steps is not None:
+        if len(steps) != len(capture.frames):
+            raise ValueError(f"{len(steps)} steps for {len(capture.frames)} frames")
+        for frame, step in zip(capture.frames, steps, strict=True):
+            name = step.upper() if step else "CHALLENGE_UNSPECIFIED"
+            frame.challenge_step = cast("pb.Challenge", pb.Challenge.Value(name))
+    capture.session_nonce = nonce
+    capture.signature = b""
+    if sign_secret is not None:
+        sign_capture(capture, sign_secret)
+    out = capture.SerializeToString(deterministic=True)
+    parse_capture(out, CaptureLimits())  # CaptureError names the limit a bad nonce breaks
+    return out
+
+
 @click.command("make-sample")
 @click.argument(
     "inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -80,8 +120,15 @@ def sample_video(path: Path, count: int) -> list[RgbImage]:
 )
 @click.option(
     "--challenge",
+    "challenges",
+    multiple=True,
     type=click.Choice(CHALLENGES, case_sensitive=False),
-    help="Challenge the capture claims was performed.",
+    help="Challenge the capture claims was performed; repeat it for a sequence (a capture "
+    "session's, in order): the frames are then tagged with each in turn, in equal runs.",
+)
+@click.option(
+    "--session-nonce",
+    help="The nonce of a capture session (POST /v1/sessions) to put in the capture.",
 )
 @click.option("--session-id", help="Session id to record (default: a fresh random one).")
 @click.option(
@@ -107,7 +154,8 @@ def make_sample(
     inputs: tuple[Path, ...],
     output: Path,
     frame_count: int,
-    challenge: str | None,
+    challenges: tuple[str, ...],
+    session_nonce: str | None,
     session_id: str | None,
     sign_secret: str | None,
     fps: float,
@@ -124,14 +172,23 @@ def make_sample(
             break
         images.append(image)
     images = [fit_within(image, max_side) for image in images]
+    secret = sign_secret.encode() if sign_secret is not None else None
+    retag = len(challenges) > 1 or bool(session_nonce)
     try:
         data = build_capture(
             images,
-            challenge=challenge.upper() if challenge else None,
+            challenge=challenges[0].upper() if len(challenges) == 1 else None,
             session_id=session_id,
-            sign_secret=sign_secret.encode() if sign_secret is not None else None,
+            sign_secret=None if retag else secret,
             fps=fps,
         )
+        if retag:
+            data = for_session(
+                data,
+                challenges=challenges if len(challenges) > 1 else (),
+                nonce=session_nonce or "",
+                sign_secret=secret,
+            )
     except CaptureError as exc:
         raise click.ClickException(f"the capture would be refused: {exc.reason}") from None
     output.write_bytes(data)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from shared.models import (
 )
 from shared.quota import charge, refund
 from shared.secrets import new_request_id
+from shared.sessions import CaptureFacts, UploadGrant, redeem, spend_upload_token
 from shared.settings import Settings
 from shared.webhooks import record_completion
 
@@ -43,6 +44,8 @@ class Submission:
     return_extra: bool = False
     callback_url: str | None = None
     idempotency_key: str | None = None
+    # The capture's session nonce, challenges and tagged steps (read_submission fills them).
+    capture: CaptureFacts = field(default_factory=CaptureFacts)
 
     @property
     def fingerprint(self) -> str:
@@ -52,11 +55,16 @@ class Submission:
         return h.hexdigest()
 
 
-def create_job(session: Session, key: ApiKey, sub: Submission) -> tuple[Job, bool]:
+def create_job(
+    session: Session, key: ApiKey, sub: Submission, upload: UploadGrant | None = None
+) -> tuple[Job, bool]:
     """Insert the job and its input and charge the quota (not committed); returns (job, created).
 
     With an Idempotency-Key this key used in the last 24 h, the original job is returned
-    instead (not charged again), or 422 if the payload differs.
+    instead (not charged again, no session redeemed again), or 422 if the payload differs.
+    A capture with a session nonce, or any capture of a key that requires sessions, redeems
+    its session in the same transaction; ``upload`` (a request authenticated by an upload
+    token) spends the token there too, so a refused submission spends neither.
     """
     now = utcnow()
     if sub.idempotency_key:
@@ -84,13 +92,16 @@ def create_job(session: Session, key: ApiKey, sub: Submission) -> tuple[Job, boo
     if not sub.idempotency_key:
         job.charged_period = charge(session, key, now)
         session.add(job)
+        _redeem(session, key, job, sub, upload, now)
         return job, True
     try:
-        # The charge and the insert share a savepoint: losing the race below undoes both.
+        # The charge, the insert and the redemption share a savepoint: losing the race below
+        # undoes all three (the winner's job redeemed the session).
         with session.begin_nested():
             job.charged_period = charge(session, key, now)
             session.add(job)
             session.flush()
+            _redeem(session, key, job, sub, upload, now)
     except IntegrityError:
         # A concurrent request with the same key won the unique index: answer with its job.
         existing = _by_idempotency_key(session, key.id, sub.idempotency_key)
@@ -98,6 +109,25 @@ def create_job(session: Session, key: ApiKey, sub: Submission) -> tuple[Job, boo
             raise
         return _same_or_conflict(existing, sub), False
     return job, True
+
+
+def _redeem(
+    session: Session,
+    key: ApiKey,
+    job: Job,
+    sub: Submission,
+    upload: UploadGrant | None,
+    now: datetime,
+) -> None:
+    """Spend the upload token and redeem the session for ``job`` (after it is inserted: both
+    rows point at it)."""
+    if upload is None and not (sub.capture.nonce or key.require_session):
+        return
+    session.flush()
+    if upload is not None:
+        spend_upload_token(session, upload, job.id, now)
+    if sub.capture.nonce or key.require_session:
+        job.session_check = redeem(session, key.id, job.id, sub.capture, now)
 
 
 def _by_idempotency_key(session: Session, key_id: str, idem: str) -> Job | None:

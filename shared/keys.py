@@ -18,7 +18,7 @@ from shared.secrets import check_secret, decrypt, encrypt, hash_secret
 from shared.urlguard import UrlRefused, UrlUnresolvable, resolve
 
 QUOTA_PERIODS = ("day", "month", "total")
-ENDPOINTS = ("liveness_anti_hack", "jobs", "liveness_image")
+ENDPOINTS = ("liveness_anti_hack", "jobs", "liveness_image", "sessions")
 MAX_NAME = 200  # api_keys.name
 
 
@@ -42,6 +42,7 @@ class KeyOptions:
     permissions: str | None = None
     webhook_url: str | None = None
     require_signed: bool | None = None
+    require_session: bool | None = None
 
     def validate(self) -> None:
         if self.name is not None and (len(self.name) > MAX_NAME or not self.name.isprintable()):
@@ -111,6 +112,8 @@ def _apply(key: ApiKey, opts: KeyOptions, allow_private_urls: bool) -> None:
         key.webhook_disabled_at = None  # setting the URL again re-enables it after a 410
     if opts.require_signed is not None:
         key.require_signed = opts.require_signed
+    if opts.require_session is not None:
+        key.require_session = opts.require_session
 
 
 def _store_secrets(key: ApiKey, secret_key: str, new: NewSecrets) -> None:
@@ -141,6 +144,7 @@ def create_key(
         permissions="",
         quota_period="month",
         require_signed=False,
+        require_session=False,
         created_at=utcnow(),
     )
     new = _new_secrets()
@@ -190,7 +194,14 @@ def authenticate(session: Session, secret_key: str, api_id: str, api_secret: str
     # Hash even when the key is unknown so that timing does not reveal which ids exist.
     stored = key.secret_hash if key is not None else "0" * 64
     valid = check_secret(secret_key, api_secret, stored)
-    if key is None or not valid or key.revoked_at is not None:
+    if key is None or not valid:
+        raise ApiError("UNAUTHORIZED", "invalid X-DF-API-ID / X-DF-API-SECRET")
+    return check_usable(key, api_id)
+
+
+def check_usable(key: ApiKey | None, api_id: str) -> ApiKey:
+    """The key if it is neither revoked nor expired, else the seed's 401 error."""
+    if key is None or key.revoked_at is not None:
         raise ApiError("UNAUTHORIZED", "invalid X-DF-API-ID / X-DF-API-SECRET")
     if key.expires_at is not None and key.expires_at <= utcnow():
         raise ApiError("KEY_EXPIRED", f"API key {api_id} expired at {key.expires_at.isoformat()}")
@@ -222,6 +233,7 @@ def key_view(key: ApiKey) -> dict[str, Any]:
         if key.webhook_secret_rotated_at
         else None,
         "require_signed": key.require_signed,
+        "require_session": key.require_session,
     }
 
 

@@ -33,6 +33,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ANALYSIS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Rows per model run of a batching (GPU) worker; ANTIHACK_BATCH_MAX is 32 by advice.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 128)
 
 
 def _pid_of(path: Path) -> int | None:
@@ -151,6 +153,19 @@ class _Metrics:
             "(finished, retry, lost_lease: another attempt owns the job, skipped: not QUEUED).",
             ["outcome"],
         )
+        self.batch_rows = Histogram(
+            "antihack_model_batch_rows",
+            "Rows (crops or frames) per model run of a worker that batches model calls across "
+            "concurrent jobs (ANTIHACK_BATCH_MAX), by model.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+        )
+        self.batch_requests = Histogram(
+            "antihack_model_batch_requests",
+            "Model calls merged into one run by a batching worker, by model.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+        )
 
 
 _metrics: _Metrics | None = None
@@ -185,3 +200,10 @@ def count_finished(body: dict[str, Any]) -> None:
 
 def count_attempt(outcome: str) -> None:
     metrics().attempts.labels(outcome=outcome).inc()
+
+
+def observe_batch(model: str, rows: int, requests: int) -> None:
+    """One model run of a batching worker: its rows and the calls merged into it."""
+    m = metrics()
+    m.batch_rows.labels(model=model).observe(rows)
+    m.batch_requests.labels(model=model).observe(requests)

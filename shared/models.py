@@ -1,5 +1,5 @@
 """Database models: API keys, jobs, their inputs and results, H5 images, replay fingerprints,
-webhook deliveries and their attempts."""
+capture sessions, webhook deliveries and their attempts."""
 
 from __future__ import annotations
 
@@ -77,6 +77,8 @@ class ApiKey(Base):
     # Set when the endpoint answered 410 Gone; setting webhook_url again clears it.
     webhook_disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     require_signed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Every capture must carry the nonce of a capture session of this key (POST /v1/sessions).
+    require_session: Mapped[bool] = mapped_column(Boolean, default=False)
 
     def permits(self, endpoint: str) -> bool:
         allowed = {p.strip() for p in self.permissions.split(",") if p.strip()}
@@ -112,6 +114,9 @@ class Job(Base):
     # charge was given back because the job ended in INTERNAL_ERROR.
     charged_period: Mapped[str | None] = mapped_column(String(20))
     refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why the capture session check failed at submission (a reason code such as
+    # ``session_reused``), or None: it passed, or the capture used no session.
+    session_check: Mapped[str | None] = mapped_column(String(40))
 
     input: Mapped[JobInput | None] = relationship(
         back_populates="job", cascade="all, delete-orphan"
@@ -185,6 +190,35 @@ class Fingerprint(Base):
     value: Mapped[str] = mapped_column(String(100))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CaptureSession(Base):
+    """A capture session (``POST /v1/sessions``): a nonce and a server-chosen challenge that one
+    capture redeems, once, before ``expires_at``; and the upload token a browser may submit
+    that capture with, in place of the key's secret."""
+
+    __tablename__ = "capture_sessions"
+    __table_args__ = (
+        Index("ix_capture_sessions_nonce", "nonce", unique=True),
+        Index("ix_capture_sessions_upload_token_hash", "upload_token_hash", unique=True),
+        Index("ix_capture_sessions_expires_at", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # ses_ + 32 hex
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    nonce: Mapped[str] = mapped_column(String(100))
+    challenge: Mapped[list[str]] = mapped_column(JSON)  # e.g. ["BLINK", "YAW"], in order
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set by the one submission that redeemed the nonce (a conditional UPDATE), with its job.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    # HMAC-SHA256(secret_key, upload_token), as API secrets: the token itself is never stored.
+    upload_token_hash: Mapped[str] = mapped_column(String(64))
+    # The token's one submission and its job (the only job the token may read); it differs
+    # from job_id when the nonce had already been redeemed with the key's own credentials.
+    token_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    token_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
 
 
 # Delivery states: pending (an attempt is due or being made), delivered (a 2xx), failed (the

@@ -3,6 +3,7 @@
 from shared.sdk import Client, verify_webhook
 client = Client("http://127.0.0.1:8000", api_id, api_secret)
 job = client.wait(client.submit(open("capture.pb", "rb").read())["request_id"])
+session = client.create_session()  # nonce, challenge and upload token for a capture SDK
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         files = {"liveness_data_file": ("capture.pb", capture, "application/octet-stream")}
         return self._call("POST", "/v1/jobs", files=files, data=data, headers=headers)
+
+    def create_session(self) -> dict[str, Any]:
+        """``POST /v1/sessions``: ``session_id``, ``nonce``, ``challenge`` (the steps the capture
+        must show, in order), ``expires_at`` and the one-use ``upload_token`` for a browser."""
+        return self._call("POST", "/v1/sessions")
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        """``GET /v1/sessions/<id>``: its ``state`` (PENDING, USED, EXPIRED) and ``job_id``."""
+        return self._call("GET", f"/v1/sessions/{session_id}")
 
     def job(self, request_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/<id>``: the job resource."""

@@ -22,6 +22,8 @@ from shared.models import ApiKey
 from shared.settings import Settings
 
 DEMO_KEY_FILE = "demo_key.json"
+# The demo key also backs the public /demo page, where anyone can start captures with it.
+DEMO_KEY_OPTIONS = KeyOptions(name="demo", quota=1000, quota_period="day", rate=1.0, burst=5)
 
 
 def antihack_command(*args: str) -> list[str]:
@@ -44,7 +46,7 @@ def ensure_demo_key(settings: Settings) -> dict[str, str]:
                 if session.get(ApiKey, saved["api_id"]) is not None:
                     return saved
         with transaction(sessions) as session:
-            key, new = create_key(session, settings.secret_key, KeyOptions(name="demo"))
+            key, new = create_key(session, settings.secret_key, DEMO_KEY_OPTIONS)
             saved = {"api_id": key.id, "api_secret": new.api_secret}
     finally:
         engine.dispose()
@@ -131,7 +133,9 @@ def wait_healthy(url: str, timeout: float = 60) -> bool:
     return False
 
 
-def serve(settings: Settings, host: str, port: int, workers: int | None) -> int:
+def serve(
+    settings: Settings, host: str, port: int, workers: int | None, demo_page: bool = True
+) -> int:
     env = dict(os.environ)
     env.update(
         ANTIHACK_DATA_DIR=str(settings.data_path),
@@ -148,6 +152,8 @@ def serve(settings: Settings, host: str, port: int, workers: int | None) -> int:
         children.append(redis_child)
     upgrade(settings.effective_database_url)
     demo = ensure_demo_key(settings)
+    # The API serves /demo for the demo key; an empty id turns the page off.
+    env["ANTIHACK_DEMO_API_ID"] = demo["api_id"] if demo_page else ""
     worker_args = ["worker"] + (["--concurrency", str(workers)] if workers else [])
     children += [
         Child("api", antihack_command("api", "--host", host, "--port", str(port))),
@@ -166,7 +172,12 @@ def serve(settings: Settings, host: str, port: int, workers: int | None) -> int:
                 f"  try: curl -s -X POST {base}/face/liveness_anti_hack "
                 f"-H 'X-DF-API-ID: {demo['api_id']}' -H 'X-DF-API-SECRET: {demo['api_secret']}' "
                 f"-F liveness_data_file=@samples/astronaut.pb -F return_extra=1\n"
-                "Ctrl-C stops everything.\n",
+                + (
+                    f"  demo page   : {base}/demo (allow the camera; --no-demo turns it off)\n"
+                    if demo_page
+                    else ""
+                )
+                + "Ctrl-C stops everything.\n",
                 err=True,
             )
         else:

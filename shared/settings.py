@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MiB = 1024 * 1024
+# The challenges the pipeline can observe (worker/pipeline/crossframe.py); sessions draw theirs
+# from a configured subset.
+SESSION_CHALLENGES = ("BLINK", "MOUTH", "NOD", "YAW")
 
 
 class SettingsError(ValueError):
@@ -55,6 +58,14 @@ class Settings:
     sweep_interval_s: float = 10.0
     queued_stale_s: float = 30.0
     worker_concurrency: int = 0
+    # Celery pool of `antihack worker`: prefork (CPU: one process per core, models in each) or
+    # threads (GPU: one process holds the models once, its threads share them, see batch_max).
+    worker_pool: str = "prefork"
+    # Micro-batching of model calls across a worker's threads (worker/pipeline/batching.py):
+    # at most this many rows per run (0 = off, right for prefork: one job per process), and
+    # how long a call waits for others to join its batch.
+    batch_max: int = 0
+    batch_wait_ms: float = 3.0
     # Webhooks: the delay before each attempt (the first is normally immediate), comma-separated
     # seconds; how often the dispatcher looks for due deliveries; how long a rotated-out secret
     # still signs; the timeout of one POST.
@@ -79,6 +90,18 @@ class Settings:
     worker_metrics_port: int = 0
     # When set, GET /metrics wants `Authorization: Bearer <this>` (it names API ids).
     metrics_token: str = ""
+    # The API key the /demo page makes capture sessions for (`antihack serve` sets it to its
+    # demo key); empty: /demo is off (404).
+    demo_api_id: str = ""
+    # Capture sessions (POST /v1/sessions): lifetime, challenges per session, and the pool
+    # they are drawn from (comma-separated names the pipeline can observe).
+    session_ttl_s: int = 300
+    session_challenge_length: int = 2
+    session_challenges: str = "BLINK,MOUTH,NOD,YAW"
+
+    def __post_init__(self) -> None:
+        # Fail at start-up (CLI, create_app, tests' replace()), not at the first session.
+        _ = self.session_challenge_pool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -152,6 +175,27 @@ class Settings:
         if not delays or any(d < 0 for d in delays):
             raise SettingsError(f"{problem}: needs one or more non-negative delays")
         return delays
+
+    @property
+    def session_challenge_pool(self) -> tuple[str, ...]:
+        """The challenges sessions draw from; SettingsError when the session settings are off."""
+        names = tuple(v.strip().upper() for v in self.session_challenges.split(",") if v.strip())
+        problem = f"ANTIHACK_SESSION_CHALLENGES={self.session_challenges!r}"
+        unknown = sorted(set(names) - set(SESSION_CHALLENGES))
+        if unknown:
+            raise SettingsError(
+                f"{problem}: unknown {unknown}; known: {','.join(SESSION_CHALLENGES)}"
+            )
+        if len(set(names)) != len(names):
+            raise SettingsError(f"{problem}: a challenge is listed twice")
+        if not 1 <= self.session_challenge_length <= len(names):
+            raise SettingsError(
+                f"ANTIHACK_SESSION_CHALLENGE_LENGTH={self.session_challenge_length}: must be "
+                f"1 to the number of challenges in the pool ({len(names)})"
+            )
+        if self.session_ttl_s < 1:
+            raise SettingsError(f"ANTIHACK_SESSION_TTL_S={self.session_ttl_s}: must be >= 1")
+        return names
 
     @property
     def model_path(self) -> Path | None:

@@ -9,7 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Task, current_app, shared_task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -26,10 +31,10 @@ from shared.jobs import (
 )
 from shared.keys import sdk_secret
 from shared.metrics import count_attempt, count_finished, mark_dead, metrics, observe_stages
-from shared.models import ApiKey, Fingerprint, Image, Job, JobInput, utcnow
+from shared.models import ApiKey, CaptureSession, Fingerprint, Image, Job, JobInput, utcnow
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK, SWEEP_TASK, done_key
 from worker.celery_app import AntihackCelery, task_settings
-from worker.state import WorkerState, get_state
+from worker.state import WorkerState, current_state, get_state
 from worker.webhook_tasks import publish_for_job
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,7 @@ def _run(st: WorkerState, owned: Claim) -> str:
         require_signed = key.require_signed
         secret = sdk_secret(key, settings.secret_key).encode()
         return_extra, return_image = job.return_extra, job.return_image
+        session_check = job.session_check  # a failed capture session check, decided at submission
         # Only a job with an endpoint has a delivery to send right after it finishes.
         has_webhook = bool(job.callback_url or (key.webhook_url and not key.webhook_disabled_at))
         failure: CaptureError | None = None
@@ -113,6 +119,7 @@ def _run(st: WorkerState, owned: Claim) -> str:
         return_image=return_image,
         now_ms=int(time.time() * 1000),
         limits=limits,
+        session_check=session_check,
     )
     try:
         analysis = st.pipeline.analyze(capture, ctx)
@@ -215,14 +222,17 @@ def sweep(self: Task) -> int:
 
 @shared_task(bind=True, name=PURGE_TASK, ignore_result=True)
 def purge(self: Task) -> int:
-    """Delete inputs older than the retention period and expired H5 images."""
+    """Delete inputs older than the retention period, expired H5 images, and capture sessions
+    that expired more than the retention period ago."""
     settings = task_settings(self)
     st = get_state(settings)
     cutoff = utcnow() - timedelta(days=settings.retention_days)
     with transaction(st.sessions) as session:
         inputs = rowcount(session.execute(delete(JobInput).where(JobInput.created_at < cutoff)))
         images = rowcount(session.execute(delete(Image).where(Image.expires_at < utcnow())))
-    return inputs + images
+        stale = delete(CaptureSession).where(CaptureSession.expires_at < cutoff)
+        sessions = rowcount(session.execute(stale))
+    return inputs + images + sessions
 
 
 @worker_process_init.connect
@@ -231,6 +241,28 @@ def _load_models(**_: Any) -> None:
     app = current_app
     if isinstance(app, AntihackCelery):
         get_state(app.settings).pipeline  # noqa: B018
+
+
+@worker_init.connect
+def _load_models_once(sender: Any = None, **_: Any) -> None:
+    """The threads pool forks no children (no worker_process_init): its one process loads the
+    models before it consumes, and all its threads share them (and their batcher)."""
+    from celery.concurrency import get_implementation
+    from celery.concurrency.thread import TaskPool as ThreadPool
+
+    pool = getattr(sender, "pool_cls", None)
+    if isinstance(pool, str):
+        pool = get_implementation(pool)
+    if isinstance(pool, type) and issubclass(pool, ThreadPool):
+        _load_models()
+
+
+@worker_shutdown.connect
+def _close_models(**_: Any) -> None:
+    """After the pool has stopped: end the model batcher's threads."""
+    state = current_state()
+    if state is not None:
+        state.close()
 
 
 @worker_process_shutdown.connect

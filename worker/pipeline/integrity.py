@@ -1,9 +1,11 @@
-"""Integrity of a capture's envelope: signature, timestamps, frame count, device flags."""
+"""Integrity of a capture's envelope: signature, timestamps, frame count, device flags, and
+the capture session check made at submission."""
 
 from __future__ import annotations
 
 from shared.capture import verify_signature
 from shared.proto import liveness_pb2 as pb
+from shared.sessions import SESSION_CHECKS
 from worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
 
 # Clocks of phones and servers disagree by seconds, rarely minutes.
@@ -78,6 +80,15 @@ def device_signals(capture: pb.Capture) -> list[Signal]:
         # Many genuine users root their phones; it only makes injection easier.
         signals.append(Signal("rooted_device", WEAK, "the device is rooted or jailbroken"))
     return signals
+
+
+def session_signals(session_check: str | None) -> list[Signal]:
+    """A failed capture session check (decided when the job was created) is certain: the
+    capture was not recorded for a live session of this key, or not as the session asked."""
+    if not session_check:
+        return []
+    detail = SESSION_CHECKS.get(session_check, "the capture session check failed")
+    return [Signal(session_check, CERTAIN, detail)]
 
 
 def integrity_signals(

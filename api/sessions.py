@@ -1,0 +1,45 @@
+"""Capture sessions: the integrator's backend asks for a nonce and a random challenge that the
+capture SDK shows, records and submits (see shared/sessions.py)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, request
+from flask.typing import ResponseReturnValue
+
+from api.app_helpers import json_response
+from api.auth import client_key, current_key
+from api.context import db, services
+from shared.errors import ApiError
+from shared.sessions import create_session, get_owned_session, session_view
+
+bp = Blueprint("sessions", __name__)
+
+
+def _no_options() -> None:
+    """The body is optional and takes no options yet: absent, empty or ``{}``."""
+    if not request.get_data(cache=True):
+        return
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError("INVALID_ARGUMENT", "the body must be empty or a JSON object")
+    if body:
+        names = sorted(str(name)[:40] for name in body)[:10]
+        raise ApiError("INVALID_ARGUMENT", f"unknown fields {names}; this endpoint takes none")
+
+
+@bp.post("/v1/sessions")
+@client_key("sessions")
+def create() -> ResponseReturnValue:
+    """A new capture session; not charged to the quota (its capture will be)."""
+    _no_options()
+    session = db()
+    new = create_session(session, current_key(), services().settings)
+    session.commit()
+    return json_response({"request_id": g.request_id, "status": "OK", **new.body()}, 201)
+
+
+@bp.get("/v1/sessions/<session_id>")
+@client_key("sessions")
+def show(session_id: str) -> ResponseReturnValue:
+    row = get_owned_session(db(), current_key(), session_id)
+    return json_response({"request_id": g.request_id, "status": "OK", **session_view(row)})

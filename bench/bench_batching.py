@@ -1,0 +1,258 @@
+"""Micro-batching of model calls (worker/pipeline/batching.py), measured on this machine:
+
+1. per model, ms per crop at batch 1, 2, 4, 8, 16, 32 (real crops of the astronaut photo made by
+   the stages' own preprocessing; sizes interleaved run by run; median);
+2. ``Pipeline.analyze`` throughput (jobs/s) of N threads sharing one set of sessions, as a
+   threads-pool worker does, with batching off and on, rounds interleaved (off, on, off, on...);
+   median jobs/s, their ratio, and the batches formed (rows and merged calls per model run).
+
+Prints tables, asserts nothing. The batcher is meant for GPUs, where a batch of 32 costs little
+more than one crop; on a few CPU cores the work grows with the rows and the wait is a cost.
+
+    python -m bench bench_batching
+    python bench/bench_batching.py --threads 8 --jobs 16 --rounds 3 \
+        [--providers CUDAExecutionProvider] [--intra-threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+if __package__ in (None, ""):
+    # Run as `python bench/bench_batching.py`: import from the repository root.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import onnxruntime as ort  # noqa: E402
+
+from bench.bench_pipeline import MODEL_STAGES, context, shifted  # noqa: E402
+from shared.capture import CaptureLimits, parse_capture  # noqa: E402
+from shared.proto import liveness_pb2 as pb  # noqa: E402
+from shared.sample import build_capture  # noqa: E402
+from worker.pipeline import detect, eyes, landmarks, mask, pad  # noqa: E402
+from worker.pipeline.geometry import Frame, crop_box, letterbox, to_nchw, warp_rect  # noqa: E402
+from worker.pipeline.models import MODEL_NAMES, ModelSet  # noqa: E402
+from worker.pipeline.run import Pipeline  # noqa: E402
+
+Batch = npt.NDArray[np.float32]
+SIZES = (1, 2, 4, 8, 16, 32)
+# Model -> the outputs its stage asks for (the batcher groups calls by them).
+OUTPUTS = dict(MODEL_STAGES.values())
+
+
+def model_rows(models: ModelSet, frames: Sequence[Frame]) -> dict[str, Batch]:
+    """Real input rows for every model, made from ``frames`` by the stages' own crops: one row
+    per frame (two eyes per frame for the iris model). Every frame must show a face."""
+    found = detect.detect_faces(models, frames)
+    if not all(found):
+        raise ValueError("every frame must show a face")
+    boxes = [faces[0] for faces in found]
+    meshes = landmarks.face_landmarks(models, frames, boxes)
+    pairs = list(zip(frames, boxes, strict=True))
+    size = mask.INPUT_SIZE
+    return {
+        "face_detector": to_nchw(
+            [letterbox(f, detect.INPUT_SIZE)[0] for f in frames], scale=1 / 127.5, offset=-1.0
+        ),
+        "face_landmarks": to_nchw(
+            [warp_rect(f, landmarks.face_roi(b), landmarks.INPUT_SIZE) for f, b in pairs],
+            scale=1 / 255,
+            offset=0.0,
+        ),
+        "iris_landmarks": to_nchw(
+            [
+                warp_rect(f, roi, eyes.INPUT_SIZE, flip=flip)
+                for f, mesh in zip(frames, meshes, strict=True)
+                for roi, flip in zip(eyes.eye_rois(mesh.points), (False, True), strict=True)
+            ],
+            scale=1 / 255,
+            offset=0.0,
+        ),
+        "mask_classifier": np.stack(
+            [crop_box(f, b.x0, b.y0, b.x1, b.y1, size, size, clip=True) for f, b in pairs]
+        ).astype(np.float32)
+        / 127.5
+        - 1.0,
+        "pad": pad.pad_batch(frames, boxes),
+    }
+
+
+def _rows(batch: Batch, n: int) -> Batch:
+    """``n`` rows cycled from ``batch``."""
+    return np.ascontiguousarray(np.take(batch, np.arange(n) % batch.shape[0], axis=0))
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
+
+
+def bench_batch_sizes(
+    models: ModelSet, rows: dict[str, Batch], sizes: Sequence[int], runs: int, pad_runs: int
+) -> None:
+    """Print ms per crop of each model's raw session call by batch size."""
+    print(
+        f"\nms per crop by batch size (raw session.run; median of {runs} runs, {pad_runs} for "
+        "pad; sizes interleaved); gain = ms/crop at the smallest batch / at the largest"
+    )
+    print(f"{'model':16s} " + " ".join(f"{f'b={n}':>8s}" for n in sizes) + f" {'gain':>7s}")
+    for name in ("pad", *(m for m in MODEL_NAMES if m != "pad")):
+        session = models.session(name)
+        input_name = session.get_inputs()[0].name
+        inputs = {n: _rows(rows[name], n) for n in sizes}
+        session.run(OUTPUTS[name], {input_name: inputs[max(sizes)]})  # warm-up, largest arena
+        times: dict[int, list[float]] = {n: [] for n in sizes}
+        for _ in range(pad_runs if name == "pad" else runs):
+            for n in sizes:
+                start = time.perf_counter()
+                session.run(OUTPUTS[name], {input_name: inputs[n]})
+                times[n].append(_ms(start) / n)
+        per_crop = [statistics.median(times[n]) for n in sizes]
+        print(
+            f"{name:16s} "
+            + " ".join(f"{ms:8.2f}" for ms in per_crop)
+            + f" {per_crop[0] / per_crop[-1]:6.2f}x",
+            flush=True,
+        )
+
+
+def _round(pipeline: Pipeline, captures: Sequence[pb.Capture], threads: int) -> float:
+    """Analyse every capture with ``threads`` threads; return jobs per second."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(lambda c: pipeline.analyze(c, context()), captures):
+            pass
+    return len(captures) / (time.perf_counter() - start)
+
+
+def bench_throughput(
+    models: ModelSet,
+    captures: Sequence[pb.Capture],
+    threads: int,
+    rounds: int,
+    batch_max: int,
+    wait_ms: float,
+    wide: ModelSet | None = None,
+) -> None:
+    """Print jobs/s of ``threads`` threads with batching off and on (same sessions), and on with
+    ``wide``'s sessions (more intra-op threads: a lane runs one batch of a model at a time)."""
+    batched = models.batched(batch_max, wait_ms)
+    assert batched.batcher is not None
+    variants = {"off": Pipeline(models), "on": Pipeline(batched)}
+    wide_batched = wide.batched(batch_max, wait_ms) if wide is not None else None
+    if wide_batched is not None:
+        variants["on, wide"] = Pipeline(wide_batched)
+    for pipeline in variants.values():  # warm-up: arenas, lanes, caches
+        _round(pipeline, captures[: max(2, threads)], threads)
+    batched.batcher.reset_stats()
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, pipeline in variants.items():
+            rates[name].append(_round(pipeline, captures, threads))
+    stats = batched.batcher.stats()
+    batched.close()
+    if wide_batched is not None:
+        wide_batched.close()
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    print(
+        f"\nthroughput: {len(captures)} jobs per round, {threads} threads, batching "
+        f"max {batch_max} rows / wait {wait_ms:g} ms; {rounds} rounds each, interleaved"
+    )
+    print(f"{'batching':10s} {'median jobs/s':>14s} {'min':>7s} {'max':>7s}")
+    for name in variants:
+        values = rates[name]
+        print(f"{name:10s} {statistics.median(values):14.2f} {min(values):7.2f} {max(values):7.2f}")
+    print(f"on/off ratio {on / off:.2f}x")
+    if wide_batched is not None:
+        print(f"on, wide/off ratio {statistics.median(rates['on, wide']) / off:.2f}x")
+    print(f"\nbatches formed with batching on ({rounds} rounds)")
+    print(f"{'model':16s} {'runs':>6s} {'rows/run':>9s} {'calls/run':>10s} {'max rows':>9s}")
+    for name in MODEL_NAMES:
+        s = stats.get(name)
+        if s is not None:
+            print(
+                f"{name:16s} {s.batches:6d} {s.mean_rows:9.2f} {s.mean_requests:10.2f} "
+                f"{s.max_rows:9d}"
+            )
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse options (none when run by ``python -m bench``) and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--threads", type=int, default=8, help="concurrent jobs (threads)")
+    parser.add_argument("--jobs", type=int, default=16, help="captures per throughput round")
+    parser.add_argument("--frames", type=int, default=3, help="frames per capture")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per variant")
+    parser.add_argument("--batch-max", type=int, default=32, help="rows per batch at most")
+    parser.add_argument("--wait-ms", type=float, default=3.0, help="batching wait bound")
+    parser.add_argument("--runs", type=int, default=5, help="runs per batch size")
+    parser.add_argument("--pad-runs", type=int, default=2, help="runs per batch size for pad")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument(
+        "--intra-threads",
+        type=int,
+        default=1,
+        help="onnxruntime intra-op threads per call (1: what a threads-pool worker with more "
+        "threads than cores uses; 0: ORT's default)",
+    )
+    parser.add_argument(
+        "--providers",
+        nargs="+",
+        default=None,
+        help="onnxruntime execution providers (default: CUDA if present)",
+    )
+    parser.add_argument(
+        "--wide-threads",
+        type=int,
+        default=0,
+        help="also run batching on with sessions of this many intra-op threads (0: CPU count; "
+        "-1: skip that variant)",
+    )
+    parser.add_argument("--skip-sizes", action="store_true", help="only the throughput part")
+    args = parser.parse_args(list(argv) if argv is not None else [])
+    from skimage import data
+
+    face = np.ascontiguousarray(data.astronaut(), dtype=np.uint8)  # type: ignore[no-untyped-call]
+    models = ModelSet.load(providers=args.providers, intra_threads=args.intra_threads)
+    print(
+        f"onnxruntime {ort.__version__}, providers {', '.join(models.providers)}, "
+        f"{os.cpu_count()} CPUs, intra-op threads {args.intra_threads or 'ORT default'}, "
+        f"load average {_load()} (1/5/15 min)"
+    )
+    if not args.skip_sizes:
+        frames = shifted(face, 8)
+        bench_batch_sizes(models, model_rows(models, frames), args.sizes, args.runs, args.pad_runs)
+    limits = CaptureLimits()
+    captures = [
+        parse_capture(
+            build_capture(shifted(np.roll(face, i, axis=1), args.frames), session_id=f"b{i}"),
+            limits,
+        )
+        for i in range(args.jobs)
+    ]
+    wide = None
+    if args.wide_threads >= 0:
+        wide_threads = args.wide_threads or os.cpu_count() or 1
+        wide = ModelSet.load(providers=args.providers, intra_threads=wide_threads)
+        print(f"'on, wide': batching on, sessions with {wide_threads} intra-op threads")
+    bench_throughput(
+        models, captures, args.threads, args.rounds, args.batch_max, args.wait_ms, wide
+    )
+    print(f"\nload average at the end {_load()}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

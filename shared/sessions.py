@@ -1,0 +1,247 @@
+"""Capture sessions: a server-chosen challenge and a nonce that one capture redeems, once.
+
+The integrator's backend creates a session (``POST /v1/sessions``) and hands its nonce,
+challenge and upload token to the capture SDK; the capture carries the nonce. At submission
+the nonce is redeemed inside the transaction that creates the job, by one conditional UPDATE,
+so of concurrent submissions of one nonce exactly one wins. A failed check does not refuse the
+request: the job records why (``jobs.session_check``) and the pipeline scores it as a certain
+hack, as a replayed or pre-recorded capture is one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shared.db import rowcount
+from shared.errors import ApiError
+from shared.models import ApiKey, CaptureSession, utcnow
+from shared.proto import liveness_pb2 as pb
+from shared.secrets import hash_secret
+from shared.settings import Settings
+
+SESSION_ID_PREFIX = "ses_"
+UPLOAD_TOKEN_PREFIX = "ut_"
+NONCE_BYTES = 24  # 192 random bits, 32 URL-safe characters
+# An upload token may read the job it created for this long after its session expired.
+TOKEN_READ_GRACE = timedelta(minutes=10)
+
+PENDING, USED, EXPIRED = "PENDING", "USED", "EXPIRED"
+
+# Reason codes of a failed check (jobs.session_check, then the job's reasons).
+SESSION_REQUIRED = "session_required"
+SESSION_UNKNOWN = "session_unknown"
+SESSION_EXPIRED = "session_expired"
+SESSION_REUSED = "session_reused"
+SESSION_CHALLENGE_MISMATCH = "session_challenge_mismatch"
+SESSION_STEP_ORDER = "session_step_order"
+SESSION_CHECKS: dict[str, str] = {
+    SESSION_REQUIRED: "this key requires a capture session; the capture has no session_nonce",
+    SESSION_UNKNOWN: "the capture's session_nonce is not a session of this key",
+    SESSION_EXPIRED: "the capture session expired before the capture was submitted",
+    SESSION_REUSED: "the capture session's nonce was already used by another submission",
+    SESSION_CHALLENGE_MISMATCH: "the capture's challenges are not the session's challenge",
+    SESSION_STEP_ORDER: "the frames' challenge steps do not follow the session's challenge order",
+}
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A session as created: the only time its upload token exists in the clear."""
+
+    session_id: str
+    nonce: str
+    challenge: list[str]
+    expires_at: datetime
+    upload_token: str
+
+    def body(self) -> dict[str, Any]:
+        """The fields of ``POST /v1/sessions``'s answer (without request_id and status)."""
+        return {
+            "session_id": self.session_id,
+            "nonce": self.nonce,
+            "challenge": list(self.challenge),
+            "expires_at": self.expires_at.isoformat(),
+            "upload_token": self.upload_token,
+        }
+
+
+@dataclass(frozen=True)
+class CaptureFacts:
+    """What the session check reads from a capture: its nonce, its requested challenges and
+    the challenge steps its tagged frames show, runs collapsed (untagged frames ignored)."""
+
+    nonce: str = ""
+    challenges: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, capture: pb.Capture) -> CaptureFacts:
+        steps: list[str] = []
+        for frame in capture.frames:
+            if frame.challenge_step == pb.CHALLENGE_UNSPECIFIED:
+                continue
+            name = pb.Challenge.Name(frame.challenge_step)
+            if not steps or steps[-1] != name:
+                steps.append(name)
+        return cls(
+            nonce=capture.session_nonce,
+            challenges=tuple(pb.Challenge.Name(c) for c in capture.challenges),
+            steps=tuple(steps),
+        )
+
+
+def create_session(db_session: Session, key: ApiKey, settings: Settings) -> NewSession:
+    """Insert a capture session for ``key`` with a random challenge from the configured pool.
+
+    Not committed: the caller commits (as with ``create_job`` and ``create_key``).
+    """
+    pool = settings.session_challenge_pool
+    challenge = secrets.SystemRandom().sample(pool, settings.session_challenge_length)
+    now = utcnow()
+    token = UPLOAD_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = CaptureSession(
+        id=SESSION_ID_PREFIX + secrets.token_hex(16),
+        api_key_id=key.id,
+        nonce=secrets.token_urlsafe(NONCE_BYTES),
+        challenge=challenge,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.session_ttl_s),
+        upload_token_hash=hash_secret(settings.secret_key, token),
+    )
+    db_session.add(row)
+    db_session.flush()
+    return NewSession(row.id, row.nonce, list(challenge), row.expires_at, token)
+
+
+def state(row: CaptureSession, now: datetime | None = None) -> str:
+    if row.used_at is not None:
+        return USED
+    return EXPIRED if row.expires_at <= (now or utcnow()) else PENDING
+
+
+def session_view(row: CaptureSession) -> dict[str, Any]:
+    """A session as ``GET /v1/sessions/<id>`` shows it (never the nonce or the token)."""
+    return {
+        "session_id": row.id,
+        "challenge": list(row.challenge),
+        "expires_at": row.expires_at.isoformat(),
+        "state": state(row),
+        "job_id": row.job_id,
+    }
+
+
+def get_owned_session(db_session: Session, key: ApiKey, session_id: str) -> CaptureSession:
+    """The session if this key created it; 404 otherwise (never reveal other keys' sessions)."""
+    row = db_session.get(CaptureSession, session_id) if session_id.isprintable() else None
+    if row is None or row.api_key_id != key.id:
+        raise ApiError("NOT_FOUND", f"no capture session {session_id[:64]!r} for this API key")
+    return row
+
+
+def redeem(
+    db_session: Session, key_id: str, job_id: str, facts: CaptureFacts, now: datetime
+) -> str | None:
+    """Redeem the capture's nonce for ``job_id`` (in the job's transaction); the reason code
+    when the check fails, else None. The nonce is spent even when the challenge is wrong."""
+    if not facts.nonce:
+        return SESSION_REQUIRED
+    # One conditional UPDATE: the database serialises concurrent redemptions of the row, and
+    # only the first sees used_at still NULL.
+    won = db_session.execute(
+        update(CaptureSession)
+        .where(
+            CaptureSession.nonce == facts.nonce,
+            CaptureSession.api_key_id == key_id,
+            CaptureSession.used_at.is_(None),
+            CaptureSession.expires_at > now,
+        )
+        .values(used_at=now, job_id=job_id)
+        .returning(CaptureSession.challenge)
+    ).first()
+    if won is None:
+        found = db_session.execute(
+            select(CaptureSession.used_at).where(
+                CaptureSession.nonce == facts.nonce, CaptureSession.api_key_id == key_id
+            )
+        ).first()
+        if found is None:
+            return SESSION_UNKNOWN  # no such nonce, or another key's: the same answer
+        return SESSION_REUSED if found[0] is not None else SESSION_EXPIRED
+    expected = tuple(won[0])
+    if facts.challenges != expected:
+        return SESSION_CHALLENGE_MISMATCH
+    if facts.steps != expected:
+        return SESSION_STEP_ORDER
+    return None
+
+
+# --- upload tokens ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadGrant:
+    """What a request authenticated by an upload token may do: submit the capture with this
+    nonce (once), and read the job that submission created."""
+
+    session_id: str
+    api_key_id: str
+    nonce: str
+    job_id: str | None
+
+    def nonce_matches(self, nonce: str) -> bool:
+        return hmac.compare_digest(nonce.encode(), self.nonce.encode())
+
+
+def authorize_upload(
+    db_session: Session, secret_key: str, token: str, *, submitting: bool
+) -> UploadGrant:
+    """The grant of an upload token, or 401 UNAUTHORIZED saying why it cannot be used now.
+
+    Submitting needs an unused token of an unexpired session; reading its job works until
+    ``TOKEN_READ_GRACE`` after the session expired.
+    """
+    # Looked up by its keyed hash: timing can only reveal bits of an HMAC the caller cannot
+    # relate to any token, as with API secrets.
+    row = db_session.scalars(
+        select(CaptureSession).where(
+            CaptureSession.upload_token_hash == hash_secret(secret_key, token)
+        )
+    ).first()
+    if row is None:
+        raise ApiError("UNAUTHORIZED", "invalid upload token")
+    now = utcnow()
+    if submitting and row.token_used_at is not None:
+        raise ApiError(
+            "UNAUTHORIZED",
+            "this upload token was already used; an upload token submits one capture",
+        )
+    deadline = row.expires_at if submitting else row.expires_at + TOKEN_READ_GRACE
+    if deadline <= now:
+        raise ApiError("UNAUTHORIZED", f"this upload token expired at {deadline.isoformat()}")
+    return UploadGrant(row.id, row.api_key_id, row.nonce, row.token_job_id)
+
+
+def spend_upload_token(db_session: Session, grant: UploadGrant, job_id: str, now: datetime) -> None:
+    """Mark the token used by ``job_id`` (in the job's transaction); 401 if a concurrent
+    request spent it first or the session expired meanwhile."""
+    spent = db_session.execute(
+        update(CaptureSession)
+        .where(
+            CaptureSession.id == grant.session_id,
+            CaptureSession.token_used_at.is_(None),
+            CaptureSession.expires_at > now,
+        )
+        .values(token_used_at=now, token_job_id=job_id)
+    )
+    if rowcount(spent) != 1:
+        raise ApiError(
+            "UNAUTHORIZED",
+            "this upload token was already used; an upload token submits one capture",
+        )

@@ -1,0 +1,260 @@
+"""The browser capture SDK (/sdk/antihack.js) and the /demo page, in a real headless Chromium.
+
+Chromium's fake camera plays a Y4M file the test writes: the astronaut photo blinking once a
+second (tests/blink.py: real face, painted eyelids). The demo test runs everything for real: the
+API and a worker as processes, the page asking its backend for a session, the SDK recording and
+submitting with the upload token, the pipeline judging the capture.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from playwright.sync_api import Page
+from sqlalchemy import select
+
+from shared.capture import CaptureLimits, image_header, parse_capture
+from shared.db import transaction
+from shared.models import CaptureSession, Job
+from shared.proto import liveness_pb2 as pb
+from shared.settings import Settings
+from tests.browser import chromium
+from tests.conftest import Key
+from tests.y4m import CAMERA_SIZE, write_blink_camera
+
+# The whole capture, once the page has a session: camera, ~6 s of prompts, upload, analysis.
+DEMO_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def camera(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_blink_camera(tmp_path_factory.mktemp("camera") / "blink.y4m")
+
+
+def camera_args(video: Path) -> list[str]:
+    return [
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",  # grant the camera without asking
+        f"--use-file-for-fake-video-capture={video}",
+    ]
+
+
+def blank_page(page: Page, base: str) -> None:
+    """An empty page on the API's origin (a secure context: 127.0.0.1) with the SDK loaded."""
+    page.goto(base + "/healthz")
+    page.set_content('<!doctype html><div id="camera"></div>')
+    page.add_script_tag(url=base + "/sdk/antihack.js")
+
+
+def run_async(page: Page, script: str) -> Any:
+    """Evaluate an async function body; a rejection comes back as {error: {...}}."""
+    return page.evaluate(
+        f"""async () => {{
+          try {{ return {{ value: await (async () => {{ {script} }})() }}; }}
+          catch (e) {{ return {{ error: {{ name: e.name, code: e.code, message: e.message,
+                                         status: e.status, httpStatus: e.httpStatus }} }}; }}
+        }}"""
+    )
+
+
+# --- served files -----------------------------------------------------------------------------
+
+
+def test_the_sdk_is_served_as_cacheable_javascript(client: FlaskClient) -> None:
+    resp = client.get("/sdk/antihack.js")
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/javascript"
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert "max-age=300" in resp.headers["Cache-Control"]
+    assert b"Antihack" in resp.data and b"encodeCapture" in resp.data
+    again = client.get("/sdk/antihack.js", headers={"If-None-Match": resp.headers["ETag"]})
+    assert again.status_code == 304
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/demo"), ("POST", "/demo/session")])
+def test_the_demo_is_off_without_a_demo_key(client: FlaskClient, method: str, path: str) -> None:
+    resp = client.open(path, method=method)
+    assert resp.status_code == 404
+    assert resp.get_json()["status"] == "NOT_FOUND"
+
+
+# --- the demo page, end to end ----------------------------------------------------------------
+
+
+def test_a_person_does_the_demo_and_sees_the_result(
+    start_api: Callable[..., str],
+    start_worker: Callable[..., Any],
+    base_settings: Settings,
+    make_key: Callable[..., Key],
+    sessions: Any,
+    camera: Path,
+    tmp_path: Path,
+) -> None:
+    key = make_key(name="demo")  # its own key: earlier captures' frames would read as replays
+    settings = base_settings.replace(
+        demo_api_id=key.api_id, session_challenges="BLINK", session_challenge_length=1
+    )
+    base = start_api(settings)
+    start_worker(settings, concurrency=1)
+    with chromium(camera_args(camera)) as browser:
+        page = browser.new_page(viewport={"width": 1000, "height": 1100})
+        page.goto(base + "/demo")
+        page.click("#start")
+        page.locator("#prompt", has_text="Blink now").wait_for()
+        assert page.text_content("#challenge") == "Your challenge: blink"
+        assert page.locator("#camera video").is_visible()
+        page.wait_for_selector("body:not([data-state=running])", timeout=DEMO_TIMEOUT_MS)
+        screenshot = tmp_path / "demo.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        print(f"demo screenshot: {screenshot}")
+        assert page.get_attribute("body", "data-state") == "done", page.text_content("#error")
+
+        score = float(page.text_content("#score") or "nan")
+        verdict = page.text_content("#verdict")
+        assert verdict == ("Hack" if score >= 0.98 else "Genuine")
+        fields = page.eval_on_selector_all("#extra td", "cells => cells.map(c => c.dataset.field)")
+        assert {"live_proba", "eye_score", "quality_score", "has_no_face"} <= set(fields)
+        assert page.text_content("#extra td[data-field=has_no_face]") == "no"
+        natural = page.eval_on_selector("#best-frame", "img => [img.naturalWidth, img.complete]")
+        assert natural == [CAMERA_SIZE[0], True]
+        request_id = page.text_content("#request-id") or ""
+        assert request_id.startswith("TID")
+        # The SDK stopped the camera and took its video away.
+        assert page.locator("#camera video").count() == 0
+
+    with transaction(sessions) as s:
+        job = s.get(Job, request_id)
+        assert job is not None and job.api_key_id == key.api_id
+        assert job.status == "SUCCEEDED"
+        assert job.session_check is None
+        assert job.input is not None and job.result is not None
+        capture = parse_capture(job.input.payload, CaptureLimits())
+        reasons = job.result.reasons
+        row = s.scalars(select(CaptureSession).where(CaptureSession.job_id == job.id)).one()
+        nonce, challenge = row.nonce, row.challenge
+    print(f"score {score} ({verdict}); reasons {reasons}; {len(capture.frames)} frames")
+    assert capture.platform == pb.WEB
+    assert capture.session_nonce == nonce
+    assert [pb.Challenge.Name(c) for c in capture.challenges] == challenge == ["BLINK"]
+    steps = [f.challenge_step for f in capture.frames]
+    assert steps[0] == pb.CHALLENGE_UNSPECIFIED  # "look at the camera" comes first
+    assert steps.count(pb.BLINK) >= 12
+    assert sum(f.best for f in capture.frames) == 1
+    assert not capture.frames[steps.index(pb.BLINK)].best  # the best frame precedes the action
+    # The fake camera is Chromium's file-fed test device: the SDK says so, the score shows it.
+    assert capture.device.virtual_camera
+    assert "virtual_camera" in reasons
+    assert not [r for r in reasons if r.startswith("session_")]
+    # The painted blink survives the camera, the browser's JPEG and the pipeline.
+    assert "challenge_not_met" not in reasons
+    assert 0.985 <= score < 0.99  # a strong signal alone: hack by the threshold, not certain
+
+
+# --- the SDK on an integrator's page ------------------------------------------------------------
+
+
+def test_an_integrator_callback_gets_the_encoded_capture(
+    start_api: Callable[..., str], camera: Path
+) -> None:
+    base = start_api()
+    with chromium(camera_args(camera)) as browser:
+        page = browser.new_page()
+        blank_page(page, base)
+        out = run_async(
+            page,
+            """
+            const prompts = [], phases = [];
+            const result = await Antihack.capture({
+              session: { nonce: "nonce-from-my-backend", challenge: ["BLINK", "YAW"] },
+              video: document.getElementById("camera"),
+              stepMs: 1500, countInMs: 500, readyMs: 600, fps: 8,
+              onPrompt: (step, index, total, text) => prompts.push([step, index, total, text]),
+              onProgress: (p) => phases.push(p.phase),
+              submit: async (bytes, info) => {
+                let text = "";
+                for (const b of bytes) text += String.fromCharCode(b);
+                return { sent: btoa(text), frames: info.frames };
+              },
+            });
+            return { result, prompts, phases: [...new Set(phases)] };
+            """,
+        )
+    assert "error" not in out, out
+    value = out["value"]
+    data = base64.b64decode(value["result"]["sent"])
+    capture = parse_capture(data, CaptureLimits())  # what the server will accept
+    assert len(capture.frames) == value["result"]["frames"]
+    assert capture.version == 1 and capture.platform == pb.WEB
+    assert capture.session_nonce == "nonce-from-my-backend"
+    assert capture.session_id and capture.session_id != capture.session_nonce
+    assert capture.sdk_version.startswith("antihack-web/")
+    assert capture.device.model and capture.device.os_version
+    assert [pb.Challenge.Name(c) for c in capture.challenges] == ["BLINK", "YAW"]
+    steps = [pb.Challenge.Name(f.challenge_step) for f in capture.frames]
+    runs = [s for i, s in enumerate(steps) if i == 0 or s != steps[i - 1]]
+    assert runs == ["CHALLENGE_UNSPECIFIED", "BLINK", "YAW"]
+    stamps = [f.timestamp_ms for f in capture.frames]
+    assert stamps == sorted(stamps) and stamps[0] >= capture.started_at_ms
+    assert sum(f.best for f in capture.frames) == 1
+    headers = [image_header(f.image) for f in capture.frames]
+    assert {(h.kind, h.width, h.height) for h in headers} == {("jpeg", *CAMERA_SIZE)}
+    prompts = [(step, text) for step, _index, _total, text in value["prompts"]]
+    assert prompts[0] == ("READY", "Look at the camera")
+    assert ("BLINK", "Blink now") in prompts
+    assert ("YAW", "Turn your head left or right now") in prompts
+    assert prompts[-1] == ("DONE", "Done")
+    assert value["phases"] == [
+        "camera", "ready", "countin", "recording", "encoding", "submitting", "done"
+    ]  # fmt: skip
+
+
+def test_errors_reach_the_page_with_their_reason(
+    start_api: Callable[..., str], camera: Path
+) -> None:
+    """A refused upload says why (the server's reason); a denied camera says so."""
+    base = start_api()
+    with chromium(camera_args(camera)) as browser:
+        page = browser.new_page()
+        blank_page(page, base)
+        refused = run_async(
+            page,
+            f"""
+            return await Antihack.capture({{
+              session: {{ nonce: "n", challenge: ["BLINK"], upload_token: "ut_not-a-token" }},
+              baseUrl: "{base}", video: document.getElementById("camera"),
+              stepMs: 600, countInMs: 0, readyMs: 300,
+            }});
+            """,
+        )
+        bad_option = run_async(
+            page, 'return await Antihack.capture({session: {nonce: "n", challenge: ["SMILE"]}});'
+        )
+    with chromium(["--use-fake-device-for-media-stream", "--deny-permission-prompts"]) as browser:
+        page = browser.new_page()
+        blank_page(page, base)
+        denied = run_async(
+            page,
+            """
+            let reported = null;
+            try {
+              await Antihack.capture({
+                session: { nonce: "n", challenge: ["BLINK"], upload_token: "t" },
+                video: document.getElementById("camera"), onError: (e) => { reported = e.code; },
+              });
+            } catch (e) { e.message += " / reported " + reported; throw e; }
+            """,
+        )
+    assert refused["error"]["code"] == "HTTP"
+    assert refused["error"]["httpStatus"] == 401
+    assert refused["error"]["status"] == "UNAUTHORIZED"
+    assert "invalid upload token" in refused["error"]["message"]
+    assert bad_option["error"]["code"] == "BAD_OPTIONS"
+    assert "SMILE" in bad_option["error"]["message"]
+    assert denied["error"]["code"] == "CAMERA_DENIED", denied
+    assert denied["error"]["message"].startswith("camera access was denied")
+    assert denied["error"]["message"].endswith("reported CAMERA_DENIED")  # onError got it too
