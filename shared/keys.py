@@ -199,10 +199,12 @@ def authenticate(session: Session, secret_key: str, api_id: str, api_secret: str
     return check_usable(key, api_id)
 
 
-def check_usable(key: ApiKey | None, api_id: str) -> ApiKey:
+def check_usable(
+    key: ApiKey | None, api_id: str, invalid: str = "invalid X-DF-API-ID / X-DF-API-SECRET"
+) -> ApiKey:
     """The key if it is neither revoked nor expired, else the seed's 401 error."""
     if key is None or key.revoked_at is not None:
-        raise ApiError("UNAUTHORIZED", "invalid X-DF-API-ID / X-DF-API-SECRET")
+        raise ApiError("UNAUTHORIZED", invalid)
     if key.expires_at is not None and key.expires_at <= utcnow():
         raise ApiError("KEY_EXPIRED", f"API key {api_id} expired at {key.expires_at.isoformat()}")
     return key

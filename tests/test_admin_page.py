@@ -107,6 +107,25 @@ def backdate(sessions: Any, job_id: str, days: int) -> None:
         )
 
 
+def fail_with_a_given_up_webhook(settings: Settings, sessions: Any, job_id: str) -> str:
+    """Finish the job FAILED as a worker records it; its webhook's one attempt (a schedule of
+    one) really fails, so the delivery is given up. Returns the delivery's id."""
+    with transaction(sessions) as s:
+        job_claim = claim(s, job_id, timedelta(minutes=5), max_attempts=3)
+        assert job_claim is not None
+        finish(
+            s,
+            job_claim,
+            error_body(job_id, "DETETION_FAILED", "frame 2 does not decode as JPEG or PNG"),
+            reasons=["frame_undecodable"],
+        )
+    with transaction(sessions) as s:
+        (delivery_id, token), *_ = claim_due(s, claim_lease(settings), job_id=job_id)
+    one_try = settings.replace(webhook_schedule_s="0")
+    assert attempt(sessions, one_try, delivery_id, token) == "failed"
+    return delivery_id
+
+
 # --- without a session ------------------------------------------------------------------------
 
 
@@ -306,21 +325,8 @@ def test_the_dashboard_shows_what_the_database_holds(
     # Two real submissions charge the quota twice; one is dated three days back.
     first, second = submit(client, quota_key), submit(client, quota_key)
     backdate(sessions, first, days=3)
-    # The second ends FAILED as a worker would record it; its webhook attempt really fails and,
-    # with a schedule of one attempt, the delivery is given up.
-    with transaction(sessions) as s:
-        job_claim = claim(s, second, timedelta(minutes=5), max_attempts=3)
-        assert job_claim is not None
-        finish(
-            s,
-            job_claim,
-            error_body(second, "DETETION_FAILED", "frame 2 does not decode as JPEG or PNG"),
-            reasons=["frame_undecodable"],
-        )
-    with transaction(sessions) as s:
-        (delivery_id, token), *_ = claim_due(s, claim_lease(base_settings), job_id=second)
-    one_try = base_settings.replace(webhook_schedule_s="0")
-    assert attempt(sessions, one_try, delivery_id, token) == "failed"
+    # The second ends FAILED and its webhook is given up.
+    delivery_id = fail_with_a_given_up_webhook(base_settings, sessions, second)
 
     login(client)
     html = page(client.get(f"/admin?key={quota_key.api_id}"))
@@ -358,7 +364,7 @@ def test_the_dashboard_shows_what_the_database_holds(
     assert "frame 2 does not decode as JPEG or PNG" in failure and "frame_undecodable" in failure
     delivery = text(element(html, "tr", "data-delivery-id", delivery_id))
     assert "failed" in delivery and f"127.0.0.1:{dead_port}/hook" in delivery
-    assert " 1 " in f" {delivery} "  # one attempt
+    assert '<td class="num">1</td>' in element(html, "tr", "data-delivery-id", delivery_id)
     assert "refused or failed" in delivery
 
 
@@ -369,6 +375,10 @@ def test_an_unknown_key_in_the_chart_is_a_clear_404(client: FlaskClient) -> None
     html = page(resp)
     assert "no API key &#39;ak_&lt;nope&gt;&#39;" in html
     assert "usage-chart" in html  # the page for every key, with that said
+    # A NUL never reaches the database (PostgreSQL would refuse it with an error).
+    assert client.get("/admin?key=%00").status_code == 404
+    nul = client.post("/admin/login", data={"token": "\x00"}, headers=SAME_ORIGIN)
+    assert nul.status_code == 401
 
 
 # --- a real browser ---------------------------------------------------------------------------
@@ -376,12 +386,23 @@ def test_an_unknown_key_in_the_chart_is_a_clear_404(client: FlaskClient) -> None
 
 def test_the_admin_page_in_headless_chromium(
     start_api: Callable[..., str],
-    make_key: Callable[..., Key],
+    base_settings: Settings,
     sessions: Any,
     tmp_path: Path,
 ) -> None:
-    key = make_key(name=f"browser-{uuid.uuid4().hex[:8]}", quota=10, quota_period="month")
     base = start_api()
+    created = requests.post(
+        base + "/admin/keys",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        json={
+            "name": f"browser-{uuid.uuid4().hex[:8]}",
+            "quota": 10,
+            "quota_period": "month",
+            "webhook_url": f"http://127.0.0.1:{free_port()}/hook",  # nothing listens
+        },
+        timeout=30,
+    ).json()
+    key = Key(created["api_id"], created["api_secret"], "", created["webhook_secret"])
     ids = []
     for _ in range(3):
         resp = requests.post(
@@ -393,6 +414,7 @@ def test_the_admin_page_in_headless_chromium(
         assert resp.status_code == 202, resp.text
         ids.append(resp.json()["request_id"])
     backdate(sessions, ids[0], days=5)
+    delivery_id = fail_with_a_given_up_webhook(base_settings, sessions, ids[2])
 
     shot = tmp_path / "admin.png"
     with chromium() as browser:
@@ -417,7 +439,7 @@ def test_the_admin_page_in_headless_chromium(
         assert chart.count() == 2  # today (2 jobs) and five days ago (1)
         titles = sorted(chart.nth(i).locator("title").text_content() or "" for i in range(2))
         assert titles[0].endswith("1 accepted, 0 succeeded, 0 failed, 0 refunded")
-        assert titles[1].endswith("2 accepted, 0 succeeded, 0 failed, 0 refunded")
+        assert titles[1].endswith("2 accepted, 0 succeeded, 1 failed, 0 refunded")
         heights = sorted(float(chart.nth(i).get_attribute("height") or 0) for i in range(2))
         assert heights[0] > 0 and heights[1] == pytest.approx(2 * heights[0], rel=0.01)
         # The stylesheet applied (CSP: style-src 'self'): bars are the accent colour.
@@ -431,6 +453,11 @@ def test_the_admin_page_in_headless_chromium(
         box = quota.bounding_box()
         assert box is not None and box["width"] == 120
         assert "3 / 10 per month" in tab.locator(f'tr[data-api-id="{key.api_id}"]').inner_text()
+
+        failure = tab.locator(f'tr[data-job-id="{ids[2]}"]').inner_text()
+        assert "DETETION_FAILED" in failure and "frame_undecodable" in failure
+        delivery = tab.locator(f'tr[data-delivery-id="{delivery_id}"]').inner_text()
+        assert "failed" in delivery and "refused or failed" in delivery
 
         tab.screenshot(path=str(shot), full_page=True)
 

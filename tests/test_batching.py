@@ -316,3 +316,33 @@ def test_threads_pool_worker_batches_concurrent_jobs_with_the_same_scores(
     calls = _metric(text, "antihack_model_batch_requests_sum", model="face_detector")
     runs = _metric(text, "antihack_model_batch_requests_count", model="face_detector")
     assert calls > runs, text
+
+
+def test_threads_of_one_worker_process_share_one_state_and_one_model_load(
+    base_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under the threads pool every task thread asks for the process's state at once: they all
+    get the same one, the models load once, batched as the settings say."""
+    from worker import state as worker_state
+
+    monkeypatch.setattr(worker_state, "_state", None)  # this test's own process state
+    settings = base_settings.replace(batch_max=8, batch_wait_ms=1.5)
+    caplog.set_level("INFO", logger="worker.state")
+
+    def pipeline_of_this_thread() -> tuple[object, object]:
+        st = worker_state.get_state(settings)
+        return st, st.pipeline
+
+    got = together([pipeline_of_this_thread] * 8)
+    states = {id(s) for s, _ in got}
+    pipelines = {id(p) for _, p in got}
+    assert len(states) == 1 and len(pipelines) == 1, got
+    assert [r.getMessage() for r in caplog.records].count(
+        "models loaded: providers CPUExecutionProvider, batching max 8 rows, wait 1.5 ms"
+    ) == 1
+    st, pipeline = got[0]
+    assert isinstance(pipeline, Pipeline) and pipeline.models.batcher is not None
+    assert pipeline.models.batcher.max_rows == 8
+    assert isinstance(st, worker_state.WorkerState)
+    st.close()
+    assert pipeline.models.batcher.closed

@@ -25,7 +25,9 @@ from shared.capture import CaptureLimits, parse_capture, verify_signature
 from shared.cli import main
 from shared.cli_sample import for_session
 from shared.db import transaction
+from shared.keys import revoke_key
 from shared.models import CaptureSession, Job
+from shared.queues import PURGE_TASK
 from shared.sample import build_capture
 from shared.sdk import Client, ClientError
 from shared.sessions import SESSION_CHECKS
@@ -34,6 +36,9 @@ from tests.blink import blink_frames
 from tests.conftest import Key, create_test_app
 from tests.fixtures_images import astronaut
 from tests.helpers import no_face_capture, png_bytes, quota_used
+from worker.celery_app import make_celery
+from worker.pipeline.fusion import CERTAIN, FusionInput, fuse
+from worker.pipeline.integrity import session_signals
 
 SESSION_CODES = frozenset(SESSION_CHECKS)
 TID = "TID" + "0" * 32
@@ -368,6 +373,17 @@ def test_the_capture_must_claim_and_tag_the_sessions_steps_in_order(
     assert shown["state"] == "USED" and shown["job_id"] == resp.get_json()["request_id"]
 
 
+@pytest.mark.parametrize("code", sorted(SESSION_CODES))
+def test_a_failed_session_check_is_certain_whatever_the_models_say(code: str) -> None:
+    """Fusion: even a capture the models find perfectly live scores as a hack."""
+    signals = session_signals(code)
+    assert [(s.code, s.severity) for s in signals] == [(code, CERTAIN)]
+    live = FusionInput(has_face=True, live_proba=1.0, mask_proba=0.0, quality_score=1.0)
+    assert fuse([], live) < 0.98
+    assert fuse(signals, live) >= 0.99
+    assert session_signals(None) == []
+
+
 def test_concurrent_submissions_of_one_nonce_have_exactly_one_winner(
     api_url: str, worker: None, make_key: Callable[..., Key]
 ) -> None:
@@ -523,6 +539,35 @@ def test_cors_preflights_and_headers_on_the_token_endpoints(api: FlaskClient, ke
         assert "Access-Control-Allow-Origin" not in api.options(path).headers, path
     deleting = api.delete(f"/v1/jobs/{TID}", headers=key.headers)
     assert "Access-Control-Allow-Origin" not in deleting.headers
+
+
+def test_an_upload_token_of_a_revoked_key_is_refused(
+    api: FlaskClient, make_key: Callable[..., Key], sessions: Any
+) -> None:
+    key = make_key()
+    made = api.post("/v1/sessions", headers=key.headers).get_json()
+    with transaction(sessions) as s:
+        revoke_key(s, key.api_id)
+    resp = api.post(
+        "/v1/jobs",
+        data={"liveness_data_file": (io.BytesIO(faceless(made["nonce"], ("BLINK",), 3)), "c.pb")},
+        headers=bearer(made["upload_token"]),
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 401 and "revoked" in resp.get_json()["reason"]
+
+
+def test_purge_drops_sessions_long_expired(
+    base_settings: Settings, make_key: Callable[..., Key], sessions: Any, api: FlaskClient
+) -> None:
+    key = make_key()
+    old, recent = (api.post("/v1/sessions", headers=key.headers).get_json() for _ in range(2))
+    expire(sessions, old["session_id"], timedelta(days=base_settings.retention_days + 1))
+    expire(sessions, recent["session_id"], timedelta(days=1))
+    assert make_celery(base_settings).tasks[PURGE_TASK].apply().get() >= 1
+    assert api.get(f"/v1/sessions/{old['session_id']}", headers=key.headers).status_code == 404
+    kept = api.get(f"/v1/sessions/{recent['session_id']}", headers=key.headers)
+    assert kept.get_json()["state"] == "EXPIRED"
 
 
 # --- the key option, the CLI and the Python client --------------------------------------------
