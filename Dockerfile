@@ -30,13 +30,14 @@ WORKDIR /src
 # Dependencies first, from the metadata alone, so that a code change reuses this layer.
 COPY pyproject.toml README.md NOTICE ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    mkdir -p api worker shared models \
+    mkdir -p api worker shared models migrations \
  && pip wheel --wheel-dir /wheels . \
  && rm /wheels/antihack-*.whl
 COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
 COPY models ./models
+COPY migrations ./migrations
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM builder AS builder-gpu
@@ -54,16 +55,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN python -m venv /opt/antihack \
  && useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin antihack \
  && install -d -o antihack -g antihack -m 0700 /data
-# The wheel does not carry migrations/ (not a Python package); shared.migrate looks for it
-# beside the installed packages, and the build checks that it finds it there.
-COPY migrations /opt/migrations
 
 FROM runtime-base AS runtime
 # The only index is the builder's wheel folder, so the wheels are the pins.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links /wheels antihack \
- && mv /opt/migrations "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/" \
  && python -c "from shared.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
  && antihack --help >/dev/null
 USER 10001:10001
@@ -87,7 +84,6 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
  && pip uninstall -y onnxruntime \
  && pip install --no-cache-dir --no-index --find-links /wheels-gpu --force-reinstall --no-deps \
       "onnxruntime-gpu==${ORT_GPU_VERSION}" \
- && mv /opt/migrations "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/" \
  && python -c "from shared.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
  && antihack --help >/dev/null \
  && python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()" \

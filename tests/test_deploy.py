@@ -358,3 +358,40 @@ def test_the_dockerfile_refers_only_to_its_own_stages_and_real_files() -> None:
     # The runtime images run as a user, not as root.
     users = [rest for word, rest in dockerfile_instructions() if word == "USER"]
     assert users and all(u.split(":")[0] not in ("0", "root") for u in users)
+
+
+def test_the_wheel_carries_what_an_installed_service_reads(tmp_path: Path) -> None:
+    """The images install antihack from its wheel: migrations, pages, the SDK and models must
+    be in it, not only in the source tree."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    import zipfile
+
+    (wheel,) = tmp_path.glob("antihack-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in (
+        "migrations/env.py",
+        "migrations/alembic.ini",
+        "migrations/script.py.mako",
+        "api/templates/admin_dashboard.html",
+        "api/templates/demo.html",
+        "api/static/antihack.js",
+        "models/manifest.json",
+    ):
+        assert needed in names, f"{needed} is missing from the wheel"
+    revisions = sorted(p.name for p in (ROOT / "migrations" / "versions").glob("0*.py"))
+    assert revisions and all(f"migrations/versions/{r}" in names for r in revisions)

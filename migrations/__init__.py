@@ -1,0 +1,1 @@
+"""Alembic migrations (packaged so that an installed antihack can migrate its database)."""
