@@ -51,7 +51,7 @@ class Settings:
     max_frames: int = 64
     max_frame_pixels: int = 16_777_216
     download_timeout_s: float = 10.0
-    task_time_limit_s: int = 120
+    task_time_limit_s: float = 120.0
     max_attempts: int = 3
     # A RUNNING job's lease is the task time limit plus this; past it the sweeper requeues it.
     lease_margin_s: float = 15.0

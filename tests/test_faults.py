@@ -228,9 +228,14 @@ def test_a_poison_capture_fails_after_max_attempts(
     sessions: Any,
 ) -> None:
     key = make_key(quota=10, quota_period="total")
-    # A capture that always outlives the time limit: every attempt is cut off by the limit.
+    # A capture that always outlives the time limit: 40 frames take ~0.5 s to analyse on two
+    # cores (more on a busy machine, never less), so a 0.15 s limit cuts every attempt off.
     settings = base_settings.replace(
-        task_time_limit_s=1, lease_margin_s=2, queued_stale_s=3, sweep_interval_s=1, max_attempts=2
+        task_time_limit_s=0.15,
+        lease_margin_s=2,
+        queued_stale_s=3,
+        sweep_interval_s=1,
+        max_attempts=2,
     )
     start_worker(settings, concurrency=1)
     beat(settings)
