@@ -2,7 +2,7 @@
 # antihack images, built in stages (docker-compose.yml names the targets):
 #   builder      Python + compilers: builds a wheel of antihack and of every dependency
 #   builder-gpu  adds the wheels of onnxruntime-gpu and NVIDIA's CUDA and cuDNN libraries
-#   runtime      (the default) slim Python with the wheels installed and nothing else:
+#   runtime      (the default: the last stage) slim Python with the wheels installed and nothing else:
 #                api, worker-cpu, webhook/maintenance worker, beat, migrate
 #   runtime-gpu  runtime with onnxruntime-gpu instead of onnxruntime: worker-gpu
 #
@@ -56,21 +56,6 @@ RUN python -m venv /opt/antihack \
  && useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin antihack \
  && install -d -o antihack -g antihack -m 0700 /data
 
-FROM runtime-base AS runtime
-# The only index is the builder's wheel folder, so the wheels are the pins.
-# hadolint ignore=DL3013
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels antihack \
- && python -c "from shared.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
- && antihack --help >/dev/null
-USER 10001:10001
-WORKDIR /data
-EXPOSE 8000
-# The API's liveness probe; compose gives the other roles their own checks.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
-CMD ["antihack", "api", "--host", "0.0.0.0", "--port", "8000"]
-
 FROM runtime-base AS runtime-gpu
 ARG ORT_GPU_VERSION=1.31.1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -97,3 +82,18 @@ ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility \
 USER 10001:10001
 WORKDIR /data
 CMD ["antihack", "worker", "--queues", "analyze", "--concurrency", "1"]
+
+FROM runtime-base AS runtime
+# The only index is the builder's wheel folder, so the wheels are the pins.
+# hadolint ignore=DL3013
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links /wheels antihack \
+ && python -c "from shared.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
+ && antihack --help >/dev/null
+USER 10001:10001
+WORKDIR /data
+EXPOSE 8000
+# The API's liveness probe; compose gives the other roles their own checks.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+CMD ["antihack", "api", "--host", "0.0.0.0", "--port", "8000"]

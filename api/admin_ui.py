@@ -212,6 +212,7 @@ class KeyRow:
     name: str
     status: str  # active | expired | revoked
     require_signed: bool
+    require_session: bool
     period: str
     used: int
     limit: int | None
@@ -404,6 +405,7 @@ def _key_rows(
                 name=k.name,
                 status=status,
                 require_signed=k.require_signed,
+                require_session=k.require_session,
                 period=k.quota_period,
                 used=used.get((k.id, period_key(k.quota_period, now)), 0),
                 limit=k.quota_limit,

@@ -315,7 +315,7 @@ def test_the_dashboard_shows_what_the_database_holds(
         },
     ).get_json()
     quota_key = Key(created["api_id"], created["api_secret"], "", created["webhook_secret"])
-    open_key = make_key(name=f"<b>open</b>-{tag}", require_signed=True)
+    open_key = make_key(name=f"<b>open</b>-{tag}", require_signed=True, require_session=True)
     revoked = make_key(name=f"revoked-{tag}")
     expired = make_key(name=f"expired-{tag}")
     with transaction(sessions) as s:
@@ -338,7 +338,9 @@ def test_the_dashboard_shows_what_the_database_holds(
     assert 'width="48.0"' in row  # 2/5 of the 120 px track
     assert "active" in text(row)
     open_row = element(html, "tr", "data-api-id", open_key.api_id)
-    assert "no limit" in text(open_row) and "required" in text(open_row)
+    assert "no limit" in text(open_row)
+    assert text(open_row).count("required") == 2  # signed captures and capture sessions
+    assert text(row).count("optional") == 2
     assert f"&lt;b&gt;open&lt;/b&gt;-{tag}" in open_row and "<b>open</b>" not in html
     assert "revoked" in text(element(html, "tr", "data-api-id", revoked.api_id))
     assert "expired" in text(element(html, "tr", "data-api-id", expired.api_id))

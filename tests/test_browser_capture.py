@@ -188,6 +188,9 @@ def test_an_integrator_callback_gets_the_encoded_capture(
     value = out["value"]
     data = base64.b64decode(value["result"]["sent"])
     capture = parse_capture(data, CaptureLimits())  # what the server will accept
+    # The hand-written encoder writes protobuf's deterministic serialization, the bytes a
+    # signature over the capture is computed on.
+    assert capture.SerializeToString(deterministic=True) == data
     assert len(capture.frames) == value["result"]["frames"]
     assert capture.version == 1 and capture.platform == pb.WEB
     assert capture.session_nonce == "nonce-from-my-backend"
