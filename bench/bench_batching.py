@@ -217,9 +217,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--wide-threads",
         type=int,
-        default=0,
-        help="also run batching on with sessions of this many intra-op threads (0: CPU count; "
-        "-1: skip that variant)",
+        default=None,
+        help="also run batching on with sessions of this many intra-op threads (0: CPU count)",
     )
     parser.add_argument("--skip-sizes", action="store_true", help="only the throughput part")
     args = parser.parse_args(list(argv) if argv is not None else [])
@@ -244,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for i in range(args.jobs)
     ]
     wide = None
-    if args.wide_threads >= 0:
+    if args.wide_threads is not None:
         wide_threads = args.wide_threads or os.cpu_count() or 1
         wide = ModelSet.load(providers=args.providers, intra_threads=wide_threads)
         print(f"'on, wide': batching on, sessions with {wide_threads} intra-op threads")

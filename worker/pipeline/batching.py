@@ -166,9 +166,11 @@ class _Lane:
                         f"{self.name}: output {i} has shape {out.shape}, not {total} rows first; "
                         "it cannot be split between callers"
                     )
-        except Exception as exc:
+        except BaseException as exc:
             for request in requests:
                 request.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise  # e.g. SystemExit: the lane stops, its callers have their answer
             return
         self._record(len(requests), total)
         start = 0
