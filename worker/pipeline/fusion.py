@@ -5,7 +5,8 @@ Every check yields signals with a reason code and a severity; the score is decid
 1. **Certain** signals (bad or missing signature when required, impossible timestamps, a
    replayed session or frames, a still image fed as video, a requested challenge not performed,
    too few frames for the challenge, a failed capture-session check ``session_*``) prove the
-   capture was not produced live by a conformant SDK: score = 0.995 + 0.001 per further certain signal (at most 0.999), always >= 0.99.
+   capture was not produced live by a conformant SDK: score = 0.995 + 0.001 per further
+   certain signal (at most 0.999), always >= 0.99.
 2. **Strong** signals (emulator, virtual camera, timestamps in the future or older than a day,
    two identical frames) are hacks by the seed's threshold but not proof: score = 0.985 +
    0.002 per further strong signal, in [0.985, 0.989].
