@@ -267,7 +267,10 @@ def test_the_gpu_worker_reserves_one_nvidia_device_and_runs_one_process() -> Non
     assert "gpu" in device["capabilities"]
     cmd = svc["command"]
     assert option(cmd, "--queues") == ANALYZE_QUEUE
-    assert option(cmd, "--concurrency") == "1"
+    # One process (threads pool) whose jobs' model calls are batched for the GPU.
+    assert option(cmd, "--pool") == "threads"
+    assert int(option(cmd, "--concurrency")) >= 16
+    assert int(option(cmd, "--batch-max")) >= 16
     providers = svc["environment"]["ANTIHACK_ORT_PROVIDERS"].split(",")
     assert providers[0] == "CUDAExecutionProvider"
     assert svc["build"]["target"] == "runtime-gpu"
