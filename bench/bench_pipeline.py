@@ -122,14 +122,7 @@ def cases() -> list[Case]:
 
 def context() -> PipelineContext:
     """An unsigned capture, no history, no image returned."""
-    return PipelineContext(
-        require_signed=False,
-        sdk_secret=None,
-        seen_session_ids=frozenset(),
-        seen_frame_hashes=(),
-        return_image=False,
-        now_ms=int(time.time() * 1000),
-    )
+    return PipelineContext.fresh()
 
 
 def _detector_batch(frames: Sequence[Frame]) -> Batch:

@@ -9,7 +9,6 @@ is only a backstop and never what a test measures).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -136,14 +135,7 @@ def test_the_pipeline_gets_the_same_analysis_when_jobs_share_batches(
         parse_capture(face_capture(frames=2, session_id=f"s{i}"), capture_limits(Settings()))
         for i in range(4)
     ]
-    ctx = PipelineContext(
-        require_signed=False,
-        sdk_secret=None,
-        seen_session_ids=frozenset(),
-        seen_frame_hashes=(),
-        return_image=False,
-        now_ms=int(time.time() * 1000),
-    )
+    ctx = PipelineContext.fresh()
     plain = [Pipeline(models).analyze(c, ctx) for c in captures]
     # 2 frames x 4 jobs fill each per-frame run; the eye model (4 rows a job) runs in pairs.
     merged = batched(max_rows=8, wait_ms=2_000)
@@ -294,14 +286,7 @@ def test_threads_pool_worker_batches_concurrent_jobs_with_the_same_scores(
             return [j.result.body for j in jobs if j is not None and j.result is not None]
 
     bodies = wait_until(finished, 120, "the four jobs")
-    ctx = PipelineContext(
-        require_signed=False,
-        sdk_secret=None,
-        seen_session_ids=frozenset(),
-        seen_frame_hashes=(),
-        return_image=False,
-        now_ms=int(time.time() * 1000),
-    )
+    ctx = PipelineContext.fresh()
     plain = Pipeline(models)
     for payload, body in zip(payloads, bodies, strict=True):
         want = plain.analyze(parse_capture(payload, capture_limits(settings)), ctx)

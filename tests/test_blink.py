@@ -7,7 +7,6 @@ no real blink recording is available offline. Measured EARs and scores are print
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +58,7 @@ def analyze_video(pipeline: Pipeline, video: Path, tmp_path: Path) -> tuple[Anal
     result = CliRunner().invoke(make_sample, args)
     assert result.exit_code == 0, result.output
     capture = parse_capture(out.read_bytes(), CaptureLimits())
-    ctx = PipelineContext(
-        require_signed=False,
-        sdk_secret=None,
-        seen_session_ids=frozenset(),
-        seen_frame_hashes=(),
-        return_image=False,
-        now_ms=int(time.time() * 1000),
-    )
+    ctx = PipelineContext.fresh()
     analysis = pipeline.analyze(capture, ctx)
     ears = frame_ears(pipeline, decode_frames(capture, CaptureLimits()))
     print(f"{video.name}: {len(capture.frames)} frames, EAR {[round(e, 3) for e in ears]}")

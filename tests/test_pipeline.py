@@ -7,9 +7,7 @@ the model is uncalibrated.
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -73,16 +71,7 @@ def pipeline() -> Pipeline:
 
 
 def context(**changes: object) -> PipelineContext:
-    base = PipelineContext(
-        require_signed=False,
-        sdk_secret=SECRET,
-        seen_session_ids=frozenset(),
-        seen_frame_hashes=(),
-        return_image=False,
-        now_ms=int(time.time() * 1000),
-        limits=CaptureLimits(),
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return PipelineContext.fresh(**{"sdk_secret": SECRET, **changes})
 
 
 def analyze(

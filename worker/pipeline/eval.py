@@ -185,14 +185,8 @@ def context_for(
     stamps = [f.timestamp_ms for f in capture.frames if f.timestamp_ms]
     latest = max([*stamps, capture.started_at_ms])
     now_ms = latest + 1000 if latest else int(time.time() * 1000)
-    return PipelineContext(
-        require_signed=secret is not None,
-        sdk_secret=secret,
-        seen_session_ids=frozenset(),
-        seen_frame_hashes=(),
-        return_image=False,
-        now_ms=now_ms,
-        limits=limits,
+    return PipelineContext.fresh(
+        now_ms, require_signed=secret is not None, sdk_secret=secret, limits=limits
     )
 
 

@@ -11,7 +11,7 @@ import base64
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,19 @@ class PipelineContext:
     limits: CaptureLimits = field(default_factory=CaptureLimits)
     # Why the capture session check failed at submission (jobs.session_check), or None.
     session_check: str | None = None
+
+    @classmethod
+    def fresh(cls, now_ms: int | None = None, **changes: Any) -> PipelineContext:
+        """A key with no history that accepts unsigned captures; no image returned."""
+        base = cls(
+            require_signed=False,
+            sdk_secret=None,
+            seen_session_ids=frozenset(),
+            seen_frame_hashes=(),
+            return_image=False,
+            now_ms=int(time.time() * 1000) if now_ms is None else now_ms,
+        )
+        return replace(base, **changes) if changes else base
 
 
 @dataclass
