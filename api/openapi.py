@@ -1215,12 +1215,7 @@ PATHS: dict[str, Any] = {
         "get": _op(
             "ops",
             "Swagger UI for this document",
-            {
-                "200": {
-                    "description": "HTML.",
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                }
-            },
+            {"200": _HTML_PAGE},
             operation_id="docs",
             security=PUBLIC,
         )
@@ -1258,10 +1253,7 @@ PATHS: dict[str, Any] = {
             "browser",
             "The demo page: follow the prompts in front of a webcam, see the result",
             {
-                "200": {
-                    "description": "HTML.",
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                },
+                "200": _HTML_PAGE,
                 "404": _response("NotFound"),
             },
             operation_id="demoPage",
