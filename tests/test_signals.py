@@ -231,6 +231,12 @@ def test_replay_signals() -> None:
     assert [(s.code, s.severity) for s in seen_frame] == [("frames_replayed", CERTAIN)]
     # Three bits away is beyond the default distance of 2: not the same picture.
     assert replay.replay_signals("s2", [frame], frozenset(), (frame ^ 0b111,)) == []
+    # Half the frames or more seen before: a replay. Fewer: a genuine retry can do that.
+    others = [0x0F0F_0F0F_0F0F_0F0F, 0x00FF_00FF_00FF_00FF, 0x3333_3333_3333_3333]
+    half = replay.replay_signals("s3", [frame, frame ^ 1, *others[:2]], frozenset(), (frame,))
+    assert [(s.code, s.severity) for s in half] == [("frames_replayed", CERTAIN)]
+    one = replay.replay_signals("s3", [frame, *others], frozenset(), (frame,))
+    assert [(s.code, s.severity) for s in one] == [("frames_similar", WEAK)]
     # An empty session id means "none", never a match.
     assert replay.replay_signals("", [], frozenset({""}), ()) == []
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.pipeline.fusion import CERTAIN, Signal
+from worker.pipeline.fusion import CERTAIN, WEAK, Signal
 
 HASH_MASK = (1 << 64) - 1
 # Hamming distance (of 64 bits) at or below which two pictures count as the same. Measured on
@@ -57,7 +57,14 @@ def replay_signals(
     seen_hashes: Sequence[int],
     max_distance: int = DEFAULT_MAX_DISTANCE,
 ) -> list[Signal]:
-    """Certain replay when the session id or any frame was already submitted by this key."""
+    """Certain replay when the session id, or at least half of the frames, were already
+    submitted by this key; a weak signal when fewer frames match.
+
+    A replayed capture brings its frames back (re-encoded or not: 0 bits apart), so most of
+    them match. A genuine retry by a person sitting still in the same place can match a frame
+    or two of their previous attempt by chance (a 3 px shift is 2 bits); that alone must not
+    be a certain hack.
+    """
     signals: list[Signal] = []
     if session_id and session_id in seen_session_ids:
         signals.append(Signal("session_replayed", CERTAIN, "this session id was already submitted"))
@@ -68,5 +75,8 @@ def replay_signals(
             f"{len(matched)} of {len(distances)} frames match earlier frames "
             f"(nearest distance {min(distances)} bits)"
         )
-        signals.append(Signal("frames_replayed", CERTAIN, detail))
+        if 2 * len(matched) >= len(distances):
+            signals.append(Signal("frames_replayed", CERTAIN, detail))
+        else:
+            signals.append(Signal("frames_similar", WEAK, detail))
     return signals
