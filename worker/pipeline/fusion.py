@@ -13,10 +13,11 @@ Every check yields signals with a reason code and a severity; the score is decid
 3. Otherwise the score is continuous and stays below 0.98, so only the checks above declare a
    hack. Evidence e = 0.6 (1 - live_proba) + 0.15 mask_proba x quality_score +
    0.25 (1 - quality_score), plus 0.1 per weak signal (rooted device, flat timestamps,
-   repeated frames, a few frames similar to this key's earlier ones), capped at 1; score = 0.97 e. The PAD model's live probability moves the
-   score continuously and is never presented as proof: it is uncalibrated (a flat grey image
-   scores above real faces), so even live_proba = 0 alone gives 0.58. Blur inflates the mask
-   model's output, hence the quality factor on mask_proba.
+   repeated frames, a few frames similar to this key's earlier ones), capped at 1;
+   score = 0.97 e. The PAD model's live probability moves the score continuously and is never
+   presented as proof: it is uncalibrated (a flat grey image scores above real faces), so even
+   live_proba = 0 alone gives 0.58. Blur inflates the mask model's output, hence the quality
+   factor on mask_proba.
 4. **No face** in any frame: score = 0.9 (unless a certain or strong signal applies). Nothing
    can be judged, so it is not declared a hack (< 0.98), but it is far from a pass: integrators
    that read the score as risk should ask for a new capture, as ``has_no_face`` says.
