@@ -266,10 +266,12 @@ def test_threads_pool_worker_batches_concurrent_jobs_with_the_same_scores(
     )
     payloads = [face_capture(frames=2, session_id=f"gpu-{i}") for i in range(4)]
     ids = []
+    # A key each: no job sees another's frames as a replay. Made before the transaction below,
+    # which would otherwise hold SQLite's write lock that make_key waits for.
+    key_ids = [make_key().api_id for _ in payloads]
     with transaction(sessions) as s:
-        for payload in payloads:
-            # A key each: no job sees another's frames as a replay.
-            key = s.get(ApiKey, make_key().api_id)
+        for payload, key_id in zip(payloads, key_ids, strict=True):
+            key = s.get(ApiKey, key_id)
             assert key is not None
             job, _ = create_job(s, key, Submission(payload, "file", return_extra=True))
             ids.append(job.id)
