@@ -87,6 +87,22 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Scheduled every few seconds and nearly always idle: their "sending due task", "received" and
+# "succeeded" lines would bury everything else at INFO. Shown at DEBUG; failures always.
+QUIET_TASKS = ("antihack.webhooks.dispatch", "antihack.sweep")
+_QUIET_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+
+class QuietPeriodicFilter(logging.Filter):
+    """Drops the INFO bookkeeping lines of the frequent scheduled tasks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not record.name.startswith(_QUIET_LOGGERS):
+            return True
+        message = record.getMessage()
+        return not any(task in message for task in QUIET_TASKS)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id and any extras."""
 
@@ -147,6 +163,8 @@ def configure_logging(settings: Settings, role: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(settings, role, sys.stderr))
     handler.addFilter(RequestIdFilter())
+    if settings.log_level.upper() != "DEBUG":
+        handler.addFilter(QuietPeriodicFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

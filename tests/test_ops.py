@@ -16,7 +16,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from shared.heartbeat import HEARTBEAT_KEY, beat
-from shared.logs import JsonFormatter, Redactor, RequestIdFilter, TextFormatter, resolve_format
+from shared.logs import (
+    JsonFormatter,
+    QuietPeriodicFilter,
+    Redactor,
+    RequestIdFilter,
+    TextFormatter,
+    resolve_format,
+)
 from shared.settings import Settings, SettingsError
 
 # --- /readyz --------------------------------------------------------------------------------
@@ -200,3 +207,27 @@ def test_real_processes_write_json_lines(
         assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
         assert base_settings.admin_token not in text
     assert any("ready." in r for r in logs["worker0.log"].splitlines())
+
+
+def test_idle_scheduled_tasks_do_not_flood_the_log() -> None:
+    """The dispatcher runs every 2 s: its routine lines are dropped, anything else is kept."""
+    quiet = QuietPeriodicFilter()
+
+    def kept(name: str, level: int, msg: str) -> bool:
+        return quiet.filter(logging.LogRecord(name, level, __file__, 1, msg, (), None))
+
+    dispatch = "antihack.webhooks.dispatch[9c0e]"
+    assert not kept(
+        "celery.beat",
+        logging.INFO,
+        "Scheduler: Sending due task webhooks (antihack.webhooks.dispatch)",
+    )
+    assert not kept("celery.worker.strategy", logging.INFO, f"Task {dispatch} received")
+    assert not kept("celery.app.trace", logging.INFO, f"Task {dispatch} succeeded in 0.001s: 0")
+    assert not kept(
+        "celery.app.trace", logging.INFO, "Task antihack.sweep[1] succeeded in 0.01s: 0"
+    )
+    # Jobs, failures and other loggers stay.
+    assert kept("celery.app.trace", logging.INFO, "Task antihack.analyze[77] succeeded in 0.2s")
+    assert kept("celery.app.trace", logging.ERROR, f"Task {dispatch} raised: OperationalError")
+    assert kept("worker.tasks", logging.INFO, "antihack.sweep requeued 3 jobs")
