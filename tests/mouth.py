@@ -119,13 +119,14 @@ def mouth_gap(image: Image, gap_px: float) -> Image:
 MOUTH_PROFILE = (0.0, 0.0, 0.0, 0.0, 8.0, 16.0, 26.0, 26.0, 26.0, 16.0, 8.0, 0.0, 0.0, 0.0, 0.0)
 
 
-def mouth_frames(opened: bool = True, seed: int = 0) -> list[Image]:
+def mouth_frames(opened: bool = True, seed: int = 0, peak: float = 26.0) -> list[Image]:
     """RGB frames of the astronaut opening and closing her mouth, from a hand-held camera.
 
-    ``opened=False`` gives the same video (same jitter and noise) with the lips kept closed.
+    ``peak`` caps the lip gap (px) of MOUTH_PROFILE; ``opened=False`` gives the same video
+    (same jitter and noise) with the lips kept closed.
     """
     base = astronaut()
-    gaps = MOUTH_PROFILE if opened else (0.0,) * len(MOUTH_PROFILE)
+    gaps = tuple(min(g, peak) if opened else 0.0 for g in MOUTH_PROFILE)
     # Same seed per gap: frame i gets the same camera motion and noise whatever the mouth does.
     videos = {g: jittered(mouth_gap(base, g), len(gaps), seed) for g in set(gaps)}
     return [videos[g][i] for i, g in enumerate(gaps)]

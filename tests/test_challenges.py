@@ -70,9 +70,15 @@ def test_painted_mouth_reads_closed_then_open(pipeline: Pipeline) -> None:
     assert min(wide) - max(closed) >= MOUTH_MIN_RANGE
 
 
-@pytest.mark.parametrize("opened", [True, False], ids=["mouth opened", "mouth kept closed"])
-def test_mouth_challenge_needs_the_mouth_to_open(pipeline: Pipeline, opened: bool) -> None:
-    frames = mouth_frames(opened)
+@pytest.mark.parametrize(
+    ("opened", "peak"),
+    [(True, 26.0), (True, 16.0), (False, 0.0)],
+    ids=["mouth opened wide", "mouth opened moderately", "mouth kept closed"],
+)
+def test_mouth_challenge_needs_the_mouth_to_open(
+    pipeline: Pipeline, opened: bool, peak: float
+) -> None:
+    frames = mouth_frames(opened, peak=peak)
     ratios = [m.mouth_ratio for m in measures(pipeline, frames)]
     print(f"opened={opened}: mouth_ratio range {spread(ratios):.3f}, max {max(ratios):.3f}")
     analysis = analyze(pipeline, frames, "MOUTH")
