@@ -52,6 +52,7 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from api import admin_ui
 from api.auth import admin_only
 from api.metrics import _check_token as metrics_check_token
 from api.openapi import document
@@ -1010,7 +1011,16 @@ def test_capture_signatures_are_compared_in_constant_time(
 
 
 @pytest.mark.parametrize(
-    "function", [check_secret, admin_only, verify_signature, metrics_check_token]
+    "function",
+    [
+        check_secret,
+        admin_only,
+        verify_signature,
+        metrics_check_token,
+        admin_ui.login,
+        admin_ui.logout,
+        admin_ui._session_id,
+    ],
 )
 def test_no_secret_is_compared_with_equality(function: Callable[..., Any]) -> None:
     """The code of each check: compare_digest, and no ``==``/``!=`` on a secret-like name.
