@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from api.context import db, services
-from shared.keys import QUOTA_PERIODS
 from shared.models import (
     DELIVERY_FAILED,
     DISABLED,
@@ -38,11 +37,10 @@ from shared.models import (
     ApiKey,
     Job,
     JobResult,
-    QuotaCounter,
     WebhookDelivery,
     utcnow,
 )
-from shared.quota import daily_usage, period_key
+from shared.quota import daily_usage, used_now
 
 bp = Blueprint("admin_ui", __name__)
 
@@ -380,16 +378,7 @@ def _key_rows(
     per_key: dict[str, dict[str, dict[str, int]]],
     now: datetime,
 ) -> list[KeyRow]:
-    periods = {period_key(p, now) for p in QUOTA_PERIODS}
-    used: dict[tuple[str, str], int] = {}
-    if keys:
-        for key_id, period, n in session.execute(
-            select(QuotaCounter.api_key_id, QuotaCounter.period, QuotaCounter.used).where(
-                QuotaCounter.api_key_id.in_([k.id for k in keys]),
-                QuotaCounter.period.in_(periods),
-            )
-        ):
-            used[(key_id, period)] = int(n)
+    used = used_now(session, [(k.id, k.quota_period) for k in keys], now)
     rows = []
     for k in keys:
         status = "active"
@@ -407,7 +396,7 @@ def _key_rows(
                 require_signed=k.require_signed,
                 require_session=k.require_session,
                 period=k.quota_period,
-                used=used.get((k.id, period_key(k.quota_period, now)), 0),
+                used=used.get(k.id, 0),
                 limit=k.quota_limit,
                 accepted_30d=accepted,
                 rate=rate,

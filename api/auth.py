@@ -62,8 +62,8 @@ def client_key(
             if endpoint is not None and not key.permits(endpoint):
                 raise ApiError("NO_PERMISSION", f"this API key may not call {endpoint}")
             g.key = key
-            if request.method == "POST" and key.rate_per_s:
-                _rate_limit(key)
+            if request.method == "POST":
+                rate_limit(key)
             return view(*args, **kwargs)
 
         return wrapped
@@ -76,15 +76,16 @@ def _bearer() -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _rate_limit(key: ApiKey) -> None:
-    assert key.rate_per_s is not None
+def rate_limit(key: ApiKey, refusal: str | None = None) -> None:
+    """Pass the key's rate limit, if it has one; ``refusal`` replaces the default reason."""
+    if not key.rate_per_s:
+        return
     decision = services().limiter.check(key.id, key.rate_per_s, key.burst)
     g.rate_limit = decision  # its headers go on the response, error or not
     if decision is not None and not decision.allowed:
+        what = refusal or f"more than {key.rate_per_s:g} requests/s (burst {decision.limit})"
         raise ApiError(
-            "RATE_LIMIT_EXCEEDED",
-            f"more than {key.rate_per_s:g} requests/s (burst {decision.limit}); "
-            f"retry in {decision.headers()['Retry-After']} s",
+            "RATE_LIMIT_EXCEEDED", f"{what}; retry in {decision.headers()['Retry-After']} s"
         )
 
 

@@ -13,6 +13,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
 from api.app_helpers import json_response
+from api.auth import rate_limit
 from api.context import db, services
 from shared.errors import ApiError
 from shared.models import ApiKey, utcnow
@@ -43,20 +44,6 @@ def _demo_key() -> ApiKey:
     return key
 
 
-def _rate_limit(key: ApiKey) -> None:
-    # Anyone may open the demo, so its sessions pass the demo key's rate limit as a client's
-    # POST would; the capture itself then counts against the key's quota.
-    if not key.rate_per_s:
-        return
-    decision = services().limiter.check(key.id, key.rate_per_s, key.burst)
-    g.rate_limit = decision
-    if decision is not None and not decision.allowed:
-        raise ApiError(
-            "RATE_LIMIT_EXCEEDED",
-            f"the demo is busy; retry in {decision.headers()['Retry-After']} s",
-        )
-
-
 @bp.get("/demo")
 def demo_page() -> Response:
     _demo_key()
@@ -72,7 +59,9 @@ def demo_page() -> Response:
 def demo_session() -> ResponseReturnValue:
     """A capture session for the demo key: what an integrator's backend asks POST /v1/sessions."""
     key = _demo_key()
-    _rate_limit(key)
+    # Anyone may open the demo, so its sessions pass the demo key's rate limit as a client's
+    # POST would; the capture itself then counts against the key's quota.
+    rate_limit(key, "the demo is busy")
     session = db()
     new = create_session(session, key, services().settings)
     session.commit()

@@ -21,9 +21,9 @@ from api.context import services
 from shared.errors import ApiError
 from shared.heartbeat import fresh_workers
 from shared.metrics import metrics, recorded_registry
-from shared.models import FAILED, QUEUED, RUNNING, SUCCEEDED, ApiKey, Job, QuotaCounter, utcnow
+from shared.models import FAILED, QUEUED, RUNNING, SUCCEEDED, ApiKey, Job, utcnow
 from shared.queues import ALL_QUEUES
-from shared.quota import period_key
+from shared.quota import used_now
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -105,20 +105,11 @@ class SystemCollector:
                     .limit(MAX_QUOTA_KEYS)
                 )
             )
-            now = utcnow()
-            current = {key_id: period_key(period, now) for key_id, period, _ in keys}
-            counters = {
-                (key_id, period): n
-                for key_id, period, n in session.execute(
-                    select(QuotaCounter.api_key_id, QuotaCounter.period, QuotaCounter.used).where(
-                        QuotaCounter.api_key_id.in_(list(current))
-                    )
-                )
-            }
+            counters = used_now(session, [(key_id, period) for key_id, period, _ in keys], utcnow())
         for state, n in counts.items():
             jobs.add_metric([state], n)
         for key_id, period, quota in keys:
-            used.add_metric([key_id, period], counters.get((key_id, current[key_id]), 0))
+            used.add_metric([key_id, period], counters.get(key_id, 0))
             limit.add_metric([key_id, period], quota)
         return [jobs, used, limit]
 

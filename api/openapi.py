@@ -109,7 +109,8 @@ def _op(
     if body:
         op["requestBody"] = body
     op["security"] = security
-    op["responses"] = responses
+    # In order of status code, however the caller merged its parts (e.g. **CLIENT_ERRORS).
+    op["responses"] = dict(sorted(responses.items()))
     return op
 
 
@@ -738,7 +739,6 @@ _SUBMIT_BODY = {
     },
 }
 _SUBMIT_ERRORS = {
-    "400": _response("BadRequest"),
     **CLIENT_ERRORS,
     "413": _response("TooLarge"),
     "422": _response("IdempotencyConflict"),
@@ -827,7 +827,6 @@ PATHS: dict[str, Any] = {
             "Start a capture session: a nonce, a random challenge, an upload token",
             {
                 "201": _json("The session.", "NewSession", **RATE_HEADERS),
-                "400": _response("BadRequest"),
                 **CLIENT_ERRORS,
             },
             operation_id="createSession",
@@ -866,7 +865,6 @@ PATHS: dict[str, Any] = {
             "Send a finished job's webhook again, as a new delivery",
             {
                 "202": _json("The new delivery, its first attempt queued.", "WebhookDelivery"),
-                "400": _response("BadRequest"),
                 "404": _response("NotFound"),
                 **CLIENT_ERRORS,
             },
@@ -880,7 +878,6 @@ PATHS: dict[str, Any] = {
             "Upload an image for the H5 flow",
             {
                 "200": _json("Stored; submit it by image_id.", "ImageUploaded", **RATE_HEADERS),
-                "400": _response("BadRequest"),
                 "413": _response("TooLarge"),
                 **CLIENT_ERRORS,
             },
@@ -895,7 +892,7 @@ PATHS: dict[str, Any] = {
         "get": _op(
             "client",
             "The calling key's quota position and per-day counts",
-            {"200": _json("Usage.", "Usage"), "400": _response("BadRequest"), **CLIENT_ERRORS},
+            {"200": _json("Usage.", "Usage"), **CLIENT_ERRORS},
             operation_id="myUsage",
             security=CLIENT,
             parameters=[_param("Days")],
@@ -907,7 +904,6 @@ PATHS: dict[str, Any] = {
             "The calling key's webhook deliveries, newest first",
             {
                 "200": _json("A page of deliveries.", "WebhookDeliveryPage"),
-                "400": _response("BadRequest"),
                 **CLIENT_ERRORS,
             },
             operation_id="myDeliveries",
@@ -936,7 +932,6 @@ PATHS: dict[str, Any] = {
             "Send a delivery again (same webhook-id, schedule restarted)",
             {
                 "202": _json("The delivery, its attempt queued.", "WebhookDelivery"),
-                "400": _response("BadRequest"),
                 "404": _response("NotFound"),
                 **CLIENT_ERRORS,
             },
@@ -957,7 +952,6 @@ PATHS: dict[str, Any] = {
             "Create a key (its secrets are shown only here and on rotate)",
             {
                 "201": _json("The key with its secrets.", "KeyWithSecrets"),
-                "400": _response("BadRequest"),
                 **ADMIN_ERRORS,
             },
             operation_id="createKey",
@@ -990,7 +984,6 @@ PATHS: dict[str, Any] = {
             "Change a key's limits, expiry, permissions or webhook",
             {
                 "200": _json("The key.", "Key"),
-                "400": _response("BadRequest"),
                 "404": _response("NotFound"),
                 **ADMIN_ERRORS,
             },
@@ -1026,7 +1019,6 @@ PATHS: dict[str, Any] = {
             "Quota position and per-day counts of one key or every key",
             {
                 "200": _json("Usage per key.", "UsageList"),
-                "400": _response("BadRequest"),
                 "404": _response("NotFound"),
                 **ADMIN_ERRORS,
             },
@@ -1041,7 +1033,6 @@ PATHS: dict[str, Any] = {
             "Every key's webhook deliveries, newest first",
             {
                 "200": _json("A page of deliveries.", "WebhookDeliveryPage"),
-                "400": _response("BadRequest"),
                 **ADMIN_ERRORS,
             },
             operation_id="allDeliveries",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import rowcount
 from shared.errors import ApiError
-from shared.models import ApiKey, Job, QuotaCounter, utcnow
+from shared.models import ApiKey, Job, QuotaCounter, iso, utcnow
 
 
 def period_key(period: str, now: datetime) -> str:
@@ -104,6 +105,21 @@ def used(session: Session, key: ApiKey, now: datetime | None = None) -> int:
     return int(value or 0)
 
 
+def used_now(session: Session, keys: Iterable[tuple[str, str]], now: datetime) -> dict[str, int]:
+    """Quota used in the current period of each ``(api id, quota period)``, in one query; a key
+    with no counter for its period is absent."""
+    current = {key_id: period_key(period, now) for key_id, period in keys}
+    if not current:
+        return {}
+    rows = session.execute(
+        select(QuotaCounter.api_key_id, QuotaCounter.period, QuotaCounter.used).where(
+            QuotaCounter.api_key_id.in_(list(current)),
+            QuotaCounter.period.in_(set(current.values())),
+        )
+    )
+    return {key_id: int(n) for key_id, period, n in rows if current[key_id] == period}
+
+
 def daily_usage(
     session: Session, key_ids: list[str] | None, since: date
 ) -> dict[str, dict[str, dict[str, int]]]:
@@ -146,8 +162,8 @@ def key_usage(session: Session, key: ApiKey, days: int) -> dict[str, Any]:
         "api_id": key.id,
         "period": key.quota_period,
         "period_key": period_key(key.quota_period, now),
-        "period_start": start.isoformat() if start else None,
-        "period_end": end.isoformat() if end else None,
+        "period_start": iso(start),
+        "period_end": iso(end),
         "used": n,
         "limit": limit,
         "remaining": None if limit is None else max(0, limit - n),
