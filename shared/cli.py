@@ -11,6 +11,8 @@ import click
 
 from shared.settings import Settings, SettingsError
 
+WORKER_POOLS = ("prefork", "threads", "solo")  # Celery pools `antihack worker` runs with
+
 
 def _settings() -> Settings:
     from shared.logs import resolve_format
@@ -98,7 +100,7 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
 @click.option("--queues", default=None, help="Comma-separated queues (default: all).")
 @click.option(
     "--pool",
-    type=click.Choice(["prefork", "threads", "solo"]),
+    type=click.Choice(WORKER_POOLS),
     default=None,
     help="prefork (CPU) or threads (GPU: one process, models loaded once) "
     "[default: ANTIHACK_WORKER_POOL, prefork].",
@@ -123,7 +125,7 @@ def worker(
         settings = settings.replace(worker_pool=pool)
     if batch_max is not None:
         settings = settings.replace(batch_max=batch_max)
-    if settings.worker_pool not in ("prefork", "threads", "solo"):
+    if settings.worker_pool not in WORKER_POOLS:
         raise click.ClickException(f"unknown worker pool {settings.worker_pool!r}")
     if settings.batch_max < 0 or settings.batch_wait_ms < 0:
         raise click.ClickException("ANTIHACK_BATCH_MAX and ANTIHACK_BATCH_WAIT_MS must be >= 0")
@@ -379,19 +381,11 @@ def keys_revoke(api_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def usage(api_id: str | None, days: int, as_json: bool) -> None:
     """Quota position and per-day accepted/succeeded/failed/refunded counts."""
-    from sqlalchemy import select
-
-    from shared.errors import ApiError
-    from shared.models import ApiKey
+    from shared.keys import get_key, list_keys
     from shared.quota import key_usage
 
     def read(session: Any, _settings: Settings) -> list[dict[str, Any]]:
-        query = select(ApiKey).order_by(ApiKey.created_at)
-        if api_id:
-            query = query.where(ApiKey.id == api_id)
-        keys = list(session.scalars(query))
-        if api_id and not keys:
-            raise ApiError("NOT_FOUND", f"no API key {api_id!r}")
+        keys = [get_key(session, api_id)] if api_id else list_keys(session)
         return [key_usage(session, k, days) for k in keys]
 
     rows = _with_session(read)

@@ -46,8 +46,7 @@ def submit_files(
     as_json: bool,
 ) -> int:
     """Returns the exit status: 0 when every file was accepted (and, with --wait, finished OK)."""
-    base = url.rstrip("/")
-    client = Client(base, api_id, api_secret)
+    client = Client(url, api_id, api_secret)
     results: list[dict[str, Any]] = []
     with (
         ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool,

@@ -16,6 +16,7 @@ from shared.db import rowcount
 from shared.errors import ApiError
 from shared.models import (
     FAILED,
+    PENDING,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -23,6 +24,8 @@ from shared.models import (
     Job,
     JobInput,
     JobResult,
+    WebhookDelivery,
+    iso,
     utcnow,
 )
 from shared.quota import charge, refund
@@ -90,18 +93,14 @@ def create_job(
     )
     job.input = JobInput(job_id=job.id, payload=sub.payload, size=len(sub.payload), created_at=now)
     if not sub.idempotency_key:
-        job.charged_period = charge(session, key, now)
-        session.add(job)
-        _redeem(session, key, job, sub, upload, now)
+        _insert(session, key, job, sub, upload, now)
         return job, True
     try:
         # The charge, the insert and the redemption share a savepoint: losing the race below
         # undoes all three (the winner's job redeemed the session).
         with session.begin_nested():
-            job.charged_period = charge(session, key, now)
-            session.add(job)
+            _insert(session, key, job, sub, upload, now)
             session.flush()
-            _redeem(session, key, job, sub, upload, now)
     except IntegrityError:
         # A concurrent request with the same key won the unique index: answer with its job.
         existing = _by_idempotency_key(session, key.id, sub.idempotency_key)
@@ -111,7 +110,7 @@ def create_job(
     return job, True
 
 
-def _redeem(
+def _insert(
     session: Session,
     key: ApiKey,
     job: Job,
@@ -119,8 +118,10 @@ def _redeem(
     upload: UploadGrant | None,
     now: datetime,
 ) -> None:
-    """Spend the upload token and redeem the session for ``job`` (after it is inserted: both
-    rows point at it)."""
+    """Charge the quota, add ``job``, then spend the upload token and redeem the session for it
+    (after the job is inserted: both rows point at it)."""
+    job.charged_period = charge(session, key, now)
+    session.add(job)
     if upload is None and not (sub.capture.nonce or key.require_session):
         return
     session.flush()
@@ -154,19 +155,15 @@ def get_owned_job(session: Session, key: ApiKey, job_id: str) -> Job:
     return job
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def job_resource(job: Job, job_url: str | None = None) -> dict[str, Any]:
     """The job as ``GET /v1/jobs/<id>`` shows it."""
     result = job.result
     resource: dict[str, Any] = {
         "request_id": job.id,
         "status": job.status,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
         "attempts": job.attempts,
         "result": result.body if result is not None else None,
     }
@@ -183,6 +180,18 @@ class Claim:
     job_id: str
     attempt: int
     api_key_id: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A result recorded by the attempt that owned the job, with its webhook delivery if any."""
+
+    delivery: WebhookDelivery | None
+
+    @property
+    def webhook_due(self) -> bool:
+        """A delivery to send now (not one recorded as disabled)."""
+        return self.delivery is not None and self.delivery.status == PENDING
 
 
 def claim(session: Session, job_id: str, lease: timedelta, max_attempts: int) -> Claim | None:
@@ -231,8 +240,8 @@ def finish(
     reasons: list[str] | None = None,
     model_versions: dict[str, str] | None = None,
     stage_ms: dict[str, float] | None = None,
-) -> bool:
-    """Record the result if this attempt still owns the job; False if it lost it (not committed)."""
+) -> Finished | None:
+    """Record the result if this attempt still owns the job; None if it lost it (not committed)."""
     now = utcnow()
     final = SUCCEEDED if body.get("status") == "OK" else FAILED
     updated = rowcount(
@@ -248,7 +257,7 @@ def finish(
         )
     )
     if updated != 1:
-        return False
+        return None
     if body.get("status") == "INTERNAL_ERROR":
         refund(session, claim.job_id)  # our fault: the client is not charged
     session.add(
@@ -261,8 +270,8 @@ def finish(
             created_at=now,
         )
     )
-    record_completion(session, claim.job_id)  # the webhook, in the same transaction
-    return True
+    # The webhook, in the same transaction.
+    return Finished(record_completion(session, claim.job_id))
 
 
 def release(session: Session, claim: Claim) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.errors import ApiError
-from shared.models import ApiKey, utcnow
+from shared.models import ApiKey, iso, utcnow
 from shared.secrets import check_secret, decrypt, encrypt, hash_secret
 from shared.urlguard import UrlRefused, UrlUnresolvable, resolve
 
@@ -220,7 +220,7 @@ def key_view(key: ApiKey) -> dict[str, Any]:
         "api_id": key.id,
         "name": key.name,
         "created_at": key.created_at.isoformat(),
-        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "expires_at": iso(key.expires_at),
         "revoked": key.revoked_at is not None,
         "permissions": [p for p in key.permissions.split(",") if p] or list(ENDPOINTS),
         "quota": key.quota_limit,
@@ -228,12 +228,8 @@ def key_view(key: ApiKey) -> dict[str, Any]:
         "rate": key.rate_per_s,
         "burst": key.burst,
         "webhook_url": key.webhook_url,
-        "webhook_disabled_at": key.webhook_disabled_at.isoformat()
-        if key.webhook_disabled_at
-        else None,
-        "webhook_secret_rotated_at": key.webhook_secret_rotated_at.isoformat()
-        if key.webhook_secret_rotated_at
-        else None,
+        "webhook_disabled_at": iso(key.webhook_disabled_at),
+        "webhook_secret_rotated_at": iso(key.webhook_secret_rotated_at),
         "require_signed": key.require_signed,
         "require_session": key.require_session,
     }

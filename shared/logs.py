@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from shared.queues import SWEEP_TASK, WEBHOOK_DISPATCH_TASK
 from shared.settings import Settings, SettingsError
 
 FORMATS = ("auto", "json", "text")
@@ -89,7 +90,7 @@ class RequestIdFilter(logging.Filter):
 
 # Scheduled every few seconds and nearly always idle: their "sending due task", "received" and
 # "succeeded" lines would bury everything else at INFO. Shown at DEBUG; failures always.
-QUIET_TASKS = ("antihack.webhooks.dispatch", "antihack.sweep")
+QUIET_TASKS = (WEBHOOK_DISPATCH_TASK, SWEEP_TASK)
 _QUIET_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
 
 

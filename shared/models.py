@@ -32,6 +32,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """A timestamp as the API and the CLI show it (None stays None)."""
+    return value.isoformat() if value else None
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on both backends (SQLite keeps no zone, so store naive UTC)."""
 

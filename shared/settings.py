@@ -100,8 +100,10 @@ class Settings:
     session_challenges: str = "BLINK,MOUTH,NOD,YAW"
 
     def __post_init__(self) -> None:
-        # Fail at start-up (CLI, create_app, tests' replace()), not at the first session.
+        # Fail at start-up (CLI, create_app, tests' replace()), not at the first session or
+        # after a webhook's first POST.
         _ = self.session_challenge_pool
+        _ = self.webhook_schedule
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

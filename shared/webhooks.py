@@ -34,6 +34,7 @@ from shared.models import (
     Job,
     WebhookAttempt,
     WebhookDelivery,
+    iso,
     utcnow,
 )
 from shared.queues import WEBHOOK_SEND_TASK, WEBHOOKS_QUEUE
@@ -463,10 +464,6 @@ def redeliver_job(session: Session, key: ApiKey, job: Job) -> WebhookDelivery:
     return delivery
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def delivery_view(delivery: WebhookDelivery, *, with_attempts: bool = False) -> dict[str, Any]:
     """A delivery as the API shows it; its ``id`` is the ``webhook-id`` header of every attempt."""
     view: dict[str, Any] = {
@@ -478,16 +475,16 @@ def delivery_view(delivery: WebhookDelivery, *, with_attempts: bool = False) -> 
         "target": delivery.target,
         "status": delivery.status,
         "attempts": delivery.attempts,
-        "next_attempt_at": _iso(delivery.next_attempt_at) if delivery.status == PENDING else None,
-        "created_at": _iso(delivery.created_at),
-        "delivered_at": _iso(delivery.delivered_at),
+        "next_attempt_at": iso(delivery.next_attempt_at) if delivery.status == PENDING else None,
+        "created_at": iso(delivery.created_at),
+        "delivered_at": iso(delivery.delivered_at),
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,
     }
     if with_attempts:
         view["attempt_log"] = [
             {
-                "attempted_at": _iso(a.attempted_at),
+                "attempted_at": iso(a.attempted_at),
                 "url": a.url,
                 "status_code": a.status_code,
                 "latency_ms": a.latency_ms,

@@ -96,8 +96,6 @@ def _run(st: WorkerState, owned: Claim) -> str:
         secret = sdk_secret(key, settings.secret_key).encode()
         return_extra, return_image = job.return_extra, job.return_image
         session_check = job.session_check  # a failed capture session check, decided at submission
-        # Only a job with an endpoint has a delivery to send right after it finishes.
-        has_webhook = bool(job.callback_url or (key.webhook_url and not key.webhook_disabled_at))
         failure: CaptureError | None = None
         if payload is None:
             failure = CaptureError("INVALID_ARGUMENT", "the job's input was deleted")
@@ -110,7 +108,7 @@ def _run(st: WorkerState, owned: Claim) -> str:
             seen_sessions, seen_hashes = _history(session, owned, capture.session_id)
     if failure is not None:
         body = error_body(owned.job_id, failure.status, failure.reason)
-        return _store(st, owned, body, publish=has_webhook)
+        return _store(st, owned, body)
     ctx = PipelineContext(
         require_signed=require_signed,
         sdk_secret=secret,
@@ -125,7 +123,7 @@ def _run(st: WorkerState, owned: Claim) -> str:
         analysis = st.pipeline.analyze(capture, ctx)
     except CaptureError as exc:
         body = error_body(owned.job_id, exc.status, exc.reason)
-        return _store(st, owned, body, publish=has_webhook)
+        return _store(st, owned, body)
     observe_stages(analysis.stage_ms)
     body = analysis.seed_body(owned.job_id, return_extra)
     prints = [Fingerprint(kind="phash", value=f"{h:016x}") for h in analysis.frame_hashes]
@@ -135,7 +133,6 @@ def _run(st: WorkerState, owned: Claim) -> str:
         st,
         owned,
         body,
-        publish=has_webhook,
         reasons=analysis.reasons,
         model_versions=analysis.model_versions,
         stage_ms=analysis.stage_ms,
@@ -175,12 +172,12 @@ def _store(
     owned: Claim,
     body: dict[str, Any],
     *,
-    publish: bool = True,
     fingerprints: list[Fingerprint] | None = None,
     **extra: Any,
 ) -> str:
     with transaction(st.sessions) as session:
-        if not finish(session, owned, body, **extra):
+        finished = finish(session, owned, body, **extra)
+        if finished is None:
             # Another attempt owns the job now (our lease ran out); its result will stand.
             session.rollback()
             count_attempt("lost_lease")
@@ -190,7 +187,7 @@ def _store(
             fp.job_id = owned.job_id
             session.add(fp)
     count_finished(body)
-    if publish:
+    if finished.webhook_due:
         # Committed: the result's webhook delivery exists; send it now, not at the next dispatch.
         publish_for_job(st.settings, current_app, owned.job_id)
     return str(body.get("status"))
