@@ -102,10 +102,21 @@ def verify_models(model_dir: Path | None = None, names: Sequence[str] | None = N
         files = read_manifest(model_dir)
     except ModelError as exc:
         return [str(exc)]
+    return _file_problems([m for m in files if names is None or m.name in names])
+
+
+def _verified(model_dir: Path | None, names: Sequence[str]) -> list[ModelFile]:
+    """The manifest's entries for ``names``, each checked against its sha256; ModelError if not."""
+    files = [m for m in read_manifest(model_dir) if m.name in names]
+    problems = _file_problems(files)
+    if problems:
+        raise ModelError("model check failed: " + "; ".join(problems))
+    return files
+
+
+def _file_problems(files: Sequence[ModelFile]) -> list[str]:
     problems = []
     for model in files:
-        if names is not None and model.name not in names:
-            continue
         if not model.path.is_file():
             problems.append(f"{model.name}: {model.path} is missing")
             continue
@@ -208,13 +219,10 @@ def load_session(
 ) -> ort.InferenceSession:
     """Verify one manifest model's sha256 and open it (e.g. ``pad_stock``); ModelError if not."""
     chosen = choose_providers(providers)
-    problems = verify_models(model_dir, [name])
-    if problems:
-        raise ModelError("model check failed: " + "; ".join(problems))
-    model = next((m for m in read_manifest(model_dir) if m.name == name), None)
-    if model is None:
+    files = _verified(model_dir, [name])
+    if not files:
         raise ModelError(f"no model {name!r} in the manifest")
-    return _create_session(model, session_options(intra_threads, inter_threads), chosen)
+    return _create_session(files[0], session_options(intra_threads, inter_threads), chosen)
 
 
 @dataclass(frozen=True)
@@ -246,15 +254,11 @@ class ModelSet:
         chosen = choose_providers(providers)
         # Only what this set loads: the stock FAS file (pad_stock) is verified when it is loaded
         # on demand, and `antihack worker` checks the whole manifest before the pool forks.
-        problems = verify_models(model_dir, MODEL_NAMES)
-        if problems:
-            raise ModelError("model check failed: " + "; ".join(problems))
+        files = _verified(model_dir, MODEL_NAMES)
         options = session_options(intra_threads, inter_threads)
         sessions: dict[str, ort.InferenceSession] = {}
         versions: dict[str, str] = {}
-        for model in read_manifest(model_dir):
-            if model.name not in MODEL_NAMES:
-                continue  # on demand only (load_session)
+        for model in files:
             sessions[model.name] = _create_session(model, options, chosen)
             versions[model.name] = f"{model.source} {model.sha256[:12]}"
         return cls(
