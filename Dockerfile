@@ -15,6 +15,7 @@
 # Changing ORT_GPU_VERSION may change the CUDA major: check the version's requirements first.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG ORT_GPU_VERSION=1.31.1
 
 # --- builder ----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -41,7 +42,7 @@ COPY migrations ./migrations
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM builder AS builder-gpu
-ARG ORT_GPU_VERSION=1.31.1
+ARG ORT_GPU_VERSION
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip wheel --wheel-dir /wheels-gpu --find-links /wheels \
       "onnxruntime-gpu[cuda,cudnn]==${ORT_GPU_VERSION}"
@@ -57,7 +58,7 @@ RUN python -m venv /opt/antihack \
  && install -d -o antihack -g antihack -m 0700 /data
 
 FROM runtime-base AS runtime-gpu
-ARG ORT_GPU_VERSION=1.31.1
+ARG ORT_GPU_VERSION
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # onnxruntime and onnxruntime-gpu install the same `onnxruntime` package: install everything,
 # remove the CPU build, then lay the GPU build's files down again.

@@ -34,12 +34,12 @@ if __package__ in (None, ""):
 
 import onnxruntime as ort  # noqa: E402
 
+from bench.bench_models import add_providers_option, model_rows  # noqa: E402
 from bench.bench_pipeline import MODEL_STAGES, context, shifted  # noqa: E402
+from bench.stack import load_average, ms_since  # noqa: E402
 from shared.capture import CaptureLimits, parse_capture  # noqa: E402
 from shared.proto import liveness_pb2 as pb  # noqa: E402
 from shared.sample import build_capture  # noqa: E402
-from worker.pipeline import detect, eyes, landmarks, mask, pad  # noqa: E402
-from worker.pipeline.geometry import Frame, crop_box, letterbox, to_nchw, warp_rect  # noqa: E402
 from worker.pipeline.models import MODEL_NAMES, ModelSet  # noqa: E402
 from worker.pipeline.run import Pipeline  # noqa: E402
 
@@ -49,50 +49,9 @@ SIZES = (1, 2, 4, 8, 16, 32)
 OUTPUTS = dict(MODEL_STAGES.values())
 
 
-def model_rows(models: ModelSet, frames: Sequence[Frame]) -> dict[str, Batch]:
-    """Real input rows for every model, made from ``frames`` by the stages' own crops: one row
-    per frame (two eyes per frame for the iris model). Every frame must show a face."""
-    found = detect.detect_faces(models, frames)
-    if not all(found):
-        raise ValueError("every frame must show a face")
-    boxes = [faces[0] for faces in found]
-    meshes = landmarks.face_landmarks(models, frames, boxes)
-    pairs = list(zip(frames, boxes, strict=True))
-    size = mask.INPUT_SIZE
-    return {
-        "face_detector": to_nchw(
-            [letterbox(f, detect.INPUT_SIZE)[0] for f in frames], scale=1 / 127.5, offset=-1.0
-        ),
-        "face_landmarks": to_nchw(
-            [warp_rect(f, landmarks.face_roi(b), landmarks.INPUT_SIZE) for f, b in pairs],
-            scale=1 / 255,
-            offset=0.0,
-        ),
-        "iris_landmarks": to_nchw(
-            [
-                warp_rect(f, roi, eyes.INPUT_SIZE, flip=flip)
-                for f, mesh in zip(frames, meshes, strict=True)
-                for roi, flip in zip(eyes.eye_rois(mesh.points), (False, True), strict=True)
-            ],
-            scale=1 / 255,
-            offset=0.0,
-        ),
-        "mask_classifier": np.stack(
-            [crop_box(f, b.x0, b.y0, b.x1, b.y1, size, size, clip=True) for f, b in pairs]
-        ).astype(np.float32)
-        / 127.5
-        - 1.0,
-        "pad": pad.pad_batch(frames, boxes),
-    }
-
-
 def _rows(batch: Batch, n: int) -> Batch:
     """``n`` rows cycled from ``batch``."""
     return np.ascontiguousarray(np.take(batch, np.arange(n) % batch.shape[0], axis=0))
-
-
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
 
 
 def bench_batch_sizes(
@@ -114,7 +73,7 @@ def bench_batch_sizes(
             for n in sizes:
                 start = time.perf_counter()
                 session.run(OUTPUTS[name], {input_name: inputs[n]})
-                times[n].append(_ms(start) / n)
+                times[n].append(ms_since(start) / n)
         per_crop = [statistics.median(times[n]) for n in sizes]
         print(
             f"{name:16s} "
@@ -184,11 +143,6 @@ def bench_throughput(
             )
 
 
-def _load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse options (none when run by ``python -m bench``) and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -208,12 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="onnxruntime intra-op threads per call (1: what a threads-pool worker with more "
         "threads than cores uses; 0: ORT's default)",
     )
-    parser.add_argument(
-        "--providers",
-        nargs="+",
-        default=None,
-        help="onnxruntime execution providers (default: CUDA if present)",
-    )
+    add_providers_option(parser)
     parser.add_argument(
         "--wide-threads",
         type=int,
@@ -229,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"onnxruntime {ort.__version__}, providers {', '.join(models.providers)}, "
         f"{os.cpu_count()} CPUs, intra-op threads {args.intra_threads or 'ORT default'}, "
-        f"load average {_load()} (1/5/15 min)"
+        f"load average {load_average()} (1/5/15 min)"
     )
     if not args.skip_sizes:
         frames = shifted(face, 8)
@@ -250,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench_throughput(
         models, captures, args.threads, args.rounds, args.batch_max, args.wait_ms, wide
     )
-    print(f"\nload average at the end {_load()}")
+    print(f"\nload average at the end {load_average()}")
 
 
 if __name__ == "__main__":

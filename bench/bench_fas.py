@@ -33,7 +33,6 @@ if __package__ in (None, ""):
 import onnxruntime as ort  # noqa: E402
 
 from tests import fixtures_images as fx  # noqa: E402
-from tests.test_model_stages import printed  # noqa: E402
 from worker.pipeline.detect import detect_faces  # noqa: E402
 from worker.pipeline.models import (  # noqa: E402
     CPU,
@@ -66,7 +65,7 @@ def fixtures(models: ModelSet) -> tuple[list[str], Batch, Batch]:
         "real": real,
         "blurred": fx.blurred(real, 4.0),
         "darkened": fx.darkened(real, 0.25),
-        "printed": printed(real),
+        "printed": fx.printed(real),
     }
     boxes = []
     for frame in frames.values():

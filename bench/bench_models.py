@@ -26,7 +26,9 @@ if __package__ in (None, ""):
 import onnxruntime as ort  # noqa: E402
 
 from worker.pipeline import detect, eyes, landmarks, mask, pad  # noqa: E402
-from worker.pipeline.geometry import crop_box, letterbox, to_nchw, warp_rect  # noqa: E402
+from worker.pipeline.detect import FaceBox  # noqa: E402
+from worker.pipeline.geometry import Frame, crop_box, letterbox, to_nchw, warp_rect  # noqa: E402
+from worker.pipeline.landmarks import FaceLandmarks  # noqa: E402
 from worker.pipeline.models import ModelSet  # noqa: E402
 
 BATCHES = (1, 8)
@@ -44,31 +46,71 @@ def median_ms(step: Callable[[], object], runs: int) -> float:
     return statistics.median(times)
 
 
-def model_inputs(models: ModelSet, frame: npt.NDArray[np.uint8]) -> dict[str, Batch]:
-    """One real preprocessed input per model, made by the stages' own crops."""
-    (faces,) = detect.detect_faces(models, [frame])
-    if not faces:
-        raise SystemExit("no face found in the benchmark image")
-    face = faces[0]
-    (mesh,) = landmarks.face_landmarks(models, [frame], [face])
-    left_eye, _ = eyes.eye_rois(mesh.points)
-    half = pad.CROP_SCALE * max(face.width, face.height) / 2
-    cx, cy = face.center
-    face_crop = crop_box(frame, face.x0, face.y0, face.x1, face.y1, 224, 224, clip=True)
+def detector_batch(frames: Sequence[Frame]) -> Batch:
+    """The face detector's input: each frame letterboxed, as ``detect_faces`` makes it."""
+    images = [letterbox(frame, detect.INPUT_SIZE)[0] for frame in frames]
+    return to_nchw(images, scale=1 / 127.5, offset=-1.0)
+
+
+def landmarks_batch(frames: Sequence[Frame], boxes: Sequence[FaceBox]) -> Batch:
+    """The face mesh model's input: one rotated face crop per frame."""
+    crops = [
+        warp_rect(frame, landmarks.face_roi(box), landmarks.INPUT_SIZE)
+        for frame, box in zip(frames, boxes, strict=True)
+    ]
+    return to_nchw(crops, scale=1 / 255, offset=0.0)
+
+
+def iris_batch(frames: Sequence[Frame], meshes: Sequence[FaceLandmarks]) -> Batch:
+    """The iris model's input: both eyes of each frame, the second one mirrored."""
+    crops = [
+        warp_rect(frame, roi, eyes.INPUT_SIZE, flip=flip)
+        for frame, mesh in zip(frames, meshes, strict=True)
+        for roi, flip in zip(eyes.eye_rois(mesh.points), (False, True), strict=True)
+    ]
+    return to_nchw(crops, scale=1 / 255, offset=0.0)
+
+
+def mask_batch(frames: Sequence[Frame], boxes: Sequence[FaceBox]) -> Batch:
+    """The mask classifier's input: one face box crop per frame, NHWC."""
+    size = mask.INPUT_SIZE
+    crops = [
+        crop_box(frame, box.x0, box.y0, box.x1, box.y1, size, size, clip=True)
+        for frame, box in zip(frames, boxes, strict=True)
+    ]
+    return np.stack(crops).astype(np.float32) / 127.5 - 1.0
+
+
+def model_rows(models: ModelSet, frames: Sequence[Frame]) -> dict[str, Batch]:
+    """Real input rows for every model, made from ``frames`` by the stages' own crops: one row
+    per frame (two eyes per frame for the iris model). Every frame must show a face."""
+    found = detect.detect_faces(models, frames)
+    if not all(found):
+        raise ValueError("every frame must show a face")
+    boxes = [faces[0] for faces in found]
+    meshes = landmarks.face_landmarks(models, frames, boxes)
     return {
-        "face_detector": to_nchw([letterbox(frame, detect.INPUT_SIZE)[0]], 1 / 127.5, -1.0),
-        "face_landmarks": to_nchw(
-            [warp_rect(frame, landmarks.face_roi(face), landmarks.INPUT_SIZE)], 1 / 255, 0.0
-        ),
-        # One eye per image here; the eye stage sends both eyes of a frame as 2 images.
-        "iris_landmarks": to_nchw([warp_rect(frame, left_eye, eyes.INPUT_SIZE)], 1 / 255, 0.0),
-        "mask_classifier": (face_crop[np.newaxis].astype(np.float32) / 127.5 - 1.0),
-        "pad": to_nchw(
-            [crop_box(frame, cx - half, cy - half, cx + half, cy + half, 256, 256, clip=False)],
-            1 / 128,
-            -127 / 128,
-        ),
+        "face_detector": detector_batch(frames),
+        "face_landmarks": landmarks_batch(frames, boxes),
+        "iris_landmarks": iris_batch(frames, meshes),
+        "mask_classifier": mask_batch(frames, boxes),
+        "pad": pad.pad_batch(frames, boxes),
     }
+
+
+def model_inputs(models: ModelSet, frame: Frame) -> dict[str, Batch]:
+    """One real preprocessed input per model (for the iris model, the first eye only)."""
+    return {name: rows[:1] for name, rows in model_rows(models, [frame]).items()}
+
+
+def add_providers_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--providers`` option of the model benchmarks."""
+    parser.add_argument(
+        "--providers",
+        nargs="+",
+        default=None,
+        help="onnxruntime execution providers (default: CUDA if present)",
+    )
 
 
 def bench_models(models: ModelSet, frame: npt.NDArray[np.uint8], runs: int, pad_runs: int) -> None:
@@ -111,12 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=20, help="timed runs per figure")
     parser.add_argument("--pad-runs", type=int, default=3, help="timed runs for the FAS model")
-    parser.add_argument(
-        "--providers",
-        nargs="+",
-        default=None,
-        help="onnxruntime execution providers (default: CUDA if present)",
-    )
+    add_providers_option(parser)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT's)")
     args = parser.parse_args(list(argv) if argv is not None else [])
     from skimage import data

@@ -33,14 +33,19 @@ if __package__ in (None, ""):
 
 import onnxruntime as ort  # noqa: E402
 
-from bench.stack import median  # noqa: E402
+from bench.bench_models import (  # noqa: E402
+    add_providers_option,
+    detector_batch,
+    iris_batch,
+    landmarks_batch,
+    mask_batch,
+)
+from bench.stack import load_average, median, ms_since  # noqa: E402
 from shared.capture import CaptureLimits, decode_frames, parse_capture  # noqa: E402
 from shared.proto import liveness_pb2 as pb  # noqa: E402
 from shared.sample import build_capture  # noqa: E402
-from worker.pipeline import detect, eyes, landmarks, mask, pad  # noqa: E402
-from worker.pipeline.detect import FaceBox  # noqa: E402
-from worker.pipeline.geometry import Frame, crop_box, letterbox, to_nchw, warp_rect  # noqa: E402
-from worker.pipeline.landmarks import FaceLandmarks  # noqa: E402
+from worker.pipeline import detect, landmarks, pad  # noqa: E402
+from worker.pipeline.geometry import Frame  # noqa: E402
 from worker.pipeline.run import Pipeline, PipelineContext  # noqa: E402
 
 Batch = npt.NDArray[np.float32]
@@ -88,10 +93,7 @@ class RawStep:
 
 
 def shifted(image: Frame, n: int) -> list[Frame]:
-    """n frames of one image, shifted a few pixels each (as ``tests.helpers.moving`` does).
-
-    Not imported from ``tests``: tf2onnx installs a top-level ``tests`` package too.
-    """
+    """n frames of one image, shifted by up to a pixel each, so that no two are identical."""
     height, width = image.shape[:2]
     frames = []
     for i in range(n):
@@ -125,49 +127,6 @@ def context() -> PipelineContext:
     return PipelineContext.fresh()
 
 
-def _detector_batch(frames: Sequence[Frame]) -> Batch:
-    images = [letterbox(frame, detect.INPUT_SIZE)[0] for frame in frames]
-    return to_nchw(images, scale=1 / 127.5, offset=-1.0)
-
-
-def _landmarks_batch(frames: Sequence[Frame], boxes: Sequence[FaceBox]) -> Batch:
-    crops = [
-        warp_rect(frame, landmarks.face_roi(box), landmarks.INPUT_SIZE)
-        for frame, box in zip(frames, boxes, strict=True)
-    ]
-    return to_nchw(crops, scale=1 / 255, offset=0.0)
-
-
-def _iris_batch(frames: Sequence[Frame], meshes: Sequence[FaceLandmarks]) -> Batch:
-    crops = [
-        warp_rect(frame, roi, eyes.INPUT_SIZE, flip=flip)
-        for frame, mesh in zip(frames, meshes, strict=True)
-        for roi, flip in zip(eyes.eye_rois(mesh.points), (False, True), strict=True)
-    ]
-    return to_nchw(crops, scale=1 / 255, offset=0.0)
-
-
-def _mask_batch(frames: Sequence[Frame], boxes: Sequence[FaceBox]) -> Batch:
-    size = mask.INPUT_SIZE
-    crops = [
-        crop_box(frame, box.x0, box.y0, box.x1, box.y1, size, size, clip=True)
-        for frame, box in zip(frames, boxes, strict=True)
-    ]
-    return np.stack(crops).astype(np.float32) / 127.5 - 1.0
-
-
-def _pad_batch(frames: Sequence[Frame], boxes: Sequence[FaceBox]) -> Batch:
-    crops = []
-    for frame, box in zip(frames, boxes, strict=True):
-        half = pad.CROP_SCALE * max(box.width, box.height) / 2
-        cx, cy = box.center
-        size = pad.INPUT_SIZE
-        crops.append(
-            crop_box(frame, cx - half, cy - half, cx + half, cy + half, size, size, clip=False)
-        )
-    return to_nchw(crops, scale=1 / 128, offset=-127 / 128)
-
-
 def _session_call(session: ort.InferenceSession, outputs: list[str]) -> Callable[[Batch], object]:
     input_name = session.get_inputs()[0].name
 
@@ -191,21 +150,17 @@ def raw_steps(pipeline: Pipeline, case: Case, pad_frame: int | None) -> list[Raw
         name, outputs = MODEL_STAGES[stage]
         return RawStep(stage, images, prep, _session_call(getattr(models, name), outputs))
 
-    steps = [step("detect", len(frames), lambda: _detector_batch(frames))]
+    steps = [step("detect", len(frames), lambda: detector_batch(frames))]
     if idx:
         steps += [
-            step("landmarks", len(sub), lambda: _landmarks_batch(sub, boxes)),
-            step("eyes", 2 * len(sub), lambda: _iris_batch(sub, meshes)),
-            step("mask", len(sub), lambda: _mask_batch(sub, boxes)),
+            step("landmarks", len(sub), lambda: landmarks_batch(sub, boxes)),
+            step("eyes", 2 * len(sub), lambda: iris_batch(sub, meshes)),
+            step("mask", len(sub), lambda: mask_batch(sub, boxes)),
         ]
     if pad_frame is not None:
         frame, box = frames[pad_frame], found[pad_frame][0]
-        steps.append(step("pad", 1, lambda: _pad_batch([frame], [box])))
+        steps.append(step("pad", 1, lambda: pad.pad_batch([frame], [box])))
     return steps
-
-
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
 
 
 def bench_case(pipeline: Pipeline, case: Case, runs: int) -> None:
@@ -228,10 +183,10 @@ def bench_case(pipeline: Pipeline, case: Case, runs: int) -> None:
         for s in steps:
             start = time.perf_counter()
             s.prep()
-            prep_ms[s.stage].append(_ms(start))
+            prep_ms[s.stage].append(ms_since(start))
             start = time.perf_counter()
             s.run(batches[s.stage])
-            raw_ms[s.stage].append(_ms(start))
+            raw_ms[s.stage].append(ms_since(start))
             total += raw_ms[s.stage][-1]
         raw_total.append(total)
 
@@ -271,21 +226,11 @@ def bench_case(pipeline: Pipeline, case: Case, runs: int) -> None:
     )
 
 
-def _load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse options (none when run by ``python -m bench``) and print one table per capture."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=7, help="timed rounds per capture (>= 7)")
-    parser.add_argument(
-        "--providers",
-        nargs="+",
-        default=None,
-        help="onnxruntime execution providers (default: CUDA if present)",
-    )
+    add_providers_option(parser)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: ORT's)")
     args = parser.parse_args(list(argv) if argv is not None else [])
     runs = max(7, args.runs)
@@ -293,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"onnxruntime {ort.__version__}, providers {', '.join(pipeline.models.providers)}, "
         f"{os.cpu_count()} CPUs, intra-op threads {args.threads or 'ORT default'}, "
-        f"load average {_load()} (1/5/15 min)\n"
+        f"load average {load_average()} (1/5/15 min)\n"
         "Timings are wall clock on a shared machine: other load inflates pipeline and raw alike,"
         " and pipe/raw is steadier than either.\n"
         "ms/frame = ms/job / frames in the capture; images = batch size of the direct call; "
@@ -302,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     for case in cases():
         bench_case(pipeline, case, runs)
-    print(f"\nload average at the end {_load()}")
+    print(f"\nload average at the end {load_average()}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ import redis
 import requests
 
 from bench.bare_celery import DONE
-from bench.stack import median, pct, stack
+from bench.stack import Stack, median, pct, stack
 from shared.devstack import ROOT, start_api, start_worker, wait_until
+from shared.settings import Settings
 from tests.helpers import no_face_capture
 
 SEQUENTIAL = 50
@@ -25,11 +26,11 @@ THROUGHPUT = 400
 CLIENTS = 8
 
 
-def bare(settings: object, logs: object) -> tuple[list[float], float]:
+def bare(settings: Settings) -> tuple[list[float], float]:
     """Sequential round-trip latencies and throughput of a bare Celery no-op."""
     from bench.bare_celery import app
 
-    broker, client_url = settings.broker_url, settings.redis_client_url  # type: ignore[attr-defined]
+    broker, client_url = settings.broker_url, settings.redis_client_url
     env = {**os.environ, "BARE_BROKER_URL": broker, "BARE_REDIS_URL": client_url}
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.bare_celery", "worker", "--concurrency", "2",
@@ -60,12 +61,11 @@ def bare(settings: object, logs: object) -> tuple[list[float], float]:
         proc.wait()
 
 
-def antihack(st: object) -> tuple[list[float], float]:
-    settings = st.settings.replace(bench_noop_pipeline=True)  # type: ignore[attr-defined]
-    headers = st.headers  # type: ignore[attr-defined]
-    logs = st.logs  # type: ignore[attr-defined]
-    worker = start_worker(settings, logs / "worker.log", concurrency=2)
-    api, base = start_api(settings, logs / "api.log")
+def antihack(st: Stack) -> tuple[list[float], float]:
+    """Sequential round-trip latencies and throughput of antihack with a no-op pipeline."""
+    settings, headers = st.settings.replace(bench_noop_pipeline=True), st.headers
+    worker = start_worker(settings, st.logs / "worker.log", concurrency=2)
+    api, base = start_api(settings, st.logs / "api.log")
     http = requests.Session()
     payload = no_face_capture()
     files = {"liveness_data_file": ("c.pb", payload)}
@@ -102,7 +102,7 @@ def antihack(st: object) -> tuple[list[float], float]:
 
 def main() -> None:
     with stack() as st:
-        b_lat, b_rate = bare(st.settings, st.logs)
+        b_lat, b_rate = bare(st.settings)
         a_lat, a_rate = antihack(st)
     print(f"{'':<28} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s':>8}")
     for name, lat, rate in (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,3 +86,14 @@ def pct(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def ms_since(start: float) -> float:
+    """Milliseconds since ``start``, a ``time.perf_counter()`` reading."""
+    return (time.perf_counter() - start) * 1000
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, for a benchmark's header and footer."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
