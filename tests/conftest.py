@@ -172,3 +172,17 @@ def start_api(base_settings: Settings, tmp_path: Path) -> Iterator[Callable[...,
     yield start
     for p in procs:
         p.stop()
+
+
+@pytest.fixture
+def start_beat(tmp_path: Path) -> Iterator[Callable[[Settings], Proc]]:
+    procs: list[Proc] = []
+
+    def start(settings: Settings) -> Proc:
+        proc = Proc(settings, "beat", log=tmp_path / f"beat{len(procs)}.log")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        p.stop()

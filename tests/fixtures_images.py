@@ -61,6 +61,16 @@ def darkened(image: Image, gain: float = 0.2) -> Image:
     return np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
 
+def printed(image: Image) -> Image:
+    """Simulate a print: washed-out colour, low contrast and paper/sensor noise."""
+    f = image.astype(np.float32)
+    grey = f.mean(axis=2, keepdims=True)
+    f = 128 + 0.6 * (grey + 0.5 * (f - grey) - 128)
+    f += np.random.default_rng(0).normal(0, 6, f.shape)
+    clipped: NDArray[np.float32] = np.clip(f, 0, 255)
+    return clipped.astype(np.uint8)
+
+
 def resized(image: Image, side: int) -> Image:
     """Downscaled to ``side`` x ``side`` (the face shrinks with it)."""
     return np.asarray(cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA), dtype=np.uint8)

@@ -1,19 +1,30 @@
-"""Captures for service tests (built as ``antihack make-sample`` builds them) and the database
-readings the tests assert on."""
+"""Captures for service tests (built as ``antihack make-sample`` builds them), the requests and
+rows that make jobs, and the database readings the tests assert on."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import requests
 from sqlalchemy import func, select
 
+from shared import devstack
 from shared.db import transaction
+from shared.devstack import Proc, wait_until
+from shared.jobs import Submission, create_job
 from shared.models import ApiKey, Job, JobResult
 from shared.quota import used
 from shared.sample import build_capture
+from shared.settings import Settings
+from tests.conftest import Key
 from tests.fixtures_images import astronaut, coffee, jittered
 
 
@@ -37,6 +48,74 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def png_with_header(
+    width: int, height: int, idat: bytes, bit_depth: int = 8, colour_type: int = 2
+) -> bytes:
+    """A PNG whose IHDR declares ``width`` x ``height`` (8-bit RGB unless told), with the given
+    IDAT stream."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def submit(
+    base: str,
+    key: Key,
+    payload: bytes,
+    path: str = "/v1/jobs",
+    headers: dict[str, str] | None = None,
+    **data: str,
+) -> requests.Response:
+    """POST a capture to a running API as ``key``; ``data`` are the other form fields."""
+    return requests.post(
+        base + path,
+        files={"liveness_data_file": ("c.pb", payload)},
+        data=data,
+        headers={**key.headers, **(headers or {})},
+        timeout=120,
+    )
+
+
+def new_jobs(sessions: Any, api_id: str, count: int = 1) -> list[str]:
+    """``count`` jobs of a faceless capture, created as the API creates them (never published)."""
+    with transaction(sessions) as s:
+        api_key = s.get(ApiKey, api_id)
+        assert api_key is not None
+        ids = []
+        for _ in range(count):
+            job, created = create_job(
+                s, api_key, Submission(payload=no_face_capture(), source="file")
+            )
+            assert created
+            ids.append(job.id)
+        return ids
+
+
+def wait_running(sessions: Any, job_id: str) -> None:
+    def running() -> bool:
+        with transaction(sessions) as s:
+            job = s.get(Job, job_id)
+            return job is not None and job.status == "RUNNING"
+
+    wait_until(running, 60, "the job to start", interval=0.01)
+
+
+def job_count(sessions: Any, api_id: str) -> int:
+    """How many jobs the key has."""
+    with transaction(sessions) as s:
+        n = s.scalar(select(func.count()).select_from(Job).where(Job.api_key_id == api_id))
+        return int(n or 0)
+
+
 def job_states(sessions: Any, ids: list[str]) -> dict[str, tuple[str, int, int]]:
     """Job id → (status, attempts, result rows)."""
     with transaction(sessions) as s:
@@ -55,3 +134,18 @@ def quota_used(sessions: Any, api_id: str) -> int:
         api_key = s.get(ApiKey, api_id)
         assert api_key is not None
         return used(s, api_key)
+
+
+@contextlib.contextmanager
+def running_stack(settings: Settings, logs: Path) -> Iterator[str]:
+    """A worker, beat and API on ``settings`` (logs under ``logs``); yields the API's URL."""
+    worker = devstack.start_worker(settings, logs / "worker.log", concurrency=2)
+    beat = Proc(settings, "beat", log=logs / "beat.log")
+    api = None
+    try:
+        api, base = devstack.start_api(settings, logs / "api.log")
+        yield base
+    finally:
+        for proc in (api, beat, worker):
+            if proc is not None:
+                proc.stop()

@@ -61,12 +61,12 @@ from shared.db import transaction
 from shared.devstack import ROOT, start_api, wait_until
 from shared.errors import HTTP_CODES
 from shared.keys import KeyOptions, create_key
-from shared.models import ApiKey, Image, Job
+from shared.models import ApiKey, Image
 from shared.proto import liveness_pb2 as pb
 from shared.secrets import check_secret, hash_secret
 from shared.settings import MiB, Settings
 from tests.conftest import Key, create_test_app
-from tests.helpers import no_face_capture, png_bytes, small_coffee
+from tests.helpers import job_count, no_face_capture, png_bytes, png_with_header, small_coffee
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -174,13 +174,6 @@ def assert_seed_error(resp: Any, codes: tuple[int, ...] = (400,), status: str = 
     assert re.fullmatch(r"TID[0-9a-f]{32}", body["request_id"]), body
     if status:
         assert body["status"] == status, body
-
-
-def jobs_of(sessions: Any, api_id: str) -> int:
-    with transaction(sessions) as s:
-        return int(
-            s.scalar(select(func.count()).select_from(Job).where(Job.api_key_id == api_id)) or 0
-        )
 
 
 def images_of(sessions: Any, api_id: str) -> int:
@@ -321,14 +314,14 @@ def test_random_multipart_bodies_get_a_seed_error_in_bounded_memory(
     # Straight into the WSGI environ: the test client refuses CR/LF in header values, a server
     # in front might not.
     environ = {"CONTENT_TYPE": content_type}
-    jobs, images = jobs_of(sessions, fuzz_key.api_id), images_of(sessions, fuzz_key.api_id)
+    jobs, images = job_count(sessions, fuzz_key.api_id), images_of(sessions, fuzz_key.api_id)
 
     resp, peak, _ = traced(
         lambda: client.post(path, data=body, headers=headers, environ_overrides=environ)
     )
 
     assert_seed_error(resp, (400, 413))
-    assert jobs_of(sessions, fuzz_key.api_id) == jobs
+    assert job_count(sessions, fuzz_key.api_id) == jobs
     assert images_of(sessions, fuzz_key.api_id) == images
     # The request, its parsed form and the reply: a few copies of the body plus a fixed cost.
     assert peak < 4 * len(body) + 2 * MiB, (peak, len(body))
@@ -359,15 +352,10 @@ def test_large_random_parts_are_refused_in_bounded_memory(
     assert_seed_error(resp, (400, 413), "INVALID_ARGUMENT")
     assert peak < 4 * size, (what, peak / MiB)
     assert seconds < 10
-    assert jobs_of(sessions, fuzz_key.api_id) == 0
+    assert job_count(sessions, fuzz_key.api_id) == 0
 
 
 # --- 3. hostile images and captures ------------------------------------------------------------
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
 @functools.cache
@@ -377,13 +365,7 @@ def png_bomb(width: int, height: int) -> bytes:
     row = b"\x00" * (1 + (width + 7) // 8)
     packer = zlib.compressobj(9)
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
+    return png_with_header(width, height, idat, bit_depth=1, colour_type=0)
 
 
 @functools.cache
@@ -505,7 +487,7 @@ def test_hostile_captures_are_refused_quickly_in_bounded_memory(
     # The body itself is held a few times (test client, form parser, the read); nothing
     # proportional to what the capture claims.
     assert seconds < 3 and grew < 4 * len(payload) + 64 * MiB, (seconds, grew / MiB)
-    assert jobs_of(sessions, fuzz_key.api_id) == 0
+    assert job_count(sessions, fuzz_key.api_id) == 0
 
 
 # --- 3b. header injection and path traversal (test client) ------------------------------------
@@ -556,7 +538,7 @@ def test_crlf_in_headers_and_fields_is_refused_and_never_reflected(
     assert_seed_error(admin, (400,), "INVALID_ARGUMENT")
     for resp in (idem, api_id, callback, admin):
         assert_not_reflected(resp)
-    assert jobs_of(sessions, fuzz_key.api_id) == 0
+    assert job_count(sessions, fuzz_key.api_id) == 0
 
 
 TRAVERSAL_NAMES = (
@@ -588,7 +570,6 @@ def test_uploaded_file_names_never_reach_the_disk(
     passwd_before = passwd.read_bytes() if passwd.exists() else b""
     client = module_app.test_client()
     capture, image = no_face_capture(), png_bytes(small_coffee())
-    accepted = 0
     for template in TRAVERSAL_NAMES:
         name = template.format(marker=marker)
         for path, field, payload in (
@@ -603,8 +584,6 @@ def test_uploaded_file_names_never_reach_the_disk(
             )
             assert resp.status_code in (200, 202), resp.get_json()
             assert marker not in resp.get_data(as_text=True)
-            accepted += 1
-    assert accepted == 2 * len(TRAVERSAL_NAMES)
     roots = [ROOT, base_settings.data_path.parent, Path(tempfile.gettempdir())]
     assert find_files(marker, roots) == []
     assert (passwd.read_bytes() if passwd.exists() else b"") == passwd_before
@@ -728,7 +707,7 @@ def test_slow_uploads_do_not_hold_the_server(
         assert b'"status":"INVALID_ARGUMENT"' in answers[name]
     for name in ("stalled0", "stalled1"):  # answered 400 at the deadline, or just closed
         assert answers[name] == b"" or answers[name].startswith(b"HTTP/1.1 400"), answers[name]
-    assert jobs_of(sessions, slow_key.api_id) == 0
+    assert job_count(sessions, slow_key.api_id) == 0
 
 
 def test_more_stalled_uploads_than_threads_only_delay_the_server_until_the_deadline(
@@ -754,7 +733,7 @@ def test_more_stalled_uploads_than_threads_only_delay_the_server_until_the_deadl
     finally:
         for sock in socks:
             sock.close()
-    assert jobs_of(sessions, key.api_id) == 0
+    assert job_count(sessions, key.api_id) == 0
 
 
 @pytest.mark.parametrize(
@@ -785,7 +764,7 @@ def test_raw_crlf_header_injection_on_the_real_server(
     assert re.match(rb"HTTP/1\.[01] 4\d\d ", status_line), answer[:300]
     headers = rest.split(b"\r\n\r\n", 1)[0]
     assert INJECTED.lower().encode() not in headers.lower(), headers
-    assert jobs_of(sessions, key.api_id) == 0
+    assert job_count(sessions, key.api_id) == 0
 
 
 # --- 5. secrets never reach the logs, and are not stored in plain text -------------------------

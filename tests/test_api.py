@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from shared.db import transaction
 from shared.models import Job, JobInput
 from tests.conftest import Key, create_test_app
-from tests.helpers import no_face_capture, png_bytes, small_coffee
+from tests.helpers import job_count, no_face_capture, png_bytes, small_coffee
 
 SEED = "/face/liveness_anti_hack"
 
@@ -39,11 +39,6 @@ def assert_error(resp: Any, code: int, status: str, reason_part: str = "") -> No
     assert body["status"] == status
     assert body["request_id"].startswith("TID") and len(body["request_id"]) == 35
     assert reason_part.lower() in body["reason"].lower()
-
-
-def job_count(sessions: Any, key: Key) -> int:
-    with transaction(sessions) as s:
-        return s.query(Job).filter(Job.api_key_id == key.api_id).count()
 
 
 @pytest.mark.parametrize(
@@ -123,7 +118,7 @@ def test_empty_or_garbage_capture_is_400_and_no_job(
     assert_error(
         post(client, key, {"liveness_data_file": upload(payload)}), 400, "INVALID_ARGUMENT"
     )
-    assert job_count(sessions, key) == 0
+    assert job_count(sessions, key.api_id) == 0
 
 
 def test_oversized_body_is_413(base_settings: Any, key: Key) -> None:

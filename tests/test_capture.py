@@ -37,32 +37,11 @@ from shared.proto import generate
 from shared.proto import liveness_pb2 as pb
 from shared.sample import build_capture, encode_jpeg
 from tests.fixtures_images import astronaut, jittered, resized
+from tests.helpers import png_bytes, png_with_header
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = CaptureLimits()
 SECRET = b"sdk-secret-for-tests"
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    assert ok
-    return buf.tobytes()
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-
-def png_with_header(width: int, height: int, idat: bytes) -> bytes:
-    """A PNG whose IHDR declares ``width`` x ``height`` RGB, with the given IDAT stream."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", idat)
-        + png_chunk(b"IEND", b"")
-    )
 
 
 def capture_with_images(*images: bytes) -> bytes:

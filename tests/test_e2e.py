@@ -18,14 +18,13 @@ import requests
 from sqlalchemy import func, select
 
 from shared.db import transaction
-from shared.devstack import ROOT, Proc, wait_until
-from shared.jobs import Submission, create_job
-from shared.models import ApiKey, Job, JobResult
+from shared.devstack import ROOT, wait_until
+from shared.models import Job, JobResult
 from shared.queues import SWEEP_TASK
 from shared.sample import build_capture
 from shared.settings import Settings
 from tests.conftest import Key
-from tests.helpers import face_capture, no_face_capture
+from tests.helpers import face_capture, new_jobs, no_face_capture, submit, wait_running
 from worker.celery_app import make_celery
 
 SEED_EXTRA = {
@@ -33,18 +32,6 @@ SEED_EXTRA = {
     "face_too_small", "image_too_small", "masked", "face_quality_low", "face_quality_score",
     "is_live", "live_proba", "eye_closed", "eye_score",
 }  # fmt: skip
-
-
-def submit(
-    base: str, key: Key, payload: bytes, path: str = "/v1/jobs", **data: str
-) -> requests.Response:
-    return requests.post(
-        base + path,
-        files={"liveness_data_file": ("c.pb", payload)},
-        data=data,
-        headers=key.headers,
-        timeout=120,
-    )
 
 
 def poll(base: str, key: Key, request_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -92,42 +79,29 @@ def test_kill_9_worker_mid_job_finishes_once(
     base_settings: Settings,
     start_worker: Any,
     start_api: Any,
+    start_beat: Any,
     key: Key,
     sessions: Any,
-    tmp_path: Path,
 ) -> None:
     settings = base_settings.replace(task_time_limit_s=15)
     worker = start_worker(settings, concurrency=1)
-    beat = Proc(settings, "beat", log=tmp_path / "beat.log")
-    try:
-        base = start_api(settings)
-        rid = submit(base, key, face_capture(frames=4), return_extra="1").json()["request_id"]
-
-        def running() -> bool:
-            with transaction(sessions) as s:
-                job = s.get(Job, rid)
-                return job is not None and job.status == "RUNNING"
-
-        wait_until(running, 60, "the job to start", interval=0.01)
-        worker.kill9()
-        start_worker(settings, concurrency=1)
-        job = poll(base, key, rid, timeout=120)
-        assert job["status"] == "SUCCEEDED", job
-        assert job["attempts"] == 2
-        assert results_for(sessions, rid) == 1
-    finally:
-        beat.stop()
+    start_beat(settings)
+    base = start_api(settings)
+    rid = submit(base, key, face_capture(frames=4), return_extra="1").json()["request_id"]
+    wait_running(sessions, rid)
+    worker.kill9()
+    start_worker(settings, concurrency=1)
+    job = poll(base, key, rid, timeout=120)
+    assert job["status"] == "SUCCEEDED", job
+    assert job["attempts"] == 2
+    assert results_for(sessions, rid) == 1
 
 
 def test_lost_publish_is_run_by_the_sweeper(
     base_settings: Settings, start_worker: Any, key: Key, sessions: Any
 ) -> None:
     start_worker()
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        assert api_key is not None
-        job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))
-        job_id = job.id
+    [job_id] = new_jobs(sessions, key.api_id)
     # Committed, never published: only the sweeper can find it, once older than queued_stale_s.
     time.sleep(base_settings.queued_stale_s + 0.5)
     app = make_celery(base_settings)

@@ -17,7 +17,6 @@ import pytest
 
 from models import MANIFEST_NAME, default_model_dir
 from tests import fixtures_images as fx
-from tests.test_model_stages import printed
 from worker.pipeline.detect import FaceBox, detect_faces
 from worker.pipeline.models import ModelSet, load_session, verify_models
 from worker.pipeline.pad import pad_scores
@@ -51,7 +50,7 @@ def frames() -> dict[str, fx.Image]:
         "real": real,
         "blurred": fx.blurred(real, 4.0),
         "darkened": fx.darkened(real, 0.25),
-        "printed": printed(real),
+        "printed": fx.printed(real),
         "mirrored": np.ascontiguousarray(real[:, ::-1]),
         "jittered": fx.jittered(real, 2)[1],
         "grey": grey,

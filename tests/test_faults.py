@@ -19,28 +19,27 @@ import pytest
 import redis
 import requests
 import sqlalchemy as sa
-from sqlalchemy import func, select
 
 from shared.db import transaction
-from shared.devstack import Proc, free_port, start_api, wait_until
+from shared.devstack import free_port, start_api, wait_until
 from shared.embedded import redis_server_binary
 from shared.models import Image, Job, JobInput, utcnow
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK
 from shared.settings import Settings
 from tests.conftest import Key
-from tests.helpers import face_capture, job_states, no_face_capture, quota_used
+from tests.helpers import (
+    face_capture,
+    job_count,
+    job_states,
+    new_jobs,
+    no_face_capture,
+    quota_used,
+    submit,
+    wait_running,
+)
 from worker.celery_app import make_celery
 
 FINAL = ("SUCCEEDED", "FAILED")
-
-
-def submit(base: str, key: Key, payload: bytes) -> requests.Response:
-    return requests.post(
-        base + "/v1/jobs",
-        files={"liveness_data_file": ("c.pb", payload)},
-        headers=key.headers,
-        timeout=60,
-    )
 
 
 def wait_all_final(
@@ -51,29 +50,6 @@ def wait_all_final(
         return now if len(now) == len(ids) and all(v[0] in FINAL for v in now.values()) else None
 
     return wait_until(done, timeout, f"{len(ids)} jobs to finish", interval=0.5)  # type: ignore[no-any-return]
-
-
-def wait_running(sessions: Any, job_id: str) -> None:
-    def running() -> bool:
-        with transaction(sessions) as s:
-            job = s.get(Job, job_id)
-            return job is not None and job.status == "RUNNING"
-
-    wait_until(running, 60, "the job to start", interval=0.01)
-
-
-@pytest.fixture
-def beat(tmp_path: Path) -> Iterator[Callable[[Settings], Proc]]:
-    procs: list[Proc] = []
-
-    def start(settings: Settings) -> Proc:
-        proc = Proc(settings, "beat", log=tmp_path / f"beat{len(procs)}.log")
-        procs.append(proc)
-        return proc
-
-    yield start
-    for p in procs:
-        p.stop()
 
 
 def test_sigterm_lets_the_running_job_finish(
@@ -137,7 +113,7 @@ def test_redis_restart_during_a_burst_loses_no_job(
     base_settings: Settings,
     start_worker: Any,
     start_api: Any,
-    beat: Any,
+    start_beat: Any,
     make_key: Any,
     sessions: Any,
     own_redis: Any,
@@ -146,7 +122,7 @@ def test_redis_restart_during_a_burst_loses_no_job(
     key = make_key(quota=1000, quota_period="total")
     settings = base_settings.replace(redis_url=url, queued_stale_s=3, sweep_interval_s=1)
     start_worker(settings)
-    beat(settings)
+    start_beat(settings)
     base = start_api(settings)
     payload = no_face_capture()
     accepted: list[str] = []
@@ -178,25 +154,17 @@ def test_redis_restart_during_a_burst_loses_no_job(
 
 
 def test_killed_database_connections_lose_no_job(
-    base_settings: Settings, start_worker: Any, beat: Any, make_key: Any, sessions: Any
+    base_settings: Settings, start_worker: Any, start_beat: Any, make_key: Any, sessions: Any
 ) -> None:
     if not base_settings.effective_database_url.startswith("postgresql"):
         pytest.skip("pg_terminate_backend needs PostgreSQL (set ANTIHACK_TEST_DATABASE_URL)")
-    from shared.jobs import Submission, create_job
-    from shared.models import ApiKey
-
     settings = base_settings.replace(
         task_time_limit_s=5, lease_margin_s=2, queued_stale_s=3, sweep_interval_s=1
     )
     key = make_key(quota=1000, quota_period="total")
-    ids = []
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        for _ in range(30):
-            job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))  # type: ignore[arg-type]
-            ids.append(job.id)
+    ids = new_jobs(sessions, key.api_id, 30)
     start_worker(settings)
-    beat(settings)  # the sweeper publishes them (never published: queued_stale_s later)
+    start_beat(settings)  # the sweeper publishes them (never published: queued_stale_s later)
     dbname = sa.make_url(settings.effective_database_url).database
     killer = sa.create_engine(settings.effective_database_url, poolclass=sa.pool.NullPool)
     killed = 0
@@ -223,7 +191,7 @@ def test_a_poison_capture_fails_after_max_attempts(
     base_settings: Settings,
     start_worker: Any,
     start_api: Any,
-    beat: Any,
+    start_beat: Any,
     make_key: Any,
     sessions: Any,
 ) -> None:
@@ -238,7 +206,7 @@ def test_a_poison_capture_fails_after_max_attempts(
         max_attempts=2,
     )
     start_worker(settings, concurrency=1)
-    beat(settings)
+    start_beat(settings)
     base = start_api(settings)
     rid = submit(base, key, face_capture(frames=40)).json()["request_id"]
     status, attempts, results = wait_all_final(sessions, [rid], 120)[rid]
@@ -268,9 +236,7 @@ def test_api_killed_mid_upload_creates_nothing(
             proc.kill9()
     finally:
         proc.stop()
-    with transaction(sessions) as s:
-        n = s.scalar(select(func.count()).select_from(Job).where(Job.api_key_id == key.api_id))
-    assert n == 0
+    assert job_count(sessions, key.api_id) == 0
     again, base2 = start_api(base_settings, tmp_path / "api2.log")
     try:
         assert submit(base2, key, no_face_capture()).status_code == 202

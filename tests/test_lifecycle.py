@@ -14,18 +14,9 @@ from shared.migrate import check
 from shared.models import ApiKey, Job, JobResult
 from shared.settings import Settings
 from tests.conftest import Key
-from tests.helpers import no_face_capture
+from tests.helpers import new_jobs, no_face_capture
 
 LEASE = timedelta(seconds=60)
-
-
-def new_job(sessions: Any, key: Key) -> str:
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        assert api_key is not None
-        job, created = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))
-        assert created
-        return job.id
 
 
 def expire_lease(sessions: Any, job_id: str) -> None:
@@ -40,7 +31,7 @@ def test_models_and_migrations_agree(base_settings: Settings) -> None:
 
 
 def test_a_job_is_claimed_once(sessions: Any, key: Key) -> None:
-    job_id = new_job(sessions, key)
+    [job_id] = new_jobs(sessions, key.api_id)
     with transaction(sessions) as s:
         first = claim(s, job_id, LEASE, max_attempts=3)
     with transaction(sessions) as s:
@@ -50,7 +41,7 @@ def test_a_job_is_claimed_once(sessions: Any, key: Key) -> None:
 
 
 def test_a_late_attempt_cannot_overwrite_the_result(sessions: Any, key: Key) -> None:
-    job_id = new_job(sessions, key)
+    [job_id] = new_jobs(sessions, key.api_id)
     with transaction(sessions) as s:
         old = claim(s, job_id, LEASE, 3)
     expire_lease(sessions, job_id)
@@ -72,7 +63,7 @@ def test_a_late_attempt_cannot_overwrite_the_result(sessions: Any, key: Key) -> 
 def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(
     sessions: Any, key: Key
 ) -> None:
-    job_id = new_job(sessions, key)
+    [job_id] = new_jobs(sessions, key.api_id)
     for attempt in (1, 2, 3):
         with transaction(sessions) as s:
             owned = claim(s, job_id, LEASE, max_attempts=3)

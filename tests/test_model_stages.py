@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pytest
 from skimage import data
 
+from tests.fixtures_images import printed
 from worker.pipeline.detect import FaceBox, detect_faces
 from worker.pipeline.eyes import EAR_SPLIT, eye_states
 from worker.pipeline.landmarks import FaceLandmarks, face_landmarks
@@ -99,16 +100,6 @@ def eyes_painted_shut(image: Image, mesh: FaceLandmarks) -> Image:
         cv2.fillConvexPoly(out, cv2.convexHull(pts), tuple(int(c) for c in skin))
         cv2.polylines(out, [pts[:9]], False, (60, 45, 40), 1)
     return np.asarray(cv2.GaussianBlur(out, (0, 0), 0.8)).astype(np.uint8)
-
-
-def printed(image: Image) -> Image:
-    """Simulate a print: washed-out colour, low contrast and paper/sensor noise."""
-    f = image.astype(np.float32)
-    grey = f.mean(axis=2, keepdims=True)
-    f = 128 + 0.6 * (grey + 0.5 * (f - grey) - 128)
-    f += np.random.default_rng(0).normal(0, 6, f.shape)
-    clipped: npt.NDArray[np.float32] = np.clip(f, 0, 255)
-    return clipped.astype(np.uint8)
 
 
 def test_astronaut_has_one_face_around_her_face(astronaut_face: FaceBox) -> None:

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,13 +20,12 @@ import requests
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared import devstack
 from shared.db import transaction
-from shared.devstack import Proc, free_port, wait_until
+from shared.devstack import free_port, wait_until
 from shared.models import Job, WebhookAttempt, WebhookDelivery
 from shared.settings import Settings
 from tests.conftest import Key
-from tests.helpers import job_states, no_face_capture
+from tests.helpers import job_states, no_face_capture, running_stack
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 SCHEDULE = "0,1,1,2,2,3"  # six attempts over 9 s
@@ -137,17 +135,8 @@ def stack(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     settings = base_settings.replace(
         webhook_schedule_s=SCHEDULE, webhook_dispatch_interval_s=0.5, webhook_timeout_s=2
     )
-    logs: Path = tmp_path_factory.mktemp("outage")
-    worker = devstack.start_worker(settings, logs / "worker.log", concurrency=2)
-    beat = Proc(settings, "beat", log=logs / "beat.log")
-    api = None
-    try:
-        api, base = devstack.start_api(settings, logs / "api.log")
+    with running_stack(settings, tmp_path_factory.mktemp("outage")) as base:
         yield Stack(base)
-    finally:
-        for proc in (api, beat, worker):
-            if proc is not None:
-                proc.stop()
 
 
 def deliveries_of(sessions: Any, job_ids: list[str]) -> dict[str, list[tuple[str, str, int]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,38 +12,20 @@ from typing import Any
 
 import pytest
 import redis
-import requests
 from click.testing import CliRunner
 from flask import Flask
-from sqlalchemy import func, select
 
 from shared.cli import main
 from shared.db import transaction
 from shared.devstack import free_port
-from shared.jobs import Submission, claim, create_job, error_body, finish
+from shared.jobs import claim, error_body, finish
 from shared.models import ApiKey, Job
 from shared.quota import charge, refund
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
-from tests.conftest import Key
-from tests.helpers import no_face_capture, quota_used
+from tests.helpers import job_count, new_jobs, no_face_capture, quota_used, submit
 
 LEASE = timedelta(seconds=60)
-
-
-def post_job(base: str, key: Key, payload: bytes, **headers: str) -> requests.Response:
-    return requests.post(
-        base + "/v1/jobs",
-        files={"liveness_data_file": ("c.pb", payload)},
-        headers={**key.headers, **headers},
-        timeout=60,
-    )
-
-
-def job_count(sessions: Any, key: Key) -> int:
-    with transaction(sessions) as s:
-        n = s.scalar(select(func.count()).select_from(Job).where(Job.api_key_id == key.api_id))
-        return int(n or 0)
 
 
 def test_500_concurrent_submissions_against_a_quota_of_100(
@@ -52,12 +35,12 @@ def test_500_concurrent_submissions_against_a_quota_of_100(
     base = start_api()
     payload = no_face_capture()
     with ThreadPoolExecutor(32) as pool:
-        answers = list(pool.map(lambda _: post_job(base, key, payload), range(500)))
+        answers = list(pool.map(lambda _: submit(base, key, payload), range(500)))
     codes = [r.status_code for r in answers]
     assert codes.count(202) == 100 and codes.count(403) == 400
     assert {r.json()["status"] for r in answers if r.status_code == 403} == {"OUT_OF_QUOTA"}
     assert quota_used(sessions, key.api_id) == 100
-    assert job_count(sessions, key) == 100
+    assert job_count(sessions, key.api_id) == 100
 
 
 def test_periods_roll_over_at_utc_midnight(make_key: Any, sessions: Any) -> None:
@@ -78,10 +61,7 @@ def test_periods_roll_over_at_utc_midnight(make_key: Any, sessions: Any) -> None
 
 def test_refund_exactly_once_under_retry(make_key: Any, sessions: Any) -> None:
     key = make_key(quota=10, quota_period="total")
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))  # type: ignore[arg-type]
-        job_id = job.id
+    [job_id] = new_jobs(sessions, key.api_id)
     assert quota_used(sessions, key.api_id) == 1
     with transaction(sessions) as s:
         first = claim(s, job_id, LEASE, 3)
@@ -120,7 +100,7 @@ def test_rate_limit_answers_403_with_headers(start_api: Any, make_key: Any) -> N
     key = make_key(rate=0.5, burst=2)
     base = start_api()
     payload = no_face_capture()
-    answers = [post_job(base, key, payload) for _ in range(3)]
+    answers = [submit(base, key, payload) for _ in range(3)]
     assert [r.status_code for r in answers] == [202, 202, 403]
     for r in answers:
         assert r.headers["RateLimit-Policy"] == '"default";q=2;w=4'
@@ -142,7 +122,7 @@ def test_redis_unreachable_fails_open_or_closed(
     key = make_key(rate=100, burst=10)
     resp = app.test_client().post(
         "/v1/jobs",
-        data={"liveness_data_file": (__import__("io").BytesIO(no_face_capture()), "c.pb")},
+        data={"liveness_data_file": (io.BytesIO(no_face_capture()), "c.pb")},
         headers=key.headers,
         content_type="multipart/form-data",
     )
@@ -157,35 +137,27 @@ def test_idempotency_replay_conflict_and_concurrent_duplicates(
     key = make_key(quota=50, quota_period="total")
     base = start_api()
     payload = no_face_capture()
-    first = post_job(base, key, payload, **{"Idempotency-Key": "order-1"})
-    again = post_job(base, key, payload, **{"Idempotency-Key": "order-1"})
+    first = submit(base, key, payload, headers={"Idempotency-Key": "order-1"})
+    again = submit(base, key, payload, headers={"Idempotency-Key": "order-1"})
     assert first.status_code == again.status_code == 202
     assert first.json()["request_id"] == again.json()["request_id"]
     assert quota_used(sessions, key.api_id) == 1  # the replay was not charged
-    conflict = post_job(base, key, no_face_capture(), **{"Idempotency-Key": "order-1"})
+    conflict = submit(base, key, no_face_capture(), headers={"Idempotency-Key": "order-1"})
     assert conflict.status_code == 422 and conflict.json()["status"] == "INVALID_ARGUMENT"
 
     with ThreadPoolExecutor(16) as pool:
-        dupes = list(
-            pool.map(
-                lambda _: post_job(base, key, payload, **{"Idempotency-Key": "order-2"}), range(16)
-            )
-        )
+        order_2 = {"Idempotency-Key": "order-2"}
+        dupes = list(pool.map(lambda _: submit(base, key, payload, headers=order_2), range(16)))
     assert {r.status_code for r in dupes} == {202}
     assert len({r.json()["request_id"] for r in dupes}) == 1
-    assert job_count(sessions, key) == 2 and quota_used(sessions, key.api_id) == 2
+    assert job_count(sessions, key.api_id) == 2 and quota_used(sessions, key.api_id) == 2
 
 
 def test_usage_numbers_equal_what_was_submitted(
     client: Any, make_key: Any, sessions: Any, base_settings: Settings
 ) -> None:
     key = make_key(quota=10, quota_period="month")
-    ids = []
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        for _ in range(3):
-            job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))  # type: ignore[arg-type]
-            ids.append(job.id)
+    ids = new_jobs(sessions, key.api_id, 3)
     outcomes = [
         {"status": "OK", "score": 0.1},
         {"status": "DETETION_FAILED", "reason": "x"},

@@ -20,15 +20,15 @@ import requests
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
-from shared import devstack, webhooks
+from shared import webhooks
 from shared.db import transaction
-from shared.devstack import ROOT, Proc, wait_until
-from shared.jobs import Submission, claim, create_job, finish
+from shared.devstack import ROOT, wait_until
+from shared.jobs import claim, finish
 from shared.keys import _new_secrets
 from shared.models import ApiKey, WebhookAttempt, WebhookDelivery, utcnow
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from tests.conftest import Key, create_test_app
-from tests.helpers import no_face_capture
+from tests.helpers import new_jobs, no_face_capture, running_stack
 from worker.webhook_tasks import attempt
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -140,17 +140,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(wh_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    logs = tmp_path_factory.mktemp("webhook-stack")
-    worker = devstack.start_worker(wh_settings, logs / "worker.log", concurrency=2)
-    beat = Proc(wh_settings, "beat", log=logs / "beat.log")
-    api = None
-    try:
-        api, base = devstack.start_api(wh_settings, logs / "api.log")
+    with running_stack(wh_settings, tmp_path_factory.mktemp("webhook-stack")) as base:
         yield Stack(base, wh_settings)
-    finally:
-        for proc in (api, beat, worker):
-            if proc is not None:
-                proc.stop()
 
 
 def verify(secret: str, call: dict[str, Any]) -> Any:
@@ -399,11 +390,7 @@ def test_a_name_that_does_not_resolve_yet_is_accepted_and_checked_at_send_time(
 def delivery_for_new_job(sessions: Any, key: Key) -> str:
     """Finish a job as a worker would; its delivery is pushed an hour out, so the running
     dispatcher leaves it to the test."""
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        assert api_key is not None
-        job, _ = create_job(s, api_key, Submission(payload=no_face_capture(), source="file"))
-        job_id = job.id
+    [job_id] = new_jobs(sessions, key.api_id)
     with transaction(sessions) as s:
         owned = claim(s, job_id, timedelta(seconds=60), 3)
         assert owned is not None
@@ -505,3 +492,12 @@ def test_our_secrets_and_signatures_are_what_standardwebhooks_expects() -> None:
 )
 def test_retry_after_is_read_as_seconds_or_a_date(header: str | None, expected: float) -> None:
     assert webhooks.retry_after_seconds(header, utcnow()) == expected
+
+
+@pytest.mark.parametrize("schedule", ["x", "", "5,-1"])
+def test_a_bad_retry_schedule_is_refused_at_start(schedule: str) -> None:
+    """Refused when the settings are made (every process), not after a webhook's first POST."""
+    with pytest.raises(SettingsError, match="ANTIHACK_WEBHOOK_SCHEDULE_S"):
+        Settings().replace(webhook_schedule_s=schedule)
+    with pytest.raises(SettingsError, match="ANTIHACK_WEBHOOK_SCHEDULE_S"):
+        Settings.from_env({"ANTIHACK_WEBHOOK_SCHEDULE_S": schedule})
