@@ -24,21 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshared/proto/liveness.proto\x12\x14\x61ntihack.liveness.v1\"o\n\nDeviceInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nos_version\x18\x02 \x01(\t\x12\x13\n\x0bis_emulator\x18\x03 \x01(\x08\x12\x11\n\tis_rooted\x18\x04 \x01(\x08\x12\x16\n\x0evirtual_camera\x18\x05 \x01(\x08\"s\n\x05\x46rame\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x37\n\x0e\x63hallenge_step\x18\x03 \x01(\x0e\x32\x1f.antihack.liveness.v1.Challenge\x12\x0c\n\x04\x62\x65st\x18\x04 \x01(\x08\"\xca\x02\n\x07\x43\x61pture\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x13\n\x0bsdk_version\x18\x03 \x01(\t\x12\x30\n\x08platform\x18\x04 \x01(\x0e\x32\x1e.antihack.liveness.v1.Platform\x12\x30\n\x06\x64\x65vice\x18\x05 \x01(\x0b\x32 .antihack.liveness.v1.DeviceInfo\x12\x15\n\rstarted_at_ms\x18\x06 \x01(\x03\x12\x33\n\nchallenges\x18\x07 \x03(\x0e\x32\x1f.antihack.liveness.v1.Challenge\x12+\n\x06\x66rames\x18\x08 \x03(\x0b\x32\x1b.antihack.liveness.v1.Frame\x12\x15\n\rsession_nonce\x18\t \x01(\t\x12\x11\n\tsignature\x18\x0f \x01(\x0c*N\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41NDROID\x10\x01\x12\x07\n\x03IOS\x10\x02\x12\x07\n\x03WEB\x10\x03\x12\t\n\x05OTHER\x10\x04*N\n\tChallenge\x12\x19\n\x15\x43HALLENGE_UNSPECIFIED\x10\x00\x12\t\n\x05\x42LINK\x10\x01\x12\t\n\x05MOUTH\x10\x02\x12\x07\n\x03NOD\x10\x03\x12\x07\n\x03YAW\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshared/proto/liveness.proto\x12\x14\x61ntihack.liveness.v1\"o\n\nDeviceInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nos_version\x18\x02 \x01(\t\x12\x13\n\x0bis_emulator\x18\x03 \x01(\x08\x12\x11\n\tis_rooted\x18\x04 \x01(\x08\x12\x16\n\x0evirtual_camera\x18\x05 \x01(\x08\"\x88\x01\n\x05\x46rame\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x37\n\x0e\x63hallenge_step\x18\x03 \x01(\x0e\x32\x1f.antihack.liveness.v1.Challenge\x12\x0c\n\x04\x62\x65st\x18\x04 \x01(\x08\x12\x13\n\x0blight_index\x18\x05 \x01(\r\"P\n\nStepPrompt\x12-\n\x04step\x18\x01 \x01(\x0e\x32\x1f.antihack.liveness.v1.Challenge\x12\x13\n\x0bshown_at_ms\x18\x02 \x01(\x03\"\xfd\x02\n\x07\x43\x61pture\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x13\n\x0bsdk_version\x18\x03 \x01(\t\x12\x30\n\x08platform\x18\x04 \x01(\x0e\x32\x1e.antihack.liveness.v1.Platform\x12\x30\n\x06\x64\x65vice\x18\x05 \x01(\x0b\x32 .antihack.liveness.v1.DeviceInfo\x12\x15\n\rstarted_at_ms\x18\x06 \x01(\x03\x12\x33\n\nchallenges\x18\x07 \x03(\x0e\x32\x1f.antihack.liveness.v1.Challenge\x12+\n\x06\x66rames\x18\x08 \x03(\x0b\x32\x1b.antihack.liveness.v1.Frame\x12\x15\n\rsession_nonce\x18\t \x01(\t\x12\x31\n\x07prompts\x18\n \x03(\x0b\x32 .antihack.liveness.v1.StepPrompt\x12\x11\n\tsignature\x18\x0f \x01(\x0c*N\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41NDROID\x10\x01\x12\x07\n\x03IOS\x10\x02\x12\x07\n\x03WEB\x10\x03\x12\t\n\x05OTHER\x10\x04*\xc0\x01\n\tChallenge\x12\x19\n\x15\x43HALLENGE_UNSPECIFIED\x10\x00\x12\t\n\x05\x42LINK\x10\x01\x12\t\n\x05MOUTH\x10\x02\x12\x07\n\x03NOD\x10\x03\x12\x07\n\x03YAW\x10\x04\x12\r\n\tTURN_LEFT\x10\x05\x12\x0e\n\nTURN_RIGHT\x10\x06\x12\x0b\n\x07LOOK_UP\x10\x07\x12\r\n\tLOOK_DOWN\x10\x08\x12\x0e\n\nOPEN_MOUTH\x10\t\x12\t\n\x05SMILE\x10\n\x12\x0f\n\x0bMOVE_CLOSER\x10\x0b\x12\t\n\x05LIGHT\x10\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shared.proto.liveness_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLATFORM']._serialized_start=616
-  _globals['_PLATFORM']._serialized_end=694
-  _globals['_CHALLENGE']._serialized_start=696
-  _globals['_CHALLENGE']._serialized_end=774
+  _globals['_PLATFORM']._serialized_start=771
+  _globals['_PLATFORM']._serialized_end=849
+  _globals['_CHALLENGE']._serialized_start=852
+  _globals['_CHALLENGE']._serialized_end=1044
   _globals['_DEVICEINFO']._serialized_start=53
   _globals['_DEVICEINFO']._serialized_end=164
-  _globals['_FRAME']._serialized_start=166
-  _globals['_FRAME']._serialized_end=281
-  _globals['_CAPTURE']._serialized_start=284
-  _globals['_CAPTURE']._serialized_end=614
+  _globals['_FRAME']._serialized_start=167
+  _globals['_FRAME']._serialized_end=303
+  _globals['_STEPPROMPT']._serialized_start=305
+  _globals['_STEPPROMPT']._serialized_end=385
+  _globals['_CAPTURE']._serialized_start=388
+  _globals['_CAPTURE']._serialized_end=769
 # @@protoc_insertion_point(module_scope)

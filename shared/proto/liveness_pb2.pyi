@@ -22,6 +22,14 @@ class Challenge(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MOUTH: _ClassVar[Challenge]
     NOD: _ClassVar[Challenge]
     YAW: _ClassVar[Challenge]
+    TURN_LEFT: _ClassVar[Challenge]
+    TURN_RIGHT: _ClassVar[Challenge]
+    LOOK_UP: _ClassVar[Challenge]
+    LOOK_DOWN: _ClassVar[Challenge]
+    OPEN_MOUTH: _ClassVar[Challenge]
+    SMILE: _ClassVar[Challenge]
+    MOVE_CLOSER: _ClassVar[Challenge]
+    LIGHT: _ClassVar[Challenge]
 PLATFORM_UNSPECIFIED: Platform
 ANDROID: Platform
 IOS: Platform
@@ -32,6 +40,14 @@ BLINK: Challenge
 MOUTH: Challenge
 NOD: Challenge
 YAW: Challenge
+TURN_LEFT: Challenge
+TURN_RIGHT: Challenge
+LOOK_UP: Challenge
+LOOK_DOWN: Challenge
+OPEN_MOUTH: Challenge
+SMILE: Challenge
+MOVE_CLOSER: Challenge
+LIGHT: Challenge
 
 class DeviceInfo(_message.Message):
     __slots__ = ("model", "os_version", "is_emulator", "is_rooted", "virtual_camera")
@@ -48,19 +64,29 @@ class DeviceInfo(_message.Message):
     def __init__(self, model: _Optional[str] = ..., os_version: _Optional[str] = ..., is_emulator: _Optional[bool] = ..., is_rooted: _Optional[bool] = ..., virtual_camera: _Optional[bool] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("image", "timestamp_ms", "challenge_step", "best")
+    __slots__ = ("image", "timestamp_ms", "challenge_step", "best", "light_index")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_STEP_FIELD_NUMBER: _ClassVar[int]
     BEST_FIELD_NUMBER: _ClassVar[int]
+    LIGHT_INDEX_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     timestamp_ms: int
     challenge_step: Challenge
     best: bool
-    def __init__(self, image: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., challenge_step: _Optional[_Union[Challenge, str]] = ..., best: _Optional[bool] = ...) -> None: ...
+    light_index: int
+    def __init__(self, image: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., challenge_step: _Optional[_Union[Challenge, str]] = ..., best: _Optional[bool] = ..., light_index: _Optional[int] = ...) -> None: ...
+
+class StepPrompt(_message.Message):
+    __slots__ = ("step", "shown_at_ms")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    step: Challenge
+    shown_at_ms: int
+    def __init__(self, step: _Optional[_Union[Challenge, str]] = ..., shown_at_ms: _Optional[int] = ...) -> None: ...
 
 class Capture(_message.Message):
-    __slots__ = ("version", "session_id", "sdk_version", "platform", "device", "started_at_ms", "challenges", "frames", "session_nonce", "signature")
+    __slots__ = ("version", "session_id", "sdk_version", "platform", "device", "started_at_ms", "challenges", "frames", "session_nonce", "prompts", "signature")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +96,7 @@ class Capture(_message.Message):
     CHALLENGES_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     SESSION_NONCE_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     version: int
     session_id: str
@@ -80,5 +107,6 @@ class Capture(_message.Message):
     challenges: _containers.RepeatedScalarFieldContainer[Challenge]
     frames: _containers.RepeatedCompositeFieldContainer[Frame]
     session_nonce: str
+    prompts: _containers.RepeatedCompositeFieldContainer[StepPrompt]
     signature: bytes
-    def __init__(self, version: _Optional[int] = ..., session_id: _Optional[str] = ..., sdk_version: _Optional[str] = ..., platform: _Optional[_Union[Platform, str]] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., started_at_ms: _Optional[int] = ..., challenges: _Optional[_Iterable[_Union[Challenge, str]]] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., session_nonce: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., session_id: _Optional[str] = ..., sdk_version: _Optional[str] = ..., platform: _Optional[_Union[Platform, str]] = ..., device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., started_at_ms: _Optional[int] = ..., challenges: _Optional[_Iterable[_Union[Challenge, str]]] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., session_nonce: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[StepPrompt, _Mapping]]] = ..., signature: _Optional[bytes] = ...) -> None: ...
