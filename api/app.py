@@ -6,6 +6,7 @@ import contextlib
 import logging
 import socket
 import time
+import traceback
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -104,7 +105,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def error_response(status: str, reason: str, code: int) -> ResponseReturnValue:
+def error_response(status: str, reason: str, code: int) -> tuple[Response, int]:
     body = {
         "status": status,
         "reason": reason,
@@ -116,8 +117,9 @@ def error_response(status: str, reason: str, code: int) -> ResponseReturnValue:
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> ResponseReturnValue:
-        response = error_response(exc.status, exc.reason, exc.http_code)
-        return response
+        body, code = error_response(exc.status, exc.reason, exc.http_code)
+        # An error that says when to come back (a busy download slot: Retry-After).
+        return body, code, getattr(exc, "headers", {})
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
@@ -129,10 +131,7 @@ def _register_errors(app: Flask) -> None:
                 "NOT_FOUND", f"{request.method} is not supported on {request.path}", 405
             )
         if code == 413:
-            limit = app.config["MAX_CONTENT_LENGTH"]
-            return error_response(
-                "INVALID_ARGUMENT", f"request body larger than {limit} bytes", 413
-            )
+            return _too_large(app, exc)
         if code >= 500:
             return error_response("INTERNAL_ERROR", "server processes failed", code)
         return error_response("INVALID_ARGUMENT", exc.description or exc.name, code)
@@ -141,6 +140,31 @@ def _register_errors(app: Flask) -> None:
     def _unexpected(exc: Exception) -> ResponseReturnValue:
         log.exception("unhandled error", extra={"request_id": g.get("request_id")})
         return error_response("INTERNAL_ERROR", "server processes failed", 500)
+
+
+def _too_large(app: Flask, exc: HTTPException) -> tuple[Response, int]:
+    """werkzeug raises the same 413 for three limits; say which one the request broke.
+
+    Only a body over MAX_CONTENT_LENGTH or a text field over MAX_FORM_MEMORY_SIZE is a size
+    problem (413); too many form parts is a malformed request (400), whatever its size.
+    """
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    where = frames[-1][0].f_code.co_name if frames else ""
+    if where == "next_event":  # werkzeug.sansio.multipart: the part count
+        parts = app.config["MAX_FORM_PARTS"]
+        return error_response(
+            "INVALID_ARGUMENT",
+            f"the multipart body has more than {parts} parts; the limit is {parts} "
+            "(send only the documented fields)",
+            400,
+        )
+    if where in ("receive_data", "parse"):  # a text field, in the decoder or the parser
+        limit = app.config["MAX_FORM_MEMORY_SIZE"]
+        return error_response(
+            "INVALID_ARGUMENT", f"a text field of the form is larger than {limit} bytes", 413
+        )
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    return error_response("INVALID_ARGUMENT", f"request body larger than {limit} bytes", 413)
 
 
 class UploadDeadline:

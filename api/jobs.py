@@ -3,6 +3,7 @@ submit and read endpoints also take a capture session's upload token, with CORS.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import timedelta
@@ -21,6 +22,7 @@ from shared.errors import HTTP_CODES, ApiError
 from shared.jobs import capture_limits, create_job, get_owned_job, job_resource
 from shared.models import FINAL_STATES, Image, Job, utcnow
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, done_key
+from shared.retention import delete_owned_job
 from shared.secrets import new_request_id
 
 log = logging.getLogger(__name__)
@@ -145,13 +147,16 @@ def get_job(request_id: str) -> ResponseReturnValue:
 @bp.delete("/v1/jobs/<request_id>")
 @client_key("jobs")
 def delete_job(request_id: str) -> ResponseReturnValue:
-    """Remove a job's input now (the result stays, so the job can still be read)."""
+    """Remove a job and every trace of it now: input, result (with its best-frame image),
+    replay fingerprints, webhook deliveries and attempts, its capture session. A RUNNING job
+    is refused (409); the quota it was charged is not given back."""
     session = db()
-    job = get_owned_job(session, current_key(), request_id)
-    if job.input is not None:
-        session.delete(job.input)
+    deleted = delete_owned_job(session, current_key().id, request_id)
     session.commit()
-    return json_response({"request_id": job.id, "status": "OK"})
+    with contextlib.suppress(redis.RedisError):  # the completion signal: gone in 2 min anyway
+        services().redis.delete(done_key(request_id))
+    log.info("job deleted", extra={"request_id": request_id, "deleted": dict(deleted)})
+    return json_response({"request_id": request_id, "status": "OK"})
 
 
 @bp.post("/face/liveness_image")

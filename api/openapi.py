@@ -254,6 +254,21 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Reason codes of the decision (once finished).",
                 "examples": [["session_replayed"]],
             },
+            "failed_steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["step", "why"],
+                    "properties": {
+                        "step": {"type": "string", "description": "The challenge step."},
+                        "why": {"type": "string", "description": "What was measured."},
+                    },
+                },
+                "description": "Challenge steps the capture did not perform (reason "
+                "challenge_not_met), in the drawn order, each with what was measured and what "
+                "was needed; empty when every step was met (once finished).",
+                "examples": [[{"step": "TURN_LEFT", "why": "yaw reached 4°, needs 12°"}]],
+            },
             "model_versions": {
                 "type": "object",
                 "additionalProperties": {"type": "string"},
@@ -811,14 +826,21 @@ PATHS: dict[str, Any] = {
         ),
         "delete": _op(
             "client",
-            "Delete a job's input now",
+            "Delete a job and every trace of it now",
             {
-                "200": _json("Input deleted; the result stays.", "JobInputDeleted"),
+                "200": _json("Deleted; a second DELETE answers 404.", "JobInputDeleted"),
                 "404": _response("NotFound"),
+                "409": _error("INVALID_ARGUMENT: the job is RUNNING; delete it once finished."),
                 **CLIENT_ERRORS,
             },
-            operation_id="deleteJobInput",
+            operation_id="deleteJob",
             security=CLIENT,
+            description="Removes the job row, its input (the capture), its result (with the "
+            "best-frame image_base64), its replay fingerprints, its webhook deliveries and "
+            "their attempts, and the capture session it redeemed; GET then answers 404. A "
+            "QUEUED job is cancelled; a RUNNING one is refused (409). The quota charged for "
+            "the job is not given back. Without a DELETE, all of it is purged "
+            "ANTIHACK_RETENTION_DAYS after the job finished.",
         ),
     },
     "/v1/sessions": {

@@ -8,7 +8,8 @@ from sqlalchemy import text
 
 from api.app_helpers import json_response
 from api.context import db, services
-from shared.heartbeat import fresh_workers
+from shared.heartbeat import fresh_workers, stalled
+from shared.queues import ANALYZE_QUEUE
 
 bp = Blueprint("ops", __name__)
 
@@ -21,7 +22,9 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """The database and Redis answer and at least one worker's heartbeat is recent."""
+    """The database and Redis answer, at least one worker's heartbeat is recent, and the analyze
+    queue is consumed: not holding messages while no worker started or finished an analysis
+    for ANTIHACK_WORKER_STALL_S (a live worker whose consumer stalled)."""
     svc = services()
     checks: dict[str, str] = {}
     try:
@@ -31,8 +34,12 @@ def readyz() -> ResponseReturnValue:
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     workers = 0
+    consuming = False
     max_age = svc.settings.worker_heartbeat_max_age_s
     try:
+        stall = stalled(svc.redis, ANALYZE_QUEUE, svc.settings.worker_stall_after_s)
+        consuming = stall is None
+        checks["consumption"] = "ok" if stall is None else stall.reason()
         workers, last = fresh_workers(svc.redis, max_age)
         checks["redis"] = "ok"
         if workers:
@@ -44,7 +51,8 @@ def readyz() -> ResponseReturnValue:
     except Exception as exc:
         checks["redis"] = f"error: {type(exc).__name__}"
         checks["workers"] = "unknown"
-    ready = checks["database"] == "ok" and checks["redis"] == "ok" and workers > 0
+        checks["consumption"] = "unknown"
+    ready = checks["database"] == "ok" and checks["redis"] == "ok" and workers > 0 and consuming
     return json_response(
         {"status": "OK" if ready else "NOT_READY", "checks": checks}, 200 if ready else 503
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import request
+import math
+import threading
+
+from flask import current_app, request
 from sqlalchemy.orm import Session
 
 from shared.capture import CaptureError, capture_from_image, parse_capture
@@ -15,6 +18,46 @@ from shared.urlguard import UrlRefused, fetch, resolve
 
 SOURCES = ("liveness_data_file", "liveness_data_url", "image_id")
 MAX_IDEMPOTENCY_KEY = 255
+
+
+class DownloadsBusy(ApiError):
+    """Every download slot of this API process is taken (ANTIHACK_MAX_CONCURRENT_DOWNLOADS).
+
+    RATE_LIMIT_EXCEEDED, not DOWNLOAD_ERROR: the URL is not at fault and the same request will
+    succeed later, which is what clients already do on RATE_LIMIT_EXCEEDED with Retry-After.
+    """
+
+    def __init__(self, slots: int, retry_after_s: int) -> None:
+        super().__init__(
+            "RATE_LIMIT_EXCEEDED",
+            f"the service is already downloading {slots} liveness_data_url files at once; "
+            f"retry in {retry_after_s} s, or upload the file as liveness_data_file",
+        )
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+def _download(url: str, settings: Settings) -> bytes:
+    """Fetch ``liveness_data_url`` in one of the process's download slots."""
+    slots = settings.max_concurrent_downloads
+    semaphore: threading.BoundedSemaphore | None = None
+    if slots > 0:
+        semaphore = current_app.extensions.setdefault(
+            "antihack.download_slots", threading.BoundedSemaphore(slots)
+        )
+        if not semaphore.acquire(blocking=False):
+            raise DownloadsBusy(slots, max(1, math.ceil(settings.download_timeout_s)))
+    try:
+        return fetch(
+            url,
+            allow_private=settings.allow_private_urls,
+            timeout=settings.download_timeout_s,
+            max_bytes=settings.max_upload_bytes,
+        )
+    except UrlRefused as exc:
+        raise ApiError("DOWNLOAD_ERROR", f"liveness_data_url: {exc.reason}") from None
+    finally:
+        if semaphore is not None:
+            semaphore.release()
 
 
 def _flag(name: str) -> bool:
@@ -73,15 +116,7 @@ def read_submission(session: Session, key: ApiKey, settings: Settings) -> Submis
             )
     elif url:
         source = "url"
-        try:
-            payload = fetch(
-                url,
-                allow_private=settings.allow_private_urls,
-                read_timeout=settings.download_timeout_s,
-                max_bytes=settings.max_upload_bytes,
-            )
-        except UrlRefused as exc:
-            raise ApiError("DOWNLOAD_ERROR", f"liveness_data_url: {exc.reason}") from None
+        payload = _download(url, settings)
     else:
         source = "image"
         image = session.get(Image, image_id) if image_id.isprintable() else None

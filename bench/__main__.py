@@ -14,6 +14,7 @@ BENCHES = [
     "bench_pipeline",
     "bench_fas",
     "bench_batching",
+    "bench_replay",
 ]
 
 

@@ -43,8 +43,18 @@ _JPEG_SOF = frozenset(
 )
 # Markers without a length field: TEM and the restart markers.
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+# Length-bearing markers libjpeg reads (or skips) before a frame header: DHT, DAC, DQT, DNL,
+# DRI, APP0-15 and COM. Any other marker there is an error to libjpeg, and so to us.
+_JPEG_BEFORE_SOF = frozenset({0xC4, 0xCC, 0xDB, 0xDC, 0xDD, *range(0xE0, 0xF0), 0xFE})
 # Only challenges the pipeline knows how to observe are accepted.
-_KNOWN_CHALLENGES = frozenset({pb.BLINK, pb.MOUTH, pb.NOD, pb.YAW})
+_KNOWN_CHALLENGES = frozenset(
+    {
+        pb.BLINK, pb.MOUTH, pb.NOD, pb.YAW, pb.LIGHT, pb.TURN_LEFT, pb.TURN_RIGHT, pb.LOOK_UP,
+        pb.LOOK_DOWN, pb.OPEN_MOUTH, pb.SMILE, pb.MOVE_CLOSER,
+    }
+)  # fmt: skip
+# A step prompt's time is Unix epoch ms: before 2100-01-01 (a sane client clock).
+MAX_EPOCH_MS = 4_102_444_800_000
 
 
 @dataclass(frozen=True)
@@ -98,10 +108,20 @@ def _png_header(data: bytes) -> ImageHeader:
 
 
 def _jpeg_header(data: bytes) -> ImageHeader:
+    """The size in the frame header libjpeg will read, or INVALID_ARGUMENT.
+
+    libjpeg skips any bytes between segments that are not a marker, ``FF 00`` included, and
+    takes the first frame header it meets; a walk that skipped differently (``FF 00 LL LL`` read
+    as a segment with a length) would read a different, small frame header than the decoder,
+    and a 700-byte file would decode to 134 Mpx. So this walk reads exactly what libjpeg reads
+    and refuses whatever libjpeg would skip or stop at: then the two cannot disagree.
+    """
     i, n = 2, len(data)
     for _ in range(MAX_JPEG_SEGMENTS):
-        if i >= n or data[i] != 0xFF:
+        if i >= n:
             break
+        if data[i] != 0xFF:
+            raise _invalid(f"JPEG image has stray bytes between segments (offset {i})")
         while i < n and data[i] == 0xFF:  # fill bytes may pad any marker
             i += 1
         if i >= n:
@@ -110,8 +130,11 @@ def _jpeg_header(data: bytes) -> ImageHeader:
         i += 1
         if marker in _JPEG_STANDALONE:
             continue
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            raise _invalid("JPEG image has no frame header before its image data")
+        if marker not in _JPEG_SOF and marker not in _JPEG_BEFORE_SOF:
+            raise _invalid(
+                f"JPEG image has marker FF{marker:02X} where a segment before its frame header "
+                f"belongs (offset {i - 2})"
+            )
         if i + 2 > n:
             break
         seg_len = (data[i] << 8) | data[i + 1]
@@ -183,7 +206,14 @@ def validate_capture(capture: pb.Capture, limits: CaptureLimits) -> None:
         )
     for value in capture.challenges:
         if value not in _KNOWN_CHALLENGES:
-            raise _invalid(f"challenge {value} is not one of BLINK, MOUTH, NOD, YAW")
+            raise _invalid(f"challenge {value} is not a known challenge step")
+    if len(capture.prompts) > MAX_CHALLENGES:
+        raise _invalid(f"capture has {len(capture.prompts)} step prompts; at most {MAX_CHALLENGES}")
+    for index, prompt in enumerate(capture.prompts):
+        if prompt.step not in _KNOWN_CHALLENGES:
+            raise _invalid(f"prompt {index} has unknown step {prompt.step}")
+        if not 0 < prompt.shown_at_ms < MAX_EPOCH_MS:
+            raise _invalid(f"prompt {index} has shown_at_ms {prompt.shown_at_ms}; not a time")
     if not capture.frames:
         raise _invalid("capture has no frames")
     if len(capture.frames) > limits.max_frames:

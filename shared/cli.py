@@ -78,7 +78,8 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", processes)
             self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
+            # gthread, with gunicorn's own refusals (414, 431, 400) as the seed's JSON errors.
+            self.cfg.set("worker_class", "api.gunicorn_worker.JsonErrorWorker")
             # A synchronous request may wait ANTIHACK_SYNC_WAIT_S for its result.
             self.cfg.set("timeout", int(settings.sync_wait_s + 30))
             self.cfg.set("graceful_timeout", 20)
@@ -425,11 +426,13 @@ def submit(files: tuple[str, ...], **kw: Any) -> None:
 
 def _register_pipeline_commands() -> None:
     """Commands that live beside the code they drive."""
+    from shared.cli_attacks import attacks
     from shared.cli_sample import make_sample
     from worker.pipeline.eval import eval_cmd
 
     main.add_command(make_sample, "make-sample")
     main.add_command(eval_cmd, "eval")
+    main.add_command(attacks, "attacks")
 
 
 _register_pipeline_commands()

@@ -13,7 +13,14 @@ from numpy.typing import NDArray
 
 from shared.capture import CaptureError, CaptureLimits, parse_capture, sign_capture
 from shared.proto import liveness_pb2 as pb
-from shared.sample import CHALLENGES, build_capture, fit_within
+from shared.sample import (
+    CHALLENGES,
+    build_capture,
+    fit_within,
+    performable,
+    prompt_times,
+    step_runs,
+)
 
 RgbImage = NDArray[np.uint8]
 
@@ -69,13 +76,16 @@ def for_session(
     nonce: str = "",
     steps: Sequence[str | None] | None = None,
     sign_secret: bytes | None = None,
+    prompts: bool = False,
 ) -> bytes:
     """A capture (as ``build_capture`` makes it, unsigned) set up for a capture session.
 
     ``challenges`` replaces the requested challenges, in order, and tags the frames with them
     in consecutive, nearly equal runs (BLINK, BLINK, YAW, YAW), as an SDK records one step after
     the other; ``steps`` gives each frame's tag instead (None: untagged). ``nonce`` is the
-    session's. The result is signed again with ``sign_secret``.
+    session's. With ``prompts`` each tagged run gets a ``Capture.prompts`` entry half a frame
+    interval before its first frame, as the SDK shows a step's prompt, then records it. The
+    result is signed again with ``sign_secret``.
     """
     capture = pb.Capture.FromString(data)
     if challenges:
@@ -83,13 +93,22 @@ def for_session(
         capture.MergeFrom(pb.Capture(challenges=[c.upper() for c in challenges]))
         n = len(capture.frames)
         if steps is None:
-            steps = [challenges[i * len(challenges) // n] for i in range(n)]
+            steps = step_runs(n, challenges)
     if steps is not None:
         if len(steps) != len(capture.frames):
             raise ValueError(f"{len(steps)} steps for {len(capture.frames)} frames")
         for frame, step in zip(capture.frames, steps, strict=True):
             name = step.upper() if step else "CHALLENGE_UNSPECIFIED"
             frame.challenge_step = cast("pb.Challenge", pb.Challenge.Value(name))
+    if prompts or steps is not None:
+        del capture.prompts[:]  # retagged frames: earlier prompts no longer fit
+    if prompts:
+        tags = [
+            pb.Challenge.Name(f.challenge_step) if f.challenge_step else None
+            for f in capture.frames
+        ]
+        for step, shown_at_ms in prompt_times([f.timestamp_ms for f in capture.frames], tags):
+            capture.prompts.add(step=pb.Challenge.Value(step), shown_at_ms=shown_at_ms)
     capture.session_nonce = nonce
     capture.signature = b""
     if sign_secret is not None:
@@ -123,8 +142,16 @@ def for_session(
     "challenges",
     multiple=True,
     type=click.Choice(CHALLENGES, case_sensitive=False),
-    help="Challenge the capture claims was performed; repeat it for a sequence (a capture "
-    "session's, in order): the frames are then tagged with each in turn, in equal runs.",
+    help="Challenge step the frames show; repeat it for a sequence (a capture session's, in "
+    "order): the frames are tagged with each in turn, in equal runs (at least 3 frames for "
+    "BLINK, 2 for any other step, not all the same picture).",
+)
+@click.option(
+    "--prompts/--no-prompts",
+    default=True,
+    show_default=True,
+    help="Record when each step's prompt was shown (Capture.prompts): just before its first "
+    "frame. The server then judges each step within its window after the prompt.",
 )
 @click.option(
     "--session-nonce",
@@ -155,6 +182,7 @@ def make_sample(
     output: Path,
     frame_count: int,
     challenges: tuple[str, ...],
+    prompts: bool,
     session_nonce: str | None,
     session_id: str | None,
     sign_secret: str | None,
@@ -172,22 +200,22 @@ def make_sample(
             break
         images.append(image)
     images = [fit_within(image, max_side) for image in images]
+    impossible = performable(images, challenges)
+    if impossible:
+        raise click.UsageError(f"the capture could not show its challenge: {impossible}")
     secret = sign_secret.encode() if sign_secret is not None else None
-    retag = len(challenges) > 1 or bool(session_nonce)
+    retag = bool(challenges) or bool(session_nonce)
     try:
         data = build_capture(
-            images,
-            challenge=challenges[0].upper() if len(challenges) == 1 else None,
-            session_id=session_id,
-            sign_secret=None if retag else secret,
-            fps=fps,
+            images, session_id=session_id, sign_secret=None if retag else secret, fps=fps
         )
         if retag:
             data = for_session(
                 data,
-                challenges=challenges if len(challenges) > 1 else (),
+                challenges=challenges,
                 nonce=session_nonce or "",
                 sign_secret=secret,
+                prompts=prompts,
             )
     except CaptureError as exc:
         raise click.ClickException(f"the capture would be refused: {exc.reason}") from None

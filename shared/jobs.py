@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,6 +26,7 @@ from shared.models import (
     Job,
     JobInput,
     JobResult,
+    RefundCounter,
     WebhookDelivery,
     iso,
     utcnow,
@@ -35,6 +38,9 @@ from shared.settings import Settings
 from shared.webhooks import record_completion
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# An upload token's Idempotency-Key is stored under this prefix, its session id and a digest of
+# the key: the API takes only printable keys, so none of the key's own can start with it.
+TOKEN_IDEMPOTENCY_PREFIX = "\x1fupload:"
 
 
 @dataclass(frozen=True)
@@ -67,11 +73,13 @@ def create_job(
     instead (not charged again, no session redeemed again), or 422 if the payload differs.
     A capture with a session nonce, or any capture of a key that requires sessions, redeems
     its session in the same transaction; ``upload`` (a request authenticated by an upload
-    token) spends the token there too, so a refused submission spends neither.
+    token) spends the token there too, so a refused submission spends neither. An upload
+    token's Idempotency-Key names jobs of its own session only (:func:`idempotency_scope`).
     """
     now = utcnow()
-    if sub.idempotency_key:
-        existing = _by_idempotency_key(session, key.id, sub.idempotency_key)
+    idem = idempotency_scope(sub.idempotency_key, upload)
+    if idem:
+        existing = _by_idempotency_key(session, key.id, idem)
         if existing is not None and existing.created_at > now - IDEMPOTENCY_WINDOW:
             return _same_or_conflict(existing, sub), False
         if existing is not None:
@@ -85,14 +93,14 @@ def create_job(
         return_image=sub.return_image,
         return_extra=sub.return_extra,
         callback_url=sub.callback_url,
-        idempotency_key=sub.idempotency_key,
+        idempotency_key=idem,
         payload_sha256=sub.fingerprint,
         created_at=now,
         enqueued_at=now,
         attempts=0,
     )
     job.input = JobInput(job_id=job.id, payload=sub.payload, size=len(sub.payload), created_at=now)
-    if not sub.idempotency_key:
+    if not idem:
         _insert(session, key, job, sub, upload, now)
         return job, True
     try:
@@ -103,11 +111,24 @@ def create_job(
             session.flush()
     except IntegrityError:
         # A concurrent request with the same key won the unique index: answer with its job.
-        existing = _by_idempotency_key(session, key.id, sub.idempotency_key)
+        existing = _by_idempotency_key(session, key.id, idem)
         if existing is None:
             raise
         return _same_or_conflict(existing, sub), False
     return job, True
+
+
+def idempotency_scope(idempotency_key: str | None, upload: UploadGrant | None) -> str | None:
+    """What a submission's Idempotency-Key is stored (and looked up) as.
+
+    The key's own credentials use it as given. A browser's upload token gets a namespace of
+    its session: otherwise it could learn which keys the backend used (422 or 202, without
+    spending the token) and claim one first, so that the backend's own submission fails.
+    """
+    if not idempotency_key or upload is None:
+        return idempotency_key
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return f"{TOKEN_IDEMPOTENCY_PREFIX}{upload.session_id}:{digest}"
 
 
 def _insert(
@@ -169,6 +190,7 @@ def job_resource(job: Job, job_url: str | None = None) -> dict[str, Any]:
     }
     if result is not None:
         resource["reasons"] = result.reasons
+        resource["failed_steps"] = result.failed_steps or []
         resource["model_versions"] = result.model_versions
     if job_url:
         resource["job_url"] = job_url
@@ -194,11 +216,19 @@ class Finished:
         return self.delivery is not None and self.delivery.status == PENDING
 
 
-def claim(session: Session, job_id: str, lease: timedelta, max_attempts: int) -> Claim | None:
+def claim(
+    session: Session,
+    job_id: str,
+    lease: timedelta,
+    max_attempts: int,
+    *,
+    refund_limit: int | None = None,
+) -> Claim | None:
     """Move a QUEUED job to RUNNING for this worker, or return None if it is not ours to run.
 
     A RUNNING job is never taken over here, even when redelivered: its lease may still belong to
-    a live worker. The sweeper requeues it when the lease has passed.
+    a live worker. The sweeper requeues it when the lease has passed. A job past
+    ``max_attempts`` is failed here (``refund_limit``: see :func:`finish`).
     """
     now = utcnow()
     row = session.execute(
@@ -222,6 +252,7 @@ def claim(session: Session, job_id: str, lease: timedelta, max_attempts: int) ->
             Claim(job_id, attempt, key_id),
             error_body(job_id, "INTERNAL_ERROR", f"the job failed {max_attempts} times"),
             reasons=["attempts_exhausted"],
+            refund_limit=refund_limit,
         )
         session.commit()
         return None
@@ -240,8 +271,14 @@ def finish(
     reasons: list[str] | None = None,
     model_versions: dict[str, str] | None = None,
     stage_ms: dict[str, float] | None = None,
+    refund_limit: int | None = None,
+    failed_steps: list[dict[str, str]] | None = None,
 ) -> Finished | None:
-    """Record the result if this attempt still owns the job; None if it lost it (not committed)."""
+    """Record the result if this attempt still owns the job; None if it lost it (not committed).
+
+    An INTERNAL_ERROR is refunded (once: ``refund`` is conditional on the job row), unless the
+    key had ``refund_limit`` refunds today already (None or negative: no limit).
+    """
     now = utcnow()
     final = SUCCEEDED if body.get("status") == "OK" else FAILED
     updated = rowcount(
@@ -258,8 +295,15 @@ def finish(
     )
     if updated != 1:
         return None
-    if body.get("status") == "INTERNAL_ERROR":
-        refund(session, claim.job_id)  # our fault: the client is not charged
+    if body.get("status") == "INTERNAL_ERROR" and not _refund(session, claim, refund_limit, now):
+        # Failing every attempt is what a capture built to time out or crash the worker does:
+        # past the limit its sender pays for it, as for any other analysis.
+        body = {
+            **body,
+            "reason": f"{body.get('reason')}; not refunded: this API key had {refund_limit} "
+            "failed jobs refunded today (ANTIHACK_POISON_REFUND_LIMIT)",
+        }
+        reasons = [*(reasons or []), "refund_limit_reached"]
     session.add(
         JobResult(
             job_id=claim.job_id,
@@ -267,11 +311,47 @@ def finish(
             reasons=reasons or [],
             model_versions=model_versions or {},
             stage_ms=stage_ms or {},
+            failed_steps=failed_steps or [],
             created_at=now,
         )
     )
     # The webhook, in the same transaction.
     return Finished(record_completion(session, claim.job_id))
+
+
+def _refund(session: Session, claim: Claim, limit: int | None, now: datetime) -> bool:
+    """Refund the job's charge unless the key's refunds of today reached ``limit``; False when
+    it stays charged. The day's counter is taken by ``UPDATE … WHERE refunded < limit``, so
+    concurrent failures never pass the limit (as quota.charge)."""
+    if limit is None or limit < 0:
+        refund(session, claim.job_id)  # our fault: the client is not charged
+        return True
+    pending = session.scalar(
+        select(Job.charged_period).where(Job.id == claim.job_id, Job.refunded_at.is_(None))
+    )
+    if pending is None:
+        return True  # not charged (no quota), or refunded already: nothing to limit
+    day = f"{now:%Y-%m-%d}"
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(RefundCounter)
+    session.execute(
+        insert.values(api_key_id=claim.api_key_id, day=day, refunded=0).on_conflict_do_nothing(
+            index_elements=["api_key_id", "day"]
+        )
+    )
+    taken = session.execute(
+        update(RefundCounter)
+        .where(
+            RefundCounter.api_key_id == claim.api_key_id,
+            RefundCounter.day == day,
+            RefundCounter.refunded < limit,
+        )
+        .values(refunded=RefundCounter.refunded + 1)
+    )
+    if rowcount(taken) != 1:
+        return False
+    refund(session, claim.job_id)
+    return True
 
 
 def release(session: Session, claim: Claim) -> bool:
@@ -284,38 +364,49 @@ def release(session: Session, claim: Claim) -> bool:
     return rowcount(released) == 1
 
 
-def due_for_publish(session: Session, stale_after: timedelta, limit: int = 500) -> list[str]:
-    """Jobs whose message may be lost: QUEUED too long, or RUNNING past their lease.
+def due_for_publish(
+    session: Session,
+    stale_after: timedelta,
+    limit: int = 500,
+    *,
+    held: Callable[[], set[str] | None] | None = None,
+) -> list[str]:
+    """Jobs whose message may be lost: QUEUED too long, or RUNNING past their lease (not
+    committed). Each is moved to QUEUED with a fresh ``enqueued_at`` and returned to publish.
 
-    Both are moved to QUEUED with a fresh ``enqueued_at`` and returned for publishing, so each
-    is republished at most once per ``stale_after`` however often the sweeper runs.
+    ``held`` reads the ids the broker still holds for the analyze queue (waiting, or taken by
+    a worker and not acknowledged; None when the broker cannot tell). A QUEUED job found there
+    is not republished: in a backlog the broker has every message, and republishing each job
+    every ``stale_after`` multiplied the queue. Its ``enqueued_at`` is refreshed instead, so the
+    broker is read at most once per ``stale_after`` for it. A job whose message is gone (a
+    Redis restart, a publish that failed after the commit) is absent and republished. A
+    RUNNING job past its lease is always republished: its message is held by a worker that may
+    be dead, and is redelivered only after the visibility timeout.
     """
     now = utcnow()
-    candidates = list(
-        session.scalars(
-            select(Job.id)
-            .where(
-                or_(
-                    and_(Job.status == QUEUED, Job.enqueued_at < now - stale_after),
-                    and_(Job.status == RUNNING, Job.lease_expires_at < now),
-                )
-            )
-            .order_by(Job.created_at)
-            .limit(limit)
-        )
-    )
+    stale_queued = and_(Job.status == QUEUED, Job.enqueued_at < now - stale_after)
+    lapsed = and_(Job.status == RUNNING, Job.lease_expires_at < now)
+    candidates = session.execute(
+        select(Job.id, Job.status)
+        .where(or_(stale_queued, lapsed))
+        .order_by(Job.created_at)
+        .limit(limit)
+    ).all()
+    in_broker: set[str] = set()
+    if held is not None and any(status == QUEUED for _, status in candidates):
+        # Read after the candidates: a message published since is for a job not among them.
+        in_broker = held() or set()
     ids: list[str] = []
-    for job_id in candidates:
+    for job_id, status in candidates:
+        if status == QUEUED and job_id in in_broker:
+            session.execute(
+                update(Job).where(Job.id == job_id, stale_queued).values(enqueued_at=now)
+            )
+            continue
         moved = rowcount(
             session.execute(
                 update(Job)
-                .where(
-                    Job.id == job_id,
-                    or_(
-                        and_(Job.status == QUEUED, Job.enqueued_at < now - stale_after),
-                        and_(Job.status == RUNNING, Job.lease_expires_at < now),
-                    ),
-                )
+                .where(Job.id == job_id, or_(stale_queued, lapsed))
                 .values(status=QUEUED, enqueued_at=now, lease_expires_at=None)
             )
         )

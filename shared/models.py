@@ -110,7 +110,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Indexed for the retention purge (shared/retention.py), which deletes by it in batches.
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # A RUNNING job whose lease has passed belongs to a worker that died; the sweeper requeues it.
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -139,7 +140,7 @@ class JobInput(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     job: Mapped[Job] = relationship(back_populates="input")
 
@@ -154,6 +155,9 @@ class JobResult(Base):
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     model_versions: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     stage_ms: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # Challenge steps not met, [{"step": "TURN_LEFT", "why": "yaw reached 4°, needs 12°"}];
+    # NULL on results written before migration 0009.
+    failed_steps: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="result")
@@ -166,8 +170,21 @@ class QuotaCounter(Base):
     __tablename__ = "quota_counters"
 
     api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
-    period: Mapped[str] = mapped_column(String(20), primary_key=True)
+    # Indexed on its own for the retention purge of ended periods (across all keys).
+    period: Mapped[str] = mapped_column(String(20), primary_key=True, index=True)
     used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RefundCounter(Base):
+    """Jobs of a key refunded for INTERNAL_ERROR on one UTC day (``2026-12-05``); past
+    ANTIHACK_POISON_REFUND_LIMIT a failed job stays charged. Taken by a conditional UPDATE, as
+    quota; a deleted job does not give its refund back."""
+
+    __tablename__ = "refund_counters"
+
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    refunded: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Image(Base):
@@ -184,7 +201,8 @@ class Image(Base):
 
 
 class Fingerprint(Base):
-    """What a key has already submitted (session ids, frame hashes), for replay detection."""
+    """Session ids a key has already submitted, for replay detection (frame fingerprints are in
+    ReplayCapture / ReplayBand; rows of kind ``phash`` are no longer written)."""
 
     __tablename__ = "fingerprints"
     __table_args__ = (Index("ix_fingerprints_key_kind_value", "api_key_id", "kind", "value"),)
@@ -193,7 +211,40 @@ class Fingerprint(Base):
     api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
     kind: Mapped[str] = mapped_column(String(10))  # session | phash
     value: Mapped[str] = mapped_column(String(100))
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # Indexed: deleting a job (purge, DELETE) deletes its fingerprints by it.
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReplayCapture(Base):
+    """One analysed capture's frame fingerprints (``worker.pipeline.replay.pack_prints``),
+    read back for the few earlier captures the band index names as candidates."""
+
+    __tablename__ = "replay_captures"
+    __table_args__ = (Index("ix_replay_captures_created_at", "created_at"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    prints: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReplayBand(Base):
+    """The replay index: each 16-bit band of a capture's frame hashes (``band`` = band number *
+    2^16 + its value), once per capture. A lookup reads the newest rows of each of its bands
+    through (band, created_at) -- or (api_key_id, band, created_at) when replay memory is per
+    key -- never all of history."""
+
+    __tablename__ = "replay_bands"
+    __table_args__ = (
+        Index("ix_replay_bands_band_created_at", "band", "created_at"),
+        Index("ix_replay_bands_key_band_created_at", "api_key_id", "band", "created_at"),
+        Index("ix_replay_bands_created_at", "created_at"),
+    )
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    band: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -217,13 +268,21 @@ class CaptureSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set by the one submission that redeemed the nonce (a conditional UPDATE), with its job.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    # Indexed, as token_job_id: deleting a job (purge, DELETE) looks its sessions up by them.
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
     # HMAC-SHA256(secret_key, upload_token), as API secrets: the token itself is never stored.
     upload_token_hash: Mapped[str] = mapped_column(String(64))
     # The token's one submission and its job (the only job the token may read); it differs
     # from job_id when the nonce had already been redeemed with the key's own credentials.
     token_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    token_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    token_job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
+    # The LIGHT step's colours, {"colors": [...], "durations_ms": [...]} (shared/light.py), or
+    # None when the session has no LIGHT step.
+    light: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 # Delivery states: pending (an attempt is due or being made), delivered (a 2xx), failed (the

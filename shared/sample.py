@@ -14,7 +14,53 @@ from shared.capture import CAPTURE_VERSION, CaptureLimits, parse_capture, sign_c
 from shared.proto import liveness_pb2 as pb
 
 SDK_VERSION = "antihack-make-sample/1"
-CHALLENGES = ("BLINK", "MOUTH", "NOD", "YAW")
+# Every step a capture can show (LIGHT needs the session's colours on a screen: not from files).
+CHALLENGES = (
+    "TURN_LEFT", "TURN_RIGHT", "LOOK_UP", "LOOK_DOWN", "BLINK", "OPEN_MOUTH", "SMILE",
+    "MOVE_CLOSER", "MOUTH", "NOD", "YAW",
+)  # fmt: skip
+# The fewest frames a step's run must have for its action to be visible at all: a blink needs
+# open, closed and open again; any other action a starting pose and the pose it reaches.
+MIN_STEP_FRAMES = {"BLINK": 3}
+MIN_FRAMES_DEFAULT = 2
+
+
+def step_runs(n: int, challenges: Sequence[str]) -> list[str]:
+    """Tags for ``n`` frames: each challenge in turn, in consecutive, nearly equal runs."""
+    return [challenges[i * len(challenges) // n].upper() for i in range(n)]
+
+
+def performable(images: Sequence[NDArray[np.uint8]], challenges: Sequence[str]) -> str | None:
+    """Why ``images``, split into equal runs, cannot show ``challenges`` (None when they can).
+
+    A capture that cannot show its challenge is refused up front, not judged a hack later: each
+    run needs ``MIN_STEP_FRAMES`` frames, and a run of one picture repeated shows no action.
+    """
+    n, k = len(images), len(challenges)
+    for index, name in enumerate(challenges):
+        step = name.upper()
+        need = MIN_STEP_FRAMES.get(step, MIN_FRAMES_DEFAULT)
+        run = [images[i] for i in range(n) if i * k // n == index]
+        if len(run) < need:
+            what = "open, closed and open eyes" if step == "BLINK" else "a start and the action"
+            return (
+                f"{step} needs at least {need} frames of its own ({what}); {n} frame(s) for "
+                f"{k} step(s) give it {len(run)}: give more images, or a video and --frames"
+            )
+        if all(np.array_equal(run[0], other) for other in run[1:]):
+            return f"{step}'s frames are all the same picture: a still image shows no action"
+    return None
+
+
+def prompt_times(timestamps: Sequence[int], tags: Sequence[str | None]) -> list[tuple[str, int]]:
+    """Plausible ``Capture.prompts``: each tagged run's prompt half a frame interval before its
+    first frame (an SDK shows the prompt, then records)."""
+    prompts: list[tuple[str, int]] = []
+    for i, tag in enumerate(tags):
+        if tag and (i == 0 or tags[i - 1] != tag):
+            gap = timestamps[i] - timestamps[i - 1] if i else 66
+            prompts.append((tag, timestamps[i] - max(1, gap // 2)))
+    return prompts
 
 
 def encode_jpeg(image: NDArray[np.uint8], quality: int = 90) -> bytes:

@@ -11,9 +11,11 @@ hack, as a replayed or pre-recorded capture is one.
 from __future__ import annotations
 
 import hmac
+import random
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -21,14 +23,20 @@ from sqlalchemy.orm import Session
 
 from shared.db import rowcount
 from shared.errors import ApiError
+from shared.light import LIGHT, LightSequence, draw_sequence
 from shared.models import ApiKey, CaptureSession, utcnow
 from shared.proto import liveness_pb2 as pb
 from shared.secrets import hash_secret
-from shared.settings import Settings
+from shared.settings import CHALLENGE_AXES, Settings
 
 SESSION_ID_PREFIX = "ses_"
 UPLOAD_TOKEN_PREFIX = "ut_"
 NONCE_BYTES = 24  # 192 random bits, 32 URL-safe characters
+# A capture's clock (frame and prompt times) may differ from the server's by this much; its
+# time span must lie within the session's lifetime widened by it on both sides.
+CLOCK_SKEW = timedelta(minutes=2)
+# Random draws tried before a search, when a session's steps must alternate axes.
+MAX_DRAWS = 1000
 # An upload token may read the job it created for this long after its session expired.
 TOKEN_READ_GRACE = timedelta(minutes=10)
 
@@ -41,6 +49,7 @@ SESSION_EXPIRED = "session_expired"
 SESSION_REUSED = "session_reused"
 SESSION_CHALLENGE_MISMATCH = "session_challenge_mismatch"
 SESSION_STEP_ORDER = "session_step_order"
+SESSION_TIME = "session_time_outside"
 SESSION_CHECKS: dict[str, str] = {
     SESSION_REQUIRED: "this key requires a capture session; the capture has no session_nonce",
     SESSION_UNKNOWN: "the capture's session_nonce is not a session of this key",
@@ -48,6 +57,7 @@ SESSION_CHECKS: dict[str, str] = {
     SESSION_REUSED: "the capture session's nonce was already used by another submission",
     SESSION_CHALLENGE_MISMATCH: "the capture's challenges are not the session's challenge",
     SESSION_STEP_ORDER: "the frames' challenge steps do not follow the session's challenge order",
+    SESSION_TIME: "the capture's frames and prompts are not within the session's lifetime",
 }
 
 
@@ -60,26 +70,33 @@ class NewSession:
     challenge: list[str]
     expires_at: datetime
     upload_token: str
+    light: LightSequence | None = None
 
     def body(self) -> dict[str, Any]:
         """The fields of ``POST /v1/sessions``'s answer (without request_id and status)."""
-        return {
+        body = {
             "session_id": self.session_id,
             "nonce": self.nonce,
             "challenge": list(self.challenge),
             "expires_at": self.expires_at.isoformat(),
             "upload_token": self.upload_token,
         }
+        if self.light is not None:  # only sessions with a LIGHT step have colours
+            body["light"] = self.light.body()
+        return body
 
 
 @dataclass(frozen=True)
 class CaptureFacts:
-    """What the session check reads from a capture: its nonce, its requested challenges and
-    the challenge steps its tagged frames show, runs collapsed (untagged frames ignored)."""
+    """What the session check reads from a capture: its nonce, its requested challenges, the
+    steps it shows (its step prompts in order, or else its tagged frames' steps, runs collapsed,
+    untagged frames ignored) and the earliest and latest time it names (epoch ms, 0: none)."""
 
     nonce: str = ""
     challenges: tuple[str, ...] = ()
     steps: tuple[str, ...] = ()
+    first_ms: int = 0
+    last_ms: int = 0
 
     @classmethod
     def of(cls, capture: pb.Capture) -> CaptureFacts:
@@ -90,11 +107,60 @@ class CaptureFacts:
             name = pb.Challenge.Name(frame.challenge_step)
             if not steps or steps[-1] != name:
                 steps.append(name)
+        if capture.prompts:
+            steps = [pb.Challenge.Name(p.step) for p in capture.prompts]
+        times = [f.timestamp_ms for f in capture.frames if f.timestamp_ms > 0]
+        times += [p.shown_at_ms for p in capture.prompts if p.shown_at_ms > 0]
         return cls(
             nonce=capture.session_nonce,
             challenges=tuple(pb.Challenge.Name(c) for c in capture.challenges),
             steps=tuple(steps),
+            first_ms=min(times, default=0),
+            last_ms=max(times, default=0),
         )
+
+    def within(self, created_at: datetime, until: datetime) -> bool:
+        """Whether the capture's times lie in [created_at, until], give or take CLOCK_SKEW."""
+        if not self.first_ms:
+            return True  # no timestamps: integrity checks judge that
+        low = (created_at - CLOCK_SKEW).timestamp() * 1000
+        high = (until + CLOCK_SKEW).timestamp() * 1000
+        return low <= self.first_ms and self.last_ms <= high
+
+
+def _axes_alternate(steps: Sequence[str]) -> bool:
+    return all(
+        CHALLENGE_AXES[a] != CHALLENGE_AXES[b] for a, b in zip(steps, steps[1:], strict=False)
+    )
+
+
+def draw_steps(pool: Sequence[str], length: int, rng: random.Random) -> list[str]:
+    """``length`` distinct steps of ``pool`` in random order, never two of one axis in a row.
+
+    Uniform over the allowed sequences: random draws are retried until one alternates (about 4
+    in 5 draws of the default pool do). A pool where that is rare (the settings refuse pools
+    where it is impossible) falls back to a random depth-first search.
+    """
+    for _ in range(MAX_DRAWS):
+        steps = rng.sample(list(pool), length)
+        if _axes_alternate(steps):
+            return steps
+    found = _search([], list(pool), length, rng)
+    if found is None:
+        raise ValueError(f"{length} steps of {list(pool)} cannot alternate axes")
+    return found
+
+
+def _search(done: list[str], left: list[str], length: int, rng: random.Random) -> list[str] | None:
+    if len(done) == length:
+        return done
+    for name in rng.sample(left, len(left)):
+        if done and CHALLENGE_AXES[done[-1]] == CHALLENGE_AXES[name]:
+            continue
+        found = _search([*done, name], [n for n in left if n != name], length, rng)
+        if found is not None:
+            return found
+    return None
 
 
 def create_session(db_session: Session, key: ApiKey, settings: Settings) -> NewSession:
@@ -103,7 +169,14 @@ def create_session(db_session: Session, key: ApiKey, settings: Settings) -> NewS
     Not committed: the caller commits (as with ``create_job`` and ``create_key``).
     """
     pool = settings.session_challenge_pool
-    challenge = secrets.SystemRandom().sample(pool, settings.session_challenge_length)
+    challenge = draw_steps(pool, settings.session_challenge_length, secrets.SystemRandom())
+    if settings.session_light_always and LIGHT not in challenge:
+        challenge.append(LIGHT)
+    light = (
+        draw_sequence(settings.light_colors, settings.light_min_ms, settings.light_max_ms)
+        if LIGHT in challenge
+        else None
+    )
     now = utcnow()
     token = UPLOAD_TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = CaptureSession(
@@ -114,10 +187,11 @@ def create_session(db_session: Session, key: ApiKey, settings: Settings) -> NewS
         created_at=now,
         expires_at=now + timedelta(seconds=settings.session_ttl_s),
         upload_token_hash=hash_secret(settings.secret_key, token),
+        light=light.body() if light is not None else None,
     )
     db_session.add(row)
     db_session.flush()
-    return NewSession(row.id, row.nonce, list(challenge), row.expires_at, token)
+    return NewSession(row.id, row.nonce, list(challenge), row.expires_at, token, light)
 
 
 def state(row: CaptureSession, now: datetime | None = None) -> str:
@@ -128,13 +202,16 @@ def state(row: CaptureSession, now: datetime | None = None) -> str:
 
 def session_view(row: CaptureSession) -> dict[str, Any]:
     """A session as ``GET /v1/sessions/<id>`` shows it (never the nonce or the token)."""
-    return {
+    view = {
         "session_id": row.id,
         "challenge": list(row.challenge),
         "expires_at": row.expires_at.isoformat(),
         "state": state(row),
         "job_id": row.job_id,
     }
+    if row.light is not None:
+        view["light"] = row.light
+    return view
 
 
 def get_owned_session(db_session: Session, key: ApiKey, session_id: str) -> CaptureSession:
@@ -163,7 +240,7 @@ def redeem(
             CaptureSession.expires_at > now,
         )
         .values(used_at=now, job_id=job_id)
-        .returning(CaptureSession.challenge)
+        .returning(CaptureSession.challenge, CaptureSession.created_at)
     ).first()
     if won is None:
         found = db_session.execute(
@@ -179,7 +256,14 @@ def redeem(
         return SESSION_CHALLENGE_MISMATCH
     if facts.steps != expected:
         return SESSION_STEP_ORDER
+    if not facts.within(_aware(won[1]), now):
+        return SESSION_TIME
     return None
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # --- upload tokens ----------------------------------------------------------------------------

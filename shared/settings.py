@@ -9,9 +9,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MiB = 1024 * 1024
-# The challenges the pipeline can observe (worker/pipeline/crossframe.py); sessions draw theirs
+# The challenges the pipeline can observe (worker/pipeline/challenges.py); sessions draw theirs
 # from a configured subset.
-SESSION_CHALLENGES = ("BLINK", "MOUTH", "NOD", "YAW")
+SESSION_CHALLENGES = (
+    "TURN_LEFT", "TURN_RIGHT", "LOOK_UP", "LOOK_DOWN", "BLINK", "OPEN_MOUTH", "SMILE",
+    "MOVE_CLOSER", "MOUTH", "NOD", "YAW", "LIGHT",
+)  # fmt: skip
+# What each challenge moves: a session never draws two steps of one axis in a row (a person
+# turning left then right would pass the second step on the first's return).
+CHALLENGE_AXES = {
+    "TURN_LEFT": "yaw", "TURN_RIGHT": "yaw", "YAW": "yaw",
+    "LOOK_UP": "pitch", "LOOK_DOWN": "pitch", "NOD": "pitch",
+    "OPEN_MOUTH": "mouth", "SMILE": "mouth", "MOUTH": "mouth",
+    "BLINK": "eyes", "MOVE_CLOSER": "distance", "LIGHT": "light",
+}  # fmt: skip
+DEFAULT_SESSION_CHALLENGES = (
+    "TURN_LEFT,TURN_RIGHT,LOOK_UP,LOOK_DOWN,BLINK,OPEN_MOUTH,SMILE,MOVE_CLOSER"
+)
+
+
+def axis_feasible(pool: tuple[str, ...], length: int) -> bool:
+    """Whether ``length`` distinct steps of ``pool`` can follow each other with no axis twice in
+    a row: each axis may fill at most every other place."""
+    per_axis: dict[str, int] = {}
+    for name in pool:
+        per_axis[CHALLENGE_AXES[name]] = per_axis.get(CHALLENGE_AXES[name], 0) + 1
+    return sum(min(n, (length + 1) // 2) for n in per_axis.values()) >= length
 
 
 class SettingsError(ValueError):
@@ -47,12 +70,27 @@ class Settings:
     ort_providers: str = ""
     ort_intra_threads: int = 0
     retention_days: int = 7
+    # Replay memory (worker/pipeline/replay.py): "deployment" compares a capture with every
+    # key's earlier captures (a recording stolen through one partner and replayed through
+    # another is a replay); "key" only with the submitting key's own.
+    replay_scope: str = "deployment"
+    # The purge deletes this many jobs (or inputs, images, sessions) per transaction, so a
+    # large backlog never holds one long transaction or lock.
+    purge_batch: int = 1000
     image_ttl_s: int = 3600
     max_frames: int = 64
     max_frame_pixels: int = 16_777_216
+    # liveness_data_url: the whole download (connect to last byte) must finish within this, and
+    # each API process downloads at most this many at once (the rest get RATE_LIMIT_EXCEEDED
+    # at once), so slow servers cannot hold every request thread; 0 = no bound.
     download_timeout_s: float = 10.0
+    max_concurrent_downloads: int = 8
     task_time_limit_s: float = 120.0
     max_attempts: int = 3
+    # A job that fails every attempt (times out, kills its worker) ends in INTERNAL_ERROR and is
+    # refunded, at most this many per key and UTC day; later ones stay charged, so a capture
+    # built to crash the worker is not free repeatable work (-1: no limit).
+    poison_refund_limit: int = 10
     # A RUNNING job's lease is the task time limit plus this; past it the sweeper requeues it.
     lease_margin_s: float = 15.0
     sweep_interval_s: float = 10.0
@@ -85,6 +123,9 @@ class Settings:
     # Workers refresh a heartbeat in Redis this often; /readyz wants one younger than max age.
     worker_heartbeat_s: float = 5.0
     worker_heartbeat_max_age_s: float = 20.0
+    # A worker whose queue holds messages but that started or finished no task for this long is
+    # stalled (/readyz and the worker health check fail); 0: the task time limit + 60 s.
+    worker_stall_s: float = 0.0
     # A worker serves its own /metrics on this port (0: none; `antihack serve` and the tests
     # share the API's multiprocess directory instead).
     worker_metrics_port: int = 0
@@ -96,14 +137,38 @@ class Settings:
     # Capture sessions (POST /v1/sessions): lifetime, challenges per session, and the pool
     # they are drawn from (comma-separated names the pipeline can observe).
     session_ttl_s: int = 300
-    session_challenge_length: int = 2
-    session_challenges: str = "BLINK,MOUTH,NOD,YAW"
+    session_challenge_length: int = 3
+    session_challenges: str = DEFAULT_SESSION_CHALLENGES
+    # A challenge step must be performed within this many seconds of its prompt.
+    step_window_s: float = 4.0
+    # LIGHT step (worker/pipeline/light.py): drawn when session_challenges lists LIGHT, or added
+    # as the last step of every session with session_light_always. Its colour sequence: this
+    # many colours (6-12, one hue sector each), each shown a random light_min_ms-light_max_ms.
+    session_light_always: bool = False
+    light_colors: int = 6
+    light_min_ms: int = 250
+    light_max_ms: int = 400
+    # Operator-calibrated PAD: live_proba below this is a strong signal (score >= 0.985).
+    # 0 = off (the default: the model is uncalibrated). Measure it on your own captures with
+    # `antihack eval` (it prints the value meeting --target-bpcer).
+    pad_hack_below: float = 0.0
 
     def __post_init__(self) -> None:
         # Fail at start-up (CLI, create_app, tests' replace()), not at the first session or
         # after a webhook's first POST.
         _ = self.session_challenge_pool
         _ = self.webhook_schedule
+        if not 6 <= self.light_colors <= 12 or not 0 < self.light_min_ms <= self.light_max_ms:
+            raise SettingsError(
+                f"ANTIHACK_LIGHT_COLORS={self.light_colors} (6-12), ANTIHACK_LIGHT_MIN_MS="
+                f"{self.light_min_ms}, ANTIHACK_LIGHT_MAX_MS={self.light_max_ms} (0 < min <= max)"
+            )
+        if self.replay_scope not in ("deployment", "key"):
+            raise SettingsError(
+                f"ANTIHACK_REPLAY_SCOPE={self.replay_scope!r}: must be deployment or key"
+            )
+        if not 0.0 <= self.pad_hack_below <= 1.0:
+            raise SettingsError(f"ANTIHACK_PAD_HACK_BELOW={self.pad_hack_below}: must be in [0, 1]")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -195,9 +260,22 @@ class Settings:
                 f"ANTIHACK_SESSION_CHALLENGE_LENGTH={self.session_challenge_length}: must be "
                 f"1 to the number of challenges in the pool ({len(names)})"
             )
+        if not axis_feasible(names, self.session_challenge_length):
+            raise SettingsError(
+                f"{problem}: {self.session_challenge_length} steps cannot avoid repeating an "
+                "axis (turn, look, mouth) twice in a row; add other steps or draw fewer"
+            )
+        if self.step_window_s <= 0:
+            raise SettingsError(f"ANTIHACK_STEP_WINDOW_S={self.step_window_s}: must be > 0")
         if self.session_ttl_s < 1:
             raise SettingsError(f"ANTIHACK_SESSION_TTL_S={self.session_ttl_s}: must be >= 1")
         return names
+
+    @property
+    def worker_stall_after_s(self) -> float:
+        """How long a worker with waiting messages may go without starting or finishing a task:
+        longer than any task may run, so a worker busy with long tasks is never called stalled."""
+        return self.worker_stall_s if self.worker_stall_s > 0 else self.task_time_limit_s + 60
 
     @property
     def model_path(self) -> Path | None:

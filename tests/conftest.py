@@ -75,6 +75,10 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
         sweep_interval_s=1,
         queued_stale_s=5,
         ort_intra_threads=1,
+        # One database serves the whole run and most tests send the same astronaut frames
+        # under their own keys: deployment-wide replay memory would call them replays.
+        # tests/test_replay.py sets replay_scope="deployment" (the default) where it tests it.
+        replay_scope="key",
     )
     if not redis_url:
         proc = start_redis(settings)

@@ -182,7 +182,7 @@ def test_prefer_respond_async_answers_202(client: FlaskClient, key: Key) -> None
     assert resp.headers["Preference-Applied"] == "respond-async"
 
 
-def test_delete_job_removes_its_input_for_the_owner_only(
+def test_delete_job_removes_it_for_the_owner_only(
     client: FlaskClient, make_key: Any, sessions: Any
 ) -> None:
     a, b = make_key(), make_key()
@@ -191,7 +191,7 @@ def test_delete_job_removes_its_input_for_the_owner_only(
     assert_error(client.delete(f"/v1/jobs/{rid}", headers=b.headers), 404, "NOT_FOUND")
     assert client.delete(f"/v1/jobs/{rid}", headers=a.headers).status_code == 200
     with transaction(sessions) as s:
-        assert s.get(JobInput, rid) is None and s.get(Job, rid) is not None
+        assert s.get(JobInput, rid) is None and s.get(Job, rid) is None
 
 
 @pytest.fixture

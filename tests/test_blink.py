@@ -17,7 +17,7 @@ from shared.capture import CaptureLimits, decode_frames, parse_capture
 from shared.cli_sample import make_sample
 from tests.blink import EYE_LIDS, blink_frames, blink_schedule, write_blink_video
 from tests.fixtures_images import astronaut
-from worker.pipeline.crossframe import EAR_CLOSED_MAX, EAR_OPEN_MIN
+from worker.pipeline.challenges import EAR_CLOSED_MAX, EAR_OPEN_MIN
 from worker.pipeline.detect import detect_faces
 from worker.pipeline.eyes import eye_states
 from worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD

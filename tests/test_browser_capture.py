@@ -105,7 +105,9 @@ def test_a_person_does_the_demo_and_sees_the_result(
         page = browser.new_page(viewport={"width": 1000, "height": 1100})
         page.goto(base + "/demo")
         page.click("#start")
-        page.locator("#prompt", has_text="Blink now").wait_for()
+        # One prompt, over the video (the page used to repeat it below: "Blink now" twice).
+        page.locator(".antihack-prompt[data-step=BLINK]", has_text="Blink").wait_for()
+        assert page.get_by_text("Blink", exact=True).count() == 1
         assert page.text_content("#challenge") == "Your challenge: blink"
         assert page.locator("#camera video").is_visible()
         page.wait_for_selector("body:not([data-state=running])", timeout=DEMO_TIMEOUT_MS)
@@ -141,6 +143,7 @@ def test_a_person_does_the_demo_and_sees_the_result(
     assert capture.platform == pb.WEB
     assert capture.session_nonce == nonce
     assert [pb.Challenge.Name(c) for c in capture.challenges] == challenge == ["BLINK"]
+    assert [pb.Challenge.Name(p.step) for p in capture.prompts] == ["BLINK"]
     steps = [f.challenge_step for f in capture.frames]
     assert steps[0] == pb.CHALLENGE_UNSPECIFIED  # "look at the camera" comes first
     assert steps.count(pb.BLINK) >= 12
@@ -170,7 +173,7 @@ def test_an_integrator_callback_gets_the_encoded_capture(
             """
             const prompts = [], phases = [];
             const result = await Antihack.capture({
-              session: { nonce: "nonce-from-my-backend", challenge: ["BLINK", "YAW"] },
+              session: { nonce: "nonce-from-my-backend", challenge: ["TURN_LEFT", "BLINK", "YAW"] },
               video: document.getElementById("camera"),
               stepMs: 1500, countInMs: 500, readyMs: 600, fps: 8,
               onPrompt: (step, index, total, text) => prompts.push([step, index, total, text]),
@@ -197,22 +200,34 @@ def test_an_integrator_callback_gets_the_encoded_capture(
     assert capture.session_id and capture.session_id != capture.session_nonce
     assert capture.sdk_version.startswith("antihack-web/")
     assert capture.device.model and capture.device.os_version
-    assert [pb.Challenge.Name(c) for c in capture.challenges] == ["BLINK", "YAW"]
+    drawn = ["TURN_LEFT", "BLINK", "YAW"]
+    assert [pb.Challenge.Name(c) for c in capture.challenges] == drawn
     steps = [pb.Challenge.Name(f.challenge_step) for f in capture.frames]
     runs = [s for i, s in enumerate(steps) if i == 0 or s != steps[i - 1]]
-    assert runs == ["CHALLENGE_UNSPECIFIED", "BLINK", "YAW"]
+    # "Look at the camera" first, and one such frame before each later step (its start pose).
+    unset = "CHALLENGE_UNSPECIFIED"
+    assert runs == [unset, "TURN_LEFT", unset, "BLINK", unset, "YAW"]
     stamps = [f.timestamp_ms for f in capture.frames]
     assert stamps == sorted(stamps) and stamps[0] >= capture.started_at_ms
+    # Each step's prompt time: after every earlier frame, at or before its own first frame.
+    assert [pb.Challenge.Name(p.step) for p in capture.prompts] == drawn
+    for prompt in capture.prompts:
+        first = steps.index(pb.Challenge.Name(prompt.step))
+        assert stamps[first - 1] < prompt.shown_at_ms <= stamps[first]
+    # BLINK is recorded at 15 frames a second (the camera's rate here), a held step at fps (8).
+    print("frames per step", {s: steps.count(s) for s in drawn})
+    assert steps.count("BLINK") > 1.5 * steps.count("TURN_LEFT")
     assert sum(f.best for f in capture.frames) == 1
     headers = [image_header(f.image) for f in capture.frames]
     assert {(h.kind, h.width, h.height) for h in headers} == {("jpeg", *CAMERA_SIZE)}
     prompts = [(step, text) for step, _index, _total, text in value["prompts"]]
     assert prompts[0] == ("READY", "Look at the camera")
-    assert ("BLINK", "Blink now") in prompts
-    assert ("YAW", "Turn your head left or right now") in prompts
+    assert ("TURN_LEFT", "Turn your head to your left") in prompts
+    assert ("BLINK", "Blink") in prompts
+    assert ("YAW", "Turn your head left or right") in prompts
     assert prompts[-1] == ("DONE", "Done")
     assert value["phases"] == [
-        "camera", "ready", "countin", "recording", "encoding", "submitting", "done"
+        "camera", "ready", "recording", "countin", "encoding", "submitting", "done"
     ]  # fmt: skip
 
 
@@ -235,7 +250,7 @@ def test_errors_reach_the_page_with_their_reason(
             """,
         )
         bad_option = run_async(
-            page, 'return await Antihack.capture({session: {nonce: "n", challenge: ["SMILE"]}});'
+            page, 'return await Antihack.capture({session: {nonce: "n", challenge: ["WINK"]}});'
         )
     with chromium(["--use-fake-device-for-media-stream", "--deny-permission-prompts"]) as browser:
         page = browser.new_page()
@@ -257,7 +272,7 @@ def test_errors_reach_the_page_with_their_reason(
     assert refused["error"]["status"] == "UNAUTHORIZED"
     assert "invalid upload token" in refused["error"]["message"]
     assert bad_option["error"]["code"] == "BAD_OPTIONS"
-    assert "SMILE" in bad_option["error"]["message"]
+    assert "WINK" in bad_option["error"]["message"]
     assert denied["error"]["code"] == "CAMERA_DENIED", denied
     assert denied["error"]["message"].startswith("camera access was denied")
     assert denied["error"]["message"].endswith("reported CAMERA_DENIED")  # onError got it too

@@ -9,6 +9,8 @@ here beyond the hand-made meshes of tests/test_signals.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -16,20 +18,19 @@ from shared.capture import CaptureLimits, parse_capture
 from shared.sample import build_capture
 from tests.fixtures_images import astronaut
 from tests.mouth import MOUTH_PROFILE, mouth_frames, photo_turned
-from worker.pipeline.crossframe import (
+from worker.pipeline.challenges import (
     MOUTH_MIN_RANGE,
     MOUTH_OPEN_MIN,
     NOD_MIN_RANGE,
     YAW_MIN_RANGE,
-    PoseMeasures,
-    pose_measures,
+    pose_measures_2d,
 )
 from worker.pipeline.detect import detect_faces
 from worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD
 from worker.pipeline.landmarks import face_landmarks
 from worker.pipeline.run import Analysis, Pipeline, PipelineContext
 
-# Closed lips read 0-0.05 (crossframe.py); the painted closed mouth reads 0.03-0.06.
+# Closed lips read 0-0.05 (challenges.py); the painted closed mouth reads 0.03-0.06.
 CLOSED_MAX = 0.08
 # The print turns 0 -> +30 -> -30 -> 0 degrees, in 10 degree steps.
 TURN_DEGREES = (0, 10, 20, 30, 20, 10, 0, -10, -20, -30, -20, -10, 0)
@@ -40,12 +41,21 @@ def pipeline() -> Pipeline:
     return Pipeline.load()
 
 
+@dataclass(frozen=True)
+class PoseMeasures:
+    """The legacy scale-free measures (challenges.pose_measures_2d) of one frame."""
+
+    mouth_ratio: float
+    yaw: float
+    pitch: float
+
+
 def measures(pipeline: Pipeline, frames: list[np.ndarray]) -> list[PoseMeasures]:
     """The pose measures of each frame, from the pipeline's own detector and mesh."""
     found = detect_faces(pipeline.models, frames)
     assert all(found), "a face was not detected"
     marks = face_landmarks(pipeline.models, frames, [faces[0] for faces in found])
-    return [pose_measures(m.points) for m in marks]
+    return [PoseMeasures(*pose_measures_2d(m.points[:, :2].astype(np.float64))) for m in marks]
 
 
 def analyze(pipeline: Pipeline, frames: list[np.ndarray], challenge: str) -> Analysis:

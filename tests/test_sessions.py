@@ -31,7 +31,12 @@ from shared.queues import PURGE_TASK
 from shared.sample import build_capture
 from shared.sdk import Client, ClientError
 from shared.sessions import SESSION_CHECKS
-from shared.settings import Settings, SettingsError
+from shared.settings import (
+    CHALLENGE_AXES,
+    DEFAULT_SESSION_CHALLENGES,
+    Settings,
+    SettingsError,
+)
 from tests.blink import blink_frames
 from tests.conftest import Key, create_test_app
 from tests.fixtures_images import astronaut
@@ -161,7 +166,13 @@ def session_check_of(sessions: Any, job_id: str) -> str | None:
 
 
 @pytest.mark.parametrize(
-    ("pool", "length"), [("BLINK,MOUTH,NOD,YAW", 2), ("NOD,YAW", 2), ("MOUTH,YAW,BLINK", 1)]
+    ("pool", "length"),
+    [
+        (DEFAULT_SESSION_CHALLENGES, 3),
+        ("BLINK,MOUTH,NOD,YAW", 2),
+        ("NOD,YAW", 2),
+        ("MOUTH,YAW,BLINK", 1),
+    ],
 )
 def test_a_session_has_distinct_random_challenges_from_the_pool(
     base_settings: Settings, make_key: Callable[..., Key], pool: str, length: int
@@ -189,6 +200,8 @@ def test_a_session_has_distinct_random_challenges_from_the_pool(
         challenge = body["challenge"]
         assert len(challenge) == length and len(set(challenge)) == length
         assert set(challenge) <= set(pool.split(","))
+        axes = [CHALLENGE_AXES[c] for c in challenge]
+        assert all(a != b for a, b in zip(axes, axes[1:], strict=False)), challenge
         expires = datetime.fromisoformat(body["expires_at"])
         assert before + timedelta(seconds=120) <= expires <= after + timedelta(seconds=120)
         seen.add(tuple(challenge))
@@ -197,10 +210,16 @@ def test_a_session_has_distinct_random_challenges_from_the_pool(
 
 
 def test_session_settings_are_checked_at_start() -> None:
-    ok = Settings.from_env({"ANTIHACK_SESSION_CHALLENGES": "yaw, blink"})
+    ok = Settings.from_env(
+        {"ANTIHACK_SESSION_CHALLENGES": "yaw, blink", "ANTIHACK_SESSION_CHALLENGE_LENGTH": "2"}
+    )
     assert ok.session_challenge_pool == ("YAW", "BLINK")
-    with pytest.raises(SettingsError, match="SMILE"):
-        Settings().replace(session_challenges="BLINK,SMILE")
+    assert Settings().session_challenge_length == 3
+    assert "TURN_LEFT" in Settings().session_challenge_pool
+    with pytest.raises(SettingsError, match="WINK"):
+        Settings().replace(session_challenges="BLINK,WINK")
+    with pytest.raises(SettingsError, match="axis"):
+        Settings().replace(session_challenges="TURN_LEFT,TURN_RIGHT", session_challenge_length=2)
     with pytest.raises(SettingsError, match="CHALLENGE_LENGTH"):
         Settings().replace(session_challenges="BLINK,YAW", session_challenge_length=3)
     with pytest.raises(SettingsError, match="twice"):
@@ -564,7 +583,7 @@ def test_purge_drops_sessions_long_expired(
     old, recent = (api.post("/v1/sessions", headers=key.headers).get_json() for _ in range(2))
     expire(sessions, old["session_id"], timedelta(days=base_settings.retention_days + 1))
     expire(sessions, recent["session_id"], timedelta(days=1))
-    assert make_celery(base_settings).tasks[PURGE_TASK].apply().get() >= 1
+    assert make_celery(base_settings).tasks[PURGE_TASK].apply().get()["capture_sessions"] >= 1
     assert api.get(f"/v1/sessions/{old['session_id']}", headers=key.headers).status_code == 404
     kept = api.get(f"/v1/sessions/{recent['session_id']}", headers=key.headers)
     assert kept.get_json()["state"] == "EXPIRED"

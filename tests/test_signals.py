@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from shared.capture import sign_capture
 from shared.proto import liveness_pb2 as pb
 from shared.sample import encode_jpeg
 from tests.fixtures_images import astronaut, blurred, coffee, darkened, jittered, resized
-from worker.pipeline import crossframe, fusion, integrity, quality, replay
+from worker.pipeline import challenges, crossframe, fusion, integrity, quality, replay
 from worker.pipeline.fusion import CERTAIN, STRONG, WEAK, FusionInput, Signal, fuse
 
 # BlazeFace's box on astronaut() (x0, y0, x1, y1), as detect_faces returns it.
@@ -95,13 +97,8 @@ def codes(signals: tuple[Signal, ...] | list[Signal]) -> list[str]:
     return [s.code for s in signals]
 
 
-def report_for(
-    frames: list[np.ndarray], challenges: list[str] | None = None
-) -> crossframe.CrossFrameReport:
-    n = len(frames)
-    return crossframe.crossframe_report(
-        frames, challenges or [], [None] * n, [None] * n, [None] * n
-    )
+def report_for(frames: list[np.ndarray]) -> crossframe.CrossFrameReport:
+    return crossframe.crossframe_report(frames)
 
 
 def test_identical_frames_are_a_still_image() -> None:
@@ -134,33 +131,71 @@ def test_a_moving_camera_raises_nothing() -> None:
     assert report.motion_energy > 1.0
 
 
-def test_blink_needs_open_then_closed_eyes() -> None:
-    assert crossframe.blink_observed([0.3, 0.31, 0.08, 0.29])
-    assert crossframe.blink_observed([None, 0.3, None, 0.09, 0.3])
-    assert not crossframe.blink_observed([0.3, 0.31, 0.08])  # eyes never reopen
-    assert not crossframe.blink_observed([0.08, 0.3, 0.3])  # closed first, never closed again
-    assert not crossframe.blink_observed([0.3] * 6)
-    assert not crossframe.blink_observed([0.13, 0.11])  # never clearly open
+# --- challenge steps (worker/pipeline/challenges.py) ------------------------------------------
 
 
-def mesh(nose: tuple[float, float] = (150, 150), lower_lip_y: float = 202) -> np.ndarray:
+def mesh(
+    nose: tuple[float, float] = (150, 150), lower_lip_y: float = 202, dx: float = 0.0
+) -> np.ndarray:
     """A frontal face's key FaceMesh points: eyes 100 px apart, mouth 100 px below them."""
     points = np.zeros((468, 3), dtype=np.float32)
-    points[crossframe.EYE_OUTER_LEFT, :2] = (100, 100)
-    points[crossframe.EYE_OUTER_RIGHT, :2] = (200, 100)
-    points[crossframe.NOSE_TIP, :2] = nose
-    points[crossframe.MOUTH_LEFT, :2] = (125, 200)
-    points[crossframe.MOUTH_RIGHT, :2] = (175, 200)
-    points[crossframe.UPPER_LIP, :2] = (150, 198)
-    points[crossframe.LOWER_LIP, :2] = (150, lower_lip_y)
+    points[:, 0] = np.linspace(90, 210, 468) + dx  # the rest of the face, 120 px wide
+    points[:, 1] = np.linspace(60, 240, 468)
+    points[challenges.EYE_OUTER_LEFT, :2] = (100 + dx, 100)
+    points[challenges.EYE_OUTER_RIGHT, :2] = (200 + dx, 100)
+    points[challenges.NOSE_TIP, :2] = (nose[0] + dx, nose[1])
+    points[challenges.MOUTH_LEFT, :2] = (125 + dx, 200)
+    points[challenges.MOUTH_RIGHT, :2] = (175 + dx, 200)
+    points[challenges.UPPER_LIP, :2] = (150 + dx, 198)
+    points[challenges.LOWER_LIP, :2] = (150 + dx, lower_lip_y)
     return points
 
 
-def test_pose_measures_of_a_frontal_face() -> None:
-    pose = crossframe.pose_measures(mesh())
-    assert pose.yaw == pytest.approx(0.0)
-    assert pose.pitch == pytest.approx(0.5)
-    assert pose.mouth_ratio == pytest.approx(4 / 50)
+def judge(
+    names: list[str],
+    meshes: list[np.ndarray | None],
+    ears: list[float | None] | None = None,
+    steps: list[str | None] | None = None,
+) -> challenges.ChallengeReport:
+    n = len(meshes)
+    frames = [
+        challenges.FrameInput(NOW_MS + 66 * i, (steps or [None] * n)[i], m, (ears or [None] * n)[i])
+        for i, m in enumerate(meshes)
+    ]
+    return challenges.judge_challenges(names, frames)
+
+
+@pytest.mark.parametrize(
+    ("ears", "seen"),
+    [
+        ([0.3, 0.31, 0.08, 0.29], True),
+        ([None, 0.3, None, 0.09, 0.3], True),
+        ([0.3, 0.31, 0.08], False),  # eyes never reopen
+        ([0.08, 0.3, 0.3], False),  # closed first, never closed again
+        ([0.3] * 6, False),
+        ([0.13, 0.11, 0.12], False),  # never clearly open
+        ([0.4, 0.42, 0.3, 0.41, 0.4], False),  # a squint, not a blink: 0.3 is 0.73 of open
+        ([0.2, 0.21, 0.11, 0.2, 0.2], True),  # narrow eyes: the dip is relative to their own
+    ],
+)
+def test_blink_is_a_dip_below_the_capture_own_open_eyes(
+    ears: list[float | None], seen: bool
+) -> None:
+    meshes: list[np.ndarray | None] = [mesh(dx=0.5 * i) for i in range(len(ears))]
+    assert judge(["BLINK"], meshes, ears).observed == {"BLINK": seen}
+
+
+def test_two_stills_alternated_are_not_a_blink() -> None:
+    # Open, closed, open: the open frames are the same picture (same mesh to the decimal).
+    meshes: list[np.ndarray | None] = [mesh(), mesh(dx=0.7), mesh()]
+    assert judge(["BLINK"], meshes, [0.3, 0.08, 0.3]).observed == {"BLINK": False}
+
+
+def test_legacy_pose_measures_of_a_frontal_face() -> None:
+    mouth, yaw, pitch = challenges.pose_measures_2d(mesh()[:, :2].astype(np.float64))
+    assert yaw == pytest.approx(0.0)
+    assert pitch == pytest.approx(0.5)
+    assert mouth == pytest.approx(4 / 50)
 
 
 @pytest.mark.parametrize(
@@ -171,31 +206,24 @@ def test_pose_measures_of_a_frontal_face() -> None:
         ("MOUTH", [mesh(), mesh(lower_lip_y=230)], [mesh(), mesh(lower_lip_y=206)]),
     ],
 )
-def test_head_and_mouth_challenges(
-    challenge: str, performed: list[np.ndarray], still: list[np.ndarray]
+def test_legacy_head_and_mouth_challenges(
+    challenge: str, performed: list[np.ndarray | None], still: list[np.ndarray | None]
 ) -> None:
-    def run(meshes: list[np.ndarray]) -> crossframe.CrossFrameReport:
-        frames = jittered(resized(astronaut(), 64), len(meshes))
-        n = len(meshes)
-        return crossframe.crossframe_report(frames, [challenge], [None] * n, [None] * n, meshes)
-
-    assert run(performed).observed == {challenge: True}
-    assert run(performed).signals == ()
-    failed = run(still)
+    assert judge([challenge], performed).observed == {challenge: True}
+    assert judge([challenge], performed).signals == ()
+    failed = judge([challenge], still)
     assert failed.observed == {challenge: False}
     assert [(s.code, s.severity) for s in failed.signals] == [("challenge_not_met", CERTAIN)]
+    assert [f["step"] for f in failed.failed_steps] == [challenge]
 
 
 def test_challenges_are_judged_on_their_marked_frames() -> None:
-    frames = jittered(resized(astronaut(), 64), 4)
     ears: list[float | None] = [0.3, 0.08, 0.3, 0.3]
-    meshes: list[np.ndarray | None] = [mesh(), mesh(), mesh((180, 150)), mesh()]
+    meshes: list[np.ndarray | None] = [mesh(), mesh(dx=0.5), mesh((180, 150), dx=1), mesh(dx=1.5)]
     # The blink happened during the YAW step, not the BLINK step: BLINK is not met.
     steps: list[str | None] = ["YAW", "YAW", "BLINK", "BLINK"]
-    report = crossframe.crossframe_report(frames, ["BLINK", "YAW"], steps, ears, meshes)
-    assert report.observed == {"BLINK": False, "YAW": False}
-    unmarked = crossframe.crossframe_report(frames, ["BLINK", "YAW"], [None] * 4, ears, meshes)
-    assert unmarked.observed == {"BLINK": True, "YAW": True}
+    assert judge(["BLINK", "YAW"], meshes, ears, steps).observed == {"BLINK": False, "YAW": False}
+    assert judge(["BLINK", "YAW"], meshes, ears).observed == {"BLINK": True, "YAW": True}
 
 
 # --- replay -------------------------------------------------------------------------------
@@ -213,32 +241,46 @@ def test_phash_distances() -> None:
     assert replay.hamming(original, reencoded) <= 2
     assert replay.hamming(original, other) > 20
     # Hashes stored as signed 64-bit integers compare the same.
-    signed = original - 2**64 if original >= 2**63 else original
-    assert replay.hamming(signed, original) == 0
-    assert replay.min_distances([original, other], [reencoded, signed]) == [
-        0,
-        replay.hamming(other, original),
+    assert replay.hamming(replay.to_signed(original), original) == 0
+    assert replay.distance_matrix([original, other], [reencoded]).tolist() == [
+        [replay.hamming(original, reencoded)],
+        [replay.hamming(other, reencoded)],
     ]
-    assert replay.min_distances([original], []) == [64]
+
+
+def _prints(seed: int, n: int = 8) -> list[replay.FramePrint]:
+    """Hand-made fingerprints of a capture: near hashes, a swaying face, a random crop."""
+    rng = np.random.default_rng(seed)
+    base = int(rng.integers(0, 2**63))
+    out = []
+    for i in range(n):
+        crop = rng.normal(0, 1, (16, 16))
+        body = np.clip(np.round(crop * 48), -127, 127).astype(np.int8).tobytes()
+        x, y = 250 + 3 * np.sin(i / 2 + seed), 140 + 2 * np.cos(i / 3 + seed)
+        out.append(replay.FramePrint(i, base ^ (1 << i), base, body, x, y, 60.0, 0.01 * i))
+    return out
 
 
 def test_replay_signals() -> None:
-    frame = replay.phash(astronaut())
-    assert replay.replay_signals("s1", [frame], frozenset(), ()) == []
-    seen_session = replay.replay_signals("s1", [frame], frozenset({"s1"}), ())
-    assert [(s.code, s.severity) for s in seen_session] == [("session_replayed", CERTAIN)]
-    seen_frame = replay.replay_signals("s2", [frame], frozenset({"s1"}), (frame ^ 0b11,))
-    assert [(s.code, s.severity) for s in seen_frame] == [("frames_replayed", CERTAIN)]
-    # Three bits away is beyond the default distance of 2: not the same picture.
-    assert replay.replay_signals("s2", [frame], frozenset(), (frame ^ 0b111,)) == []
-    # Half the frames or more seen before: a replay. Fewer: a genuine retry can do that.
-    others = [0x0F0F_0F0F_0F0F_0F0F, 0x00FF_00FF_00FF_00FF, 0x3333_3333_3333_3333]
-    half = replay.replay_signals("s3", [frame, frame ^ 1, *others[:2]], frozenset(), (frame,))
-    assert [(s.code, s.severity) for s in half] == [("frames_replayed", CERTAIN)]
-    one = replay.replay_signals("s3", [frame, *others], frozenset(), (frame,))
-    assert [(s.code, s.severity) for s in one] == [("frames_similar", WEAK)]
-    # An empty session id means "none", never a match.
-    assert replay.replay_signals("", [], frozenset({""}), ()) == []
+    seen = _prints(1)
+    stored = [replay.StoredCapture("job-1", "key-1", tuple(seen))]
+    assert replay.replay_signals("s1", seen, frozenset(), []) == []
+    by_session = replay.replay_signals("s1", _prints(2), frozenset({"s1"}), stored)
+    assert [(s.code, s.severity) for s in by_session] == [("session_replayed", CERTAIN)]
+    # The same frames again: a certain replay (identical crops).
+    again = replay.replay_signals("s2", seen, frozenset(), stored)
+    assert [(s.code, s.severity) for s in again] == [("frames_replayed", CERTAIN)]
+    # The same recording moved: each frame where one rigid transform puts it, new crops noise.
+    moved = [
+        replace(p, x=p.x * 0.9 + 20, y=p.y * 0.9 - 5, iod=p.iod * 0.9, descriptor=other.descriptor)
+        for p, other in zip(seen, _prints(3), strict=True)
+    ]
+    replayed = replay.replay_signals("s3", moved, frozenset(), stored)
+    assert [(s.code, s.severity) for s in replayed] == [("frames_replayed", CERTAIN)]
+    # The same face with its own sway: only the weak frames_similar.
+    retry = [replace(p, hash=q.hash) for p, q in zip(_prints(4), seen, strict=True)]
+    similar = replay.replay_signals("s4", retry, frozenset(), stored)
+    assert [(s.code, s.severity) for s in similar] == [("frames_similar", WEAK)]
 
 
 # --- integrity ----------------------------------------------------------------------------

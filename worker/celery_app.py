@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
-from shared.heartbeat import Heartbeat
+from shared.heartbeat import Heartbeat, task_progress
 from shared.logs import request_id_var
 from shared.queues import (
     PURGE_TASK,
@@ -93,8 +93,11 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     if not isinstance(app, AntihackCelery) or _heartbeat is not None:
         return
     settings = app.settings
-    member = f"{getattr(sender, 'hostname', 'celery')}:{os.getpid()}"
-    _heartbeat = Heartbeat(settings.redis_client_url, member, settings.worker_heartbeat_s)
+    node = str(getattr(sender, "hostname", "celery"))
+    queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
+    member = f"{node}:{os.getpid()}"
+    interval = settings.worker_heartbeat_s
+    _heartbeat = Heartbeat(settings.redis_client_url, member, interval, node, queues)
     _heartbeat.start()
 
 
@@ -104,6 +107,19 @@ def _stop_heartbeat(**_: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
         _heartbeat = None
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _record_progress(task: Any = None, **_: Any) -> None:
+    """Starting or finishing a task proves the node consumes its queue (/readyz, health check)."""
+    app = getattr(task, "app", None)
+    request = getattr(task, "request", None)
+    if not isinstance(app, AntihackCelery) or request is None or not request.hostname:
+        return  # called in-process (tests), not consumed from a queue
+    queue = (request.delivery_info or {}).get("routing_key")
+    if queue:
+        task_progress(app.settings.redis_client_url, request.hostname, queue)
 
 
 @task_prerun.connect

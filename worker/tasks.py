@@ -1,10 +1,11 @@
-"""Celery tasks: analyze a job, sweep lost jobs back into the queue, purge old inputs."""
+"""Celery tasks: analyze a job, sweep lost jobs back into the queue, purge what retention ends."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -15,11 +16,13 @@ from celery.signals import (
     worker_process_shutdown,
     worker_shutdown,
 )
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import retention
+from shared.broker import held_job_ids
 from shared.capture import CaptureError, parse_capture
-from shared.db import rowcount, transaction
+from shared.db import Base, transaction
 from shared.jobs import (
     Claim,
     capture_limits,
@@ -30,17 +33,16 @@ from shared.jobs import (
     release,
 )
 from shared.keys import sdk_secret
+from shared.light import LightSequence
 from shared.metrics import count_attempt, count_finished, mark_dead, metrics, observe_stages
-from shared.models import ApiKey, CaptureSession, Fingerprint, Image, Job, JobInput, utcnow
+from shared.models import ApiKey, CaptureSession, Fingerprint, Job
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK, SWEEP_TASK, done_key
 from worker.celery_app import AntihackCelery, task_settings
+from worker.replay_index import DbHistory, replay_rows
 from worker.state import WorkerState, current_state, get_state
 from worker.webhook_tasks import publish_for_job
 
 log = logging.getLogger(__name__)
-
-# Replay detection compares a capture's frame hashes with this many recent ones of the key.
-REPLAY_HISTORY = 5000
 
 
 @shared_task(
@@ -56,7 +58,9 @@ def analyze(self: Task, job_id: str) -> str:
     st = get_state(settings)
     lease = timedelta(seconds=settings.task_time_limit_s + settings.lease_margin_s)
     with transaction(st.sessions) as session:
-        owned = claim(session, job_id, lease, settings.max_attempts)
+        owned = claim(
+            session, job_id, lease, settings.max_attempts, refund_limit=settings.poison_refund_limit
+        )
     if owned is None:
         _notify(st, job_id)  # it may just have been failed for exhausted attempts
         count_attempt("skipped")
@@ -75,7 +79,9 @@ def analyze(self: Task, job_id: str) -> str:
             count_attempt("retry")
             return "retry"
         body = error_body(job_id, "INTERNAL_ERROR", f"analysis failed: {type(exc).__name__}")
-        outcome = _store(st, owned, body, reasons=["internal_error"])
+        outcome = _store(
+            st, owned, body, reasons=["internal_error"], refund_limit=settings.poison_refund_limit
+        )
     metrics().analysis_seconds.observe(time.perf_counter() - started)
     _notify(st, job_id)
     return outcome
@@ -96,6 +102,12 @@ def _run(st: WorkerState, owned: Claim) -> str:
         secret = sdk_secret(key, settings.secret_key).encode()
         return_extra, return_image = job.return_extra, job.return_image
         session_check = job.session_check  # a failed capture session check, decided at submission
+        # The LIGHT colours of the session this job redeemed (None: no session, or no LIGHT).
+        light = LightSequence.from_json(
+            session.scalars(
+                select(CaptureSession.light).where(CaptureSession.job_id == owned.job_id)
+            ).first()
+        )
         failure: CaptureError | None = None
         if payload is None:
             failure = CaptureError("INVALID_ARGUMENT", "the job's input was deleted")
@@ -105,7 +117,7 @@ def _run(st: WorkerState, owned: Claim) -> str:
             except CaptureError as exc:
                 failure = exc
         if failure is None:
-            seen_sessions, seen_hashes = _history(session, owned, capture.session_id)
+            seen_sessions = _history(session, owned, capture.session_id)
     if failure is not None:
         body = error_body(owned.job_id, failure.status, failure.reason)
         return _store(st, owned, body)
@@ -113,11 +125,19 @@ def _run(st: WorkerState, owned: Claim) -> str:
         require_signed=require_signed,
         sdk_secret=secret,
         seen_session_ids=seen_sessions,
-        seen_frame_hashes=seen_hashes,
         return_image=return_image,
         now_ms=int(time.time() * 1000),
         limits=limits,
         session_check=session_check,
+        step_window_ms=round(settings.step_window_s * 1000),
+        pad_hack_below=settings.pad_hack_below,
+        light=light,
+        # Replay memory: every key's captures (deployment) or this key's, never this job's.
+        history=DbHistory(
+            st.sessions,
+            owned.api_key_id if settings.replay_scope == "key" else None,
+            owned.job_id,
+        ),
     )
     try:
         analysis = st.pipeline.analyze(capture, ctx)
@@ -126,9 +146,16 @@ def _run(st: WorkerState, owned: Claim) -> str:
         return _store(st, owned, body)
     observe_stages(analysis.stage_ms)
     body = analysis.seed_body(owned.job_id, return_extra)
-    prints = [Fingerprint(kind="phash", value=f"{h:016x}") for h in analysis.frame_hashes]
+    prints = replay_rows(owned.job_id, owned.api_key_id, analysis.frame_prints)
     if analysis.session_id:
-        prints.append(Fingerprint(kind="session", value=analysis.session_id[:100]))
+        prints.append(
+            Fingerprint(
+                kind="session",
+                value=analysis.session_id[:100],
+                api_key_id=owned.api_key_id,
+                job_id=owned.job_id,
+            )
+        )
     return _store(
         st,
         owned,
@@ -136,35 +163,27 @@ def _run(st: WorkerState, owned: Claim) -> str:
         reasons=analysis.reasons,
         model_versions=analysis.model_versions,
         stage_ms=analysis.stage_ms,
+        failed_steps=analysis.failed_steps,
         fingerprints=prints,
     )
 
 
-def _history(
-    session: Session, owned: Claim, session_id: str
-) -> tuple[frozenset[str], tuple[int, ...]]:
-    """Session ids and frame hashes this key submitted before (for replay detection)."""
-    base = select(Fingerprint.value).where(
-        Fingerprint.api_key_id == owned.api_key_id, Fingerprint.job_id != owned.job_id
-    )
-    sessions = (
-        frozenset(
-            session.scalars(
-                base.where(Fingerprint.kind == "session", Fingerprint.value == session_id[:100])
+def _history(session: Session, owned: Claim, session_id: str) -> frozenset[str]:
+    """This session id, if this key submitted it before (session ids are chosen by the
+    client, so two partners' ids may coincide: they stay per key). Frame fingerprints are
+    looked up by the pipeline through DbHistory (worker/replay_index.py)."""
+    if not session_id:
+        return frozenset()
+    return frozenset(
+        session.scalars(
+            select(Fingerprint.value).where(
+                Fingerprint.api_key_id == owned.api_key_id,
+                Fingerprint.job_id != owned.job_id,
+                Fingerprint.kind == "session",
+                Fingerprint.value == session_id[:100],
             )
         )
-        if session_id
-        else frozenset()
     )
-    hashes = tuple(
-        int(v, 16)
-        for v in session.scalars(
-            base.where(Fingerprint.kind == "phash")
-            .order_by(Fingerprint.id.desc())
-            .limit(REPLAY_HISTORY)
-        )
-    )
-    return sessions, hashes
 
 
 def _store(
@@ -172,7 +191,7 @@ def _store(
     owned: Claim,
     body: dict[str, Any],
     *,
-    fingerprints: list[Fingerprint] | None = None,
+    fingerprints: Sequence[Base] | None = None,
     **extra: Any,
 ) -> str:
     with transaction(st.sessions) as session:
@@ -182,10 +201,7 @@ def _store(
             session.rollback()
             count_attempt("lost_lease")
             return "lost-lease"
-        for fp in fingerprints or []:
-            fp.api_key_id = owned.api_key_id
-            fp.job_id = owned.job_id
-            session.add(fp)
+        session.add_all(fingerprints or [])
     count_finished(body)
     if finished.webhook_due:
         # Committed: the result's webhook delivery exists; send it now, not at the next dispatch.
@@ -205,11 +221,21 @@ def _notify(st: WorkerState, job_id: str) -> None:
 
 @shared_task(bind=True, name=SWEEP_TASK, ignore_result=True)
 def sweep(self: Task) -> int:
-    """Re-publish jobs whose message was lost (QUEUED too long, or RUNNING past their lease)."""
+    """Re-publish jobs whose message was lost: QUEUED too long and not in the broker, or
+    RUNNING past their lease."""
     settings = task_settings(self)
     st = get_state(settings)
+
+    def held() -> set[str] | None:
+        try:
+            return held_job_ids(st.redis, ANALYZE_QUEUE)
+        except Exception as exc:  # the broker cannot tell: republish every stale job
+            log.warning("sweeper could not read the analyze queue: %s", type(exc).__name__)
+            return None
+
     with transaction(st.sessions) as session:
-        ids = due_for_publish(session, timedelta(seconds=settings.queued_stale_s))
+        stale = timedelta(seconds=settings.queued_stale_s)
+        ids = due_for_publish(session, stale, held=held)
     for job_id in ids:
         self.app.send_task(ANALYZE_TASK, args=(job_id,), queue=ANALYZE_QUEUE)
     if ids:
@@ -218,18 +244,18 @@ def sweep(self: Task) -> int:
 
 
 @shared_task(bind=True, name=PURGE_TASK, ignore_result=True)
-def purge(self: Task) -> int:
-    """Delete inputs older than the retention period, expired H5 images, and capture sessions
-    that expired more than the retention period ago."""
+def purge(self: Task) -> dict[str, int]:
+    """Delete what is older than ANTIHACK_RETENTION_DAYS (shared/retention.py says what), in
+    batches of ANTIHACK_PURGE_BATCH; returns the rows deleted per table."""
     settings = task_settings(self)
-    st = get_state(settings)
-    cutoff = utcnow() - timedelta(days=settings.retention_days)
-    with transaction(st.sessions) as session:
-        inputs = rowcount(session.execute(delete(JobInput).where(JobInput.created_at < cutoff)))
-        images = rowcount(session.execute(delete(Image).where(Image.expires_at < utcnow())))
-        stale = delete(CaptureSession).where(CaptureSession.expires_at < cutoff)
-        sessions = rowcount(session.execute(stale))
-    return inputs + images + sessions
+    report = retention.purge(
+        get_state(settings).sessions,
+        timedelta(days=settings.retention_days),
+        settings.purge_batch,
+        # Stop between batches well inside the task's time limit; the next run goes on.
+        deadline_s=settings.task_time_limit_s / 2,
+    )
+    return report.counts
 
 
 @worker_process_init.connect

@@ -14,10 +14,12 @@
  *   // result.score >= 0.98 means hack; result.extra, result.image_base64 (the judged frame)
  *
  * What it does: opens the front camera (getUserMedia; needs https or localhost), shows each of
- * the session's challenges (e.g. BLINK then YAW) with a short count-in, records JPEG frames of
- * each step at a bounded rate, size and count, encodes them as a capture
+ * the session's challenges in turn (e.g. TURN_LEFT, BLINK, OPEN_MOUTH; "look at the camera"
+ * between them), records JPEG frames of each step from the moment its prompt is shown, at a
+ * bounded rate, size and count (BLINK at 15 fps; see frameBudget), encodes them as a capture
  * (proto/liveness.proto: platform WEB, the session's nonce and challenge, frames tagged with
- * their step, one best frame), stops the camera, and then either
+ * their step, one best frame, and when each step's prompt was shown), stops the camera, and then
+ * either
  *   - submit: "direct" (default): POSTs it to `${baseUrl}/v1/jobs` with the session's
  *     short-lived upload token, polls the job and resolves with its result (the seed body:
  *     `score`, `extra`, `image_base64`; the whole job resource is in `result.job`), or
@@ -36,6 +38,15 @@
   var VERSION = "1.0.0";
   // Enum values of proto/liveness.proto.
   var CHALLENGES = { BLINK: 1, MOUTH: 2, NOD: 3, YAW: 4 };
+  // The directional steps (issue 14): the person's own left and right, up and down.
+  CHALLENGES.TURN_LEFT = 5;
+  CHALLENGES.TURN_RIGHT = 6;
+  CHALLENGES.LOOK_UP = 7;
+  CHALLENGES.LOOK_DOWN = 8;
+  CHALLENGES.OPEN_MOUTH = 9;
+  CHALLENGES.SMILE = 10;
+  CHALLENGES.MOVE_CLOSER = 11;
+  CHALLENGES.LIGHT = 12; // LIGHT step (issue 15), see recordLight
   var PLATFORM_WEB = 3;
   var PROMPTS = {
     READY: "Look at the camera",
@@ -43,17 +54,34 @@
     MOUTH: "Open your mouth",
     NOD: "Nod your head",
     YAW: "Turn your head left or right",
+    // "your left": the person's own, whichever way the preview is mirrored (the SDK's is).
+    TURN_LEFT: "Turn your head to your left",
+    TURN_RIGHT: "Turn your head to your right",
+    LOOK_UP: "Look up",
+    LOOK_DOWN: "Look down",
+    OPEN_MOUTH: "Open your mouth wide",
+    SMILE: "Smile",
+    MOVE_CLOSER: "Move your face closer to the camera",
+    LIGHT: "Bring your face close to the screen and hold still",
     DONE: "Done",
   };
   var DEFAULTS = {
     baseUrl: "",
     submit: "direct",
-    fps: 8, // frames per second recorded during a step (at most 15)
-    stepMs: 3000, // recording time per challenge
-    countInMs: 2000, // the prompt is shown this long before each step is recorded
-    readyMs: 1200, // "look at the camera" before the first step; the best frame comes from it
+    // Held steps (a turn, a look, an open mouth, a smile, moving closer): recorded from their
+    // prompt at `fps` (at most 15) for `stepMs`, time to read, react and hold the pose.
+    fps: 6,
+    stepMs: 2500,
+    // BLINK: at `blinkFps` (15-30) for `blinkMs`, so that a 100-ms blink is seen whatever its
+    // phase against the frame clock.
+    blinkFps: 15,
+    blinkMs: 1600,
+    // Before each step after the first, "look at the camera" is shown this long (each step then
+    // starts facing the camera); before LIGHT, its own prompt counts in this long.
+    countInMs: 1000,
+    readyMs: 1000, // "look at the camera" before the first step; the best frame comes from it
     readyFrames: 4,
-    maxFrames: 48, // the server's default limit is 64 frames
+    maxFrames: 64, // the server's default limit (CaptureLimits.max_frames); see frameBudget
     maxSide: 640, // frames are scaled down so that their longest side is at most this
     jpegQuality: 0.85,
     pollIntervalMs: 1000,
@@ -187,8 +215,9 @@
    * Serialize a capture (field names as in proto/liveness.proto, camelCase) to protobuf bytes:
    * {version, sessionId, sdkVersion, platform, device: {model, osVersion, isEmulator, isRooted,
    * virtualCamera}, startedAtMs, challenges: ["BLINK"], frames: [{image: Uint8Array,
-   * timestampMs, challengeStep: "BLINK" | null, best}], sessionNonce}. Fields are written in
-   * field-number order. No signature: a browser cannot keep a signing secret (the session's
+   * timestampMs, challengeStep: "BLINK" | null, best, lightIndex}], sessionNonce, prompts:
+   * [{step: "BLINK", shownAtMs}]}. Fields are written in field-number order (protobuf's
+   * deterministic serialization, the bytes a signature covers). No signature: a browser cannot keep a signing secret (the session's
    * nonce is what vouches for a browser capture).
    */
   function encodeCapture(capture) {
@@ -215,9 +244,16 @@
       f.uint(2, frame.timestampMs);
       f.uint(3, frame.challengeStep ? challengeValue(frame.challengeStep) : 0);
       f.bool(4, frame.best);
+      f.uint(5, frame.lightIndex || 0); // LIGHT: the colour on screen (1-based), 0 = none
       w.message(8, f);
     });
     w.string(9, capture.sessionNonce);
+    (capture.prompts || []).forEach(function (p) {
+      var sp = new Writer();
+      sp.uint(1, challengeValue(p.step));
+      sp.uint(2, p.shownAtMs); // int64 on the wire; a non-negative one is a plain varint
+      w.message(10, sp);
+    });
     return w.finish();
   }
 
@@ -403,12 +439,12 @@
     }
   }
 
-  Recorder.prototype.grab = function (step, best) {
+  Recorder.prototype.grab = function (step, best, lightIndex) {
     if (this.presented && this.presented === this.lastGrabbed) return false;
     this.lastGrabbed = this.presented;
     var timestampMs = this.clock();
     this.ctx.drawImage(this.video, 0, 0, this.canvas.width, this.canvas.height);
-    var frame = { image: null, timestampMs: timestampMs, challengeStep: step, best: !!best };
+    var frame = { image: null, timestampMs: timestampMs, challengeStep: step, best: !!best, lightIndex: lightIndex || 0 };
     this.frames.push(frame);
     var quality = this.opts.jpegQuality;
     var canvas = this.canvas;
@@ -440,7 +476,11 @@
       var wait = due - root.performance.now();
       if (wait > 0) await sleep(wait, signal);
       checkAborted(signal);
-      if (this.grab(step, false)) taken++;
+      // The camera had no new frame yet (a 15-fps camera recorded at 15 fps, a little early):
+      // wait for it rather than lose it, at most most of an interval.
+      if (this.grab(step, false) || ((await this.newFrame(0.8 * interval, signal)) && this.grab(step, false))) {
+        taken++;
+      }
       if (onTick) onTick((i + 1) / count);
     }
     var rest = start + ms - root.performance.now();
@@ -448,11 +488,96 @@
     return taken;
   };
 
+  // Whether the camera presents a frame not yet grabbed within `ms` (true where it cannot tell).
+  Recorder.prototype.newFrame = async function (ms, signal) {
+    var until = root.performance.now() + ms;
+    while (this.presented === this.lastGrabbed && root.performance.now() < until) await sleep(8, signal);
+    return this.presented !== this.lastGrabbed;
+  };
+
+  // The pause's one frame is taken this long before the next step's prompt (the server takes
+  // a step's starting pose from the frames up to 400 ms before its prompt).
+  var PAUSE_FRAME_MS = 150;
+
   Recorder.prototype.finish = async function () {
     this.stopped = true;
     await Promise.all(this.pending);
     return this.frames;
   };
+
+  // --- LIGHT step (issue 15) --------------------------------------------------------------
+  //
+  // The screen fills with each of the session's colours in turn (session.light: {colors,
+  // durations_ms}) after LIGHT_BASELINE_MS of black, while frames are grabbed at LIGHT_FPS:
+  // one as each colour is set, then every 1/LIGHT_FPS s, none in the last LIGHT_GAP_MS of a
+  // colour. Each frame is stamped with the colour's 1-based index (light_index; 0 = black).
+  // The SDK has no face detector: the count-in prompt asks the person to come close (face at
+  // least 40% of the frame's width); the server judges whatever face it finds.
+
+  var LIGHT_FPS = 16;
+  var LIGHT_BASELINE_MS = 200;
+  var LIGHT_GAP_MS = 20;
+
+  function lightFrames(light) {
+    var frames = Math.ceil((LIGHT_BASELINE_MS * LIGHT_FPS) / 1000);
+    light.durations_ms.forEach(function (ms) {
+      frames += Math.ceil(((ms - LIGHT_GAP_MS) * LIGHT_FPS) / 1000);
+    });
+    return frames;
+  }
+
+  function checkLight(light) {
+    var ok =
+      light &&
+      Array.isArray(light.colors) &&
+      Array.isArray(light.durations_ms) &&
+      light.colors.length > 0 &&
+      light.colors.length === light.durations_ms.length &&
+      light.colors.every(function (c) {
+        return /^#[0-9a-f]{6}$/i.test(c);
+      }) &&
+      light.durations_ms.every(function (ms) {
+        return ms > 0 && ms <= 10000;
+      });
+    if (!ok) throw AntihackError("BAD_OPTIONS", "a LIGHT step needs options.session.light: {colors, durations_ms}");
+  }
+
+  async function recordLight(recorder, light, doc, signal) {
+    var overlay = doc.createElement("div");
+    overlay.className = "antihack-light";
+    var s = overlay.style;
+    s.position = "fixed";
+    s.left = s.top = "0";
+    s.width = "100vw";
+    s.height = "100vh";
+    s.zIndex = "2147483647";
+    s.pointerEvents = "none";
+    var parts = [{ index: 0, color: "#000000", ms: LIGHT_BASELINE_MS }].concat(
+      light.colors.map(function (color, i) {
+        return { index: i + 1, color: color, ms: light.durations_ms[i] };
+      })
+    );
+    doc.body.appendChild(overlay);
+    try {
+      for (var p = 0; p < parts.length; p++) {
+        var part = parts[p];
+        s.background = part.color;
+        overlay.setAttribute("data-light-index", String(part.index));
+        var start = root.performance.now();
+        var end = start + part.ms;
+        for (var due = start; due < end - LIGHT_GAP_MS; due += 1000 / LIGHT_FPS) {
+          var wait = due - root.performance.now();
+          if (wait > 0) await sleep(wait, signal);
+          checkAborted(signal);
+          recorder.grab("LIGHT", false, part.index);
+        }
+        var rest = end - root.performance.now();
+        if (rest > 0) await sleep(rest, signal);
+      }
+    } finally {
+      if (overlay.parentNode) overlay.parentNode.removeChild(overlay);
+    }
+  }
 
   // --- submission -------------------------------------------------------------------------
 
@@ -537,12 +662,16 @@
       throw AntihackError("BAD_OPTIONS", "options.session.challenge must be a non-empty list such as [\"BLINK\"]");
     }
     session.challenge.forEach(challengeValue);
+    if (session.challenge.indexOf("LIGHT") >= 0) checkLight(session.light);
     if (!session.nonce) throw AntihackError("BAD_OPTIONS", "options.session.nonce is missing");
   }
 
   function resolveOptions(options) {
     var opts = Object.assign({}, DEFAULTS, options || {});
     checkSession(opts.session);
+    // LIGHT records ~35-45 frames of its own: take the server's whole default limit (64).
+    var light = opts.session.challenge.indexOf("LIGHT") >= 0;
+    if (light && !(options && options.maxFrames)) opts.maxFrames = 64;
     if (opts.submit !== "direct" && typeof opts.submit !== "function") {
       throw AntihackError("BAD_OPTIONS", "options.submit must be \"direct\" or a function (bytes) => Promise");
     }
@@ -550,18 +679,77 @@
       throw AntihackError("BAD_OPTIONS", "submit \"direct\" needs options.session.upload_token");
     }
     opts.fps = Math.max(1, Math.min(15, Number(opts.fps) || DEFAULTS.fps));
+    // Below 15 fps a 100-ms blink can fall between two frames (issue 14).
+    opts.blinkFps = Math.max(15, Math.min(30, Number(opts.blinkFps) || DEFAULTS.blinkFps));
+    opts.blinkMs = Math.max(1000, Math.min(5000, Number(opts.blinkMs) || DEFAULTS.blinkMs));
+    opts.countInMs = Math.max(0, Math.min(5000, Number(opts.countInMs) || 0));
     opts.maxFrames = Math.max(4, Math.min(64, Number(opts.maxFrames) || DEFAULTS.maxFrames));
     opts.maxSide = Math.max(240, Math.min(1920, Number(opts.maxSide) || DEFAULTS.maxSide));
     opts.prompts = Object.assign({}, PROMPTS, opts.prompts || {});
     return opts;
   }
 
-  // Frames per part: a few "ready" frames, then the same number per step, within maxFrames.
-  function frameBudget(opts, steps) {
+  // The frame budget. The server takes at most 64 frames (CaptureLimits.max_frames) and 10 MiB
+  // (a 640x480 JPEG at quality 0.85 is 30-60 kB, so 64 frames are ~2-4 MB). Parts:
+  //   - a few "ready" frames (the best frame is one of them);
+  //   - BLINK: blinkFps (15) x blinkMs (1.6 s) = 24 frames, one every 67 ms: a 100-ms blink
+  //     always lands on at least one frame, with open frames around it;
+  //   - each held step (turn, look, open mouth, smile, move closer, legacy MOUTH/NOD/YAW):
+  //     fps (6) x stepMs (2.5 s) = 15 frames: a held pose needs no more;
+  //   - LIGHT: its own frames (lightCount, 0 without one);
+  //   - one "look at the camera" frame in the pause before each later step: its starting pose.
+  // Three steps with a BLINK: 4 + 24 + 15 + 15 + 2 = 60 frames. Over maxFrames (four steps, or
+  // a LIGHT step), the pauses' frames go first, then the held steps' rate (down to 3 frames
+  // each), then BLINK's length at its rate (down to 1 s), and only then BLINK's rate.
+  function frameBudget(opts, steps, lightCount) {
     var ready = Math.max(1, Math.min(opts.readyFrames, Math.floor(opts.maxFrames / 4)));
-    var perStep = Math.round((opts.stepMs / 1000) * opts.fps);
-    perStep = Math.max(3, Math.min(perStep, Math.floor((opts.maxFrames - ready) / steps)));
-    return { ready: ready, perStep: perStep };
+    var parts = steps.map(function (step, index) {
+      var blink = step === "BLINK";
+      var ms = blink ? opts.blinkMs : opts.stepMs;
+      var fps = blink ? opts.blinkFps : opts.fps;
+      return {
+        step: step,
+        ms: ms,
+        fps: fps,
+        frames: step === "LIGHT" ? lightCount : Math.max(3, Math.round((ms / 1000) * fps)),
+        pause: index > 0 && step !== "LIGHT" && opts.countInMs >= 200 ? 1 : 0,
+      };
+    });
+    var over = ready - opts.maxFrames;
+    parts.forEach(function (p) {
+      over += p.frames + p.pause;
+    });
+    // Take one frame at a time from the largest part of `group` above `floor`.
+    function shave(group, floor) {
+      while (over > 0) {
+        var largest = null;
+        group.forEach(function (p) {
+          if (p.frames > floor && (!largest || p.frames > largest.frames)) largest = p;
+        });
+        if (!largest) return;
+        largest.frames--;
+        over--;
+      }
+    }
+    var blinks = parts.filter(function (p) {
+      return p.step === "BLINK";
+    });
+    var held = parts.filter(function (p) {
+      return p.step !== "BLINK" && p.step !== "LIGHT";
+    });
+    parts.forEach(function (p) {
+      if (over > 0 && p.pause) {
+        p.pause = 0;
+        over--;
+      }
+    });
+    shave(held, 3);
+    shave(blinks, Math.round(opts.blinkFps));
+    blinks.forEach(function (p) {
+      p.ms = Math.min(p.ms, Math.max(1000, Math.round((p.frames * 1000) / p.fps)));
+    });
+    shave(blinks, 3);
+    return { ready: ready, parts: parts };
   }
 
   /**
@@ -591,15 +779,27 @@
       var doc = (opts.video && opts.video.ownerDocument) || root.document;
       var steps = opts.session.challenge.slice();
       var total = steps.length;
-      var budget = frameBudget(opts, total);
-      var recordMs = opts.readyMs + total * (opts.countInMs + opts.stepMs);
+      var hasLight = steps.indexOf("LIGHT") >= 0;
+      var budget = frameBudget(opts, steps, hasLight ? lightFrames(opts.session.light) : 0);
+      var recordMs = opts.readyMs + total * opts.countInMs;
+      budget.parts.forEach(function (part) {
+        recordMs += part.ms;
+      });
+      var shown = []; // when each step's prompt was shown: Capture.prompts
       var elapsed = 0;
       var progress = function (phase, fraction, extra) {
         if (opts.onProgress) opts.onProgress(Object.assign({ phase: phase, fraction: fraction }, extra || {}));
       };
       var prompt = function (step, index, text) {
-        if (view && view.prompt) view.prompt.textContent = text;
+        if (view && view.prompt) {
+          view.prompt.textContent = text;
+          view.prompt.setAttribute("data-step", step); // for styling (and the browser tests)
+        }
         if (opts.onPrompt) opts.onPrompt(step, index, total, text);
+      };
+      // The step's action counts from here on (the server judges it within a window after).
+      var promptShown = function (step) {
+        shown.push({ step: step, shownAtMs: clock() });
       };
       var recordingProgress = function (phase, partMs, extra) {
         return function (f) {
@@ -639,17 +839,38 @@
 
       for (var index = 0; index < total; index++) {
         var step = steps[index];
+        var part = budget.parts[index];
         var text = opts.prompts[step] || step;
         var info = { step: step, index: index, total: total };
-        for (var left = opts.countInMs; left > 0; left -= 1000) {
-          prompt(step, index, text + " in " + Math.ceil(left / 1000) + "…");
-          progress("countin", 0.05 + (0.75 * (elapsed + opts.countInMs - left)) / recordMs, info);
-          await sleep(Math.min(1000, left), signal);
+        if (step === "LIGHT") {
+          for (var left = opts.countInMs; left > 0; left -= 1000) {
+            prompt(step, index, text + " in " + Math.ceil(left / 1000) + "…");
+            progress("countin", 0.05 + (0.75 * (elapsed + opts.countInMs - left)) / recordMs, info);
+            await sleep(Math.min(1000, left), signal);
+          }
+          elapsed += opts.countInMs;
+          prompt(step, index, text + " now");
+          promptShown(step);
+          await recordLight(recorder, opts.session.light, doc, signal);
+          elapsed += opts.stepMs;
+          continue;
         }
-        elapsed += opts.countInMs;
-        prompt(step, index, text + " now");
-        await recorder.record(step, budget.perStep, opts.stepMs, signal, recordingProgress("recording", opts.stepMs, info));
-        elapsed += opts.stepMs;
+        if (index > 0) {
+          // Back to facing the camera: each step starts from there, and its name is shown only
+          // when its recording starts (an action done early would be before its prompt).
+          prompt("READY", index, opts.prompts.READY);
+          progress("countin", 0.05 + (0.75 * elapsed) / recordMs, info);
+          await sleep(opts.countInMs - PAUSE_FRAME_MS * part.pause, signal);
+          if (part.pause) {
+            recorder.grab(null, false); // the step's starting pose
+            await sleep(PAUSE_FRAME_MS, signal);
+          }
+          elapsed += opts.countInMs;
+        }
+        prompt(step, index, text);
+        promptShown(step);
+        await recorder.record(step, part.frames, part.ms, signal, recordingProgress("recording", part.ms, info));
+        elapsed += part.ms;
       }
       prompt("DONE", total, opts.prompts.DONE);
 
@@ -668,6 +889,7 @@
         challenges: steps,
         frames: frames,
         sessionNonce: opts.session.nonce,
+        prompts: shown,
       });
 
       var result;

@@ -7,6 +7,9 @@ Create Date: 2026-12-05 23:00:00
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
@@ -14,8 +17,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    # The challenge steps a job failed, shown by GET /v1/jobs/<id> as failed_steps; older
+    # results keep NULL (read as no failed step).
+    with op.batch_alter_table("job_results") as batch:
+        batch.add_column(sa.Column("failed_steps", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("job_results") as batch:
+        batch.drop_column("failed_steps")

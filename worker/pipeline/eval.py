@@ -4,15 +4,25 @@ DIR holds ``genuine/`` (bona fide captures) and one folder per attack type (``pr
 ``replay/``, ...) of capture files. A presentation is classified an attack when its score is
 >= the threshold. APCER (per attack type) = attacks classified bona fide; BPCER = bona fide
 presentations classified attacks; ACER = (max APCER + BPCER) / 2.
+
+It also calibrates the PAD model for ``ANTIHACK_PAD_HACK_BELOW``: the largest live_proba
+threshold t such that at most ``--target-bpcer`` of the genuine captures (with a face) have
+live_proba < t, and the share of each attack type with live_proba >= t (PAD APCER at t).
+
+``--with-history`` adds the cross-request checks: the genuine captures are analysed in order,
+each against the replay history of those before it (as the API would see them), then every
+attack capture is analysed against the history of all genuine captures (not of each other, so
+results do not depend on file order).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +35,7 @@ from shared.capture import CaptureError, CaptureLimits, parse_capture
 from shared.proto import liveness_pb2 as pb
 
 if TYPE_CHECKING:
-    from worker.pipeline.run import PipelineContext
+    from worker.pipeline.run import Analysis, PipelineContext
 
 GENUINE = "genuine"
 SEED_THRESHOLD = 0.98
@@ -44,6 +54,8 @@ class SampleResult:
     reasons: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    # extra.live_proba; None when refused or no face (the PAD model did not run).
+    live_proba: float | None = None
 
 
 def find_captures(root: Path) -> dict[str, list[Path]]:
@@ -100,6 +112,39 @@ def threshold_for_bpcer(genuine: Sequence[float], target: float) -> float:
     if allowed >= len(ranked):
         return 0.0
     return float(np.nextafter(ranked[allowed], np.inf))
+
+
+def pad_threshold_for_bpcer(genuine_live: Sequence[float], target: float) -> float:
+    """The largest t with share(genuine live_proba < t) <= ``target`` (ANTIHACK_PAD_HACK_BELOW).
+
+    With the genuine values sorted, at most k = floor(target n) may lie below t, so t is the
+    (k+1)-th smallest: nothing above it keeps that count. 1.0 when every one may be refused.
+    """
+    if not genuine_live:
+        raise ValueError("no bona fide live_proba values")
+    ranked = sorted(genuine_live)
+    allowed = math.floor(target * len(ranked) + 1e-9)
+    return 1.0 if allowed >= len(ranked) else float(ranked[allowed])
+
+
+def pad_calibration(live: Mapping[str, Sequence[float]], target: float) -> dict[str, Any]:
+    """PAD-only operating point at the calibrated threshold: BPCER and APCER per attack type."""
+    t = pad_threshold_for_bpcer(live[GENUINE], target)
+    genuine = live[GENUINE]
+    per_type = {
+        label: (sum(v >= t for v in values) / len(values) if values else math.nan)
+        for label, values in live.items()
+        if label != GENUINE
+    }
+    known = [v for v in per_type.values() if not math.isnan(v)]
+    return {
+        "target_bpcer": target,
+        "pad_hack_below": t,
+        "bpcer": sum(v < t for v in genuine) / len(genuine),
+        "apcer": per_type,
+        "apcer_max": max(known) if known else math.nan,
+        "genuine_with_face": len(genuine),
+    }
 
 
 def det_points(
@@ -173,7 +218,10 @@ def draw_det(
 
 
 def context_for(
-    capture: pb.Capture, limits: CaptureLimits, secret: bytes | None
+    capture: pb.Capture,
+    limits: CaptureLimits,
+    secret: bytes | None,
+    pad_hack_below: float = 0.0,
 ) -> PipelineContext:
     """A pipeline context judging the capture as if submitted right after it was recorded.
 
@@ -186,8 +234,63 @@ def context_for(
     latest = max([*stamps, capture.started_at_ms])
     now_ms = latest + 1000 if latest else int(time.time() * 1000)
     return PipelineContext.fresh(
-        now_ms, require_signed=secret is not None, sdk_secret=secret, limits=limits
+        now_ms,
+        require_signed=secret is not None,
+        sdk_secret=secret,
+        limits=limits,
+        pad_hack_below=pad_hack_below,
     )
+
+
+class EvalHistory:
+    """The replay history ``--with-history`` builds from the genuine captures, in memory.
+
+    The worker's check against a deployment's stored fingerprints (``replay.MemoryHistory``,
+    deployment scope: every capture is compared with every earlier one), plus their session ids.
+    """
+
+    def __init__(self) -> None:
+        from worker.pipeline.replay import MemoryHistory
+
+        self.session_ids: set[str] = set()
+        self.memory = MemoryHistory()
+
+    def context(self, ctx: PipelineContext) -> PipelineContext:
+        """``ctx`` with this history as the deployment's earlier submissions."""
+        return replace(ctx, seen_session_ids=frozenset(self.session_ids), history=self.memory)
+
+    def add(self, name: str, analysis: Analysis) -> None:
+        """Remember an analysed capture (``name`` identifies it in the history)."""
+        if analysis.session_id:
+            self.session_ids.add(analysis.session_id)
+        self.memory.add(name, "eval", analysis.frame_prints)
+
+
+class _Progress:
+    """A progress bar on a terminal; one line per capture otherwise (logs, CI)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.stream = sys.stderr
+        self.bar: Any = None
+        if self.stream.isatty():
+            self.bar = click.progressbar(length=total, label="evaluating", file=self.stream)
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def advance(self, line: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        else:
+            click.echo(f"[{self.done}/{self.total}] {line}", err=True)
 
 
 def _json_safe(value: Any) -> Any:
@@ -221,9 +324,23 @@ def _json_safe(value: Any) -> Any:
 @click.option(
     "--target-bpcer",
     type=click.FloatRange(0, 1),
-    default=0.05,
+    default=0.01,
     show_default=True,
-    help="Also report the metrics at the lowest threshold meeting this BPCER.",
+    help="Also report the metrics at the lowest threshold meeting this BPCER, and the "
+    "ANTIHACK_PAD_HACK_BELOW value meeting it.",
+)
+@click.option(
+    "--pad-hack-below",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    envvar="ANTIHACK_PAD_HACK_BELOW",
+    show_default=True,
+    help="Judge as a worker with this ANTIHACK_PAD_HACK_BELOW (0: off).",
+)
+@click.option(
+    "--with-history",
+    is_flag=True,
+    help="Cross-request checks: judge each capture against the genuine ones' replay history.",
 )
 @click.option("--sign-secret", help="SDK secret: verify signatures as a key requiring them.")
 @click.option(
@@ -238,6 +355,8 @@ def eval_cmd(
     output: Path,
     plot: Path | None,
     target_bpcer: float,
+    pad_hack_below: float,
+    with_history: bool,
     sign_secret: str | None,
     model_dir: Path | None,
     providers: str | None,
@@ -251,23 +370,33 @@ def eval_cmd(
     pipeline = Pipeline.load(model_dir, providers.split(",") if providers else None)
     limits = CaptureLimits()
     secret = sign_secret.encode() if sign_secret is not None else None
+    history = EvalHistory() if with_history else None
     results: list[SampleResult] = []
-    done = 0
-    for label, files in labels.items():
-        for path in files:
+    # Genuine first: with history, attacks are judged against every genuine capture.
+    order = [(GENUINE, path) for path in labels[GENUINE]] + [
+        (label, path) for label, files in labels.items() if label != GENUINE for path in files
+    ]
+    with _Progress(total) as progress:
+        for label, path in order:
             started = time.perf_counter()
             result = SampleResult(path=str(path.relative_to(root)), label=label, score=None)
             try:
                 capture = parse_capture(path.read_bytes(), limits)
-                analysis = pipeline.analyze(capture, context_for(capture, limits, secret))
+                ctx = context_for(capture, limits, secret, pad_hack_below)
+                if history is not None:
+                    ctx = history.context(ctx)
+                analysis = pipeline.analyze(capture, ctx)
                 result.score, result.reasons = analysis.score, analysis.reasons
+                if not analysis.extra["has_no_face"]:
+                    result.live_proba = float(analysis.extra["live_proba"])
+                if history is not None and label == GENUINE:
+                    history.add(result.path, analysis)
             except CaptureError as exc:
                 result.error = f"{exc.status}: {exc.reason}"
             result.seconds = round(time.perf_counter() - started, 3)
             results.append(result)
-            done += 1
             shown = "refused" if result.score is None else f"{result.score:.5f}"
-            click.echo(f"[{done}/{total}] {result.path}: {shown}", err=True)
+            progress.advance(f"{result.path}: {shown}")
     scores = {
         label: [r.score for r in results if r.label == label and r.score is not None]
         for label in labels
@@ -275,6 +404,11 @@ def eval_cmd(
     if not scores[GENUINE]:
         raise click.ClickException("no genuine capture could be analysed")
     tuned = threshold_for_bpcer(scores[GENUINE], target_bpcer)
+    live = {
+        label: [r.live_proba for r in results if r.label == label and r.live_proba is not None]
+        for label in labels
+    }
+    pad = pad_calibration(live, target_bpcer) if live[GENUINE] else None
     at_seed, at_target = metrics_at(scores, SEED_THRESHOLD), metrics_at(scores, tuned)
     report = {
         "root": str(root),
@@ -284,6 +418,9 @@ def eval_cmd(
         },
         "at_seed_threshold": at_seed,
         "at_target_bpcer": {"target_bpcer": target_bpcer, **at_target},
+        "pad_calibration": pad,
+        "with_history": with_history,
+        "pad_hack_below": pad_hack_below,
         "model_versions": pipeline.models.versions,
         "samples": [asdict(r) for r in results],
     }
@@ -300,4 +437,13 @@ def eval_cmd(
         f"BPCER {at_target['bpcer']:.4f} ACER {at_target['acer']:.4f}",
         err=True,
     )
+    if pad is None:
+        click.echo("PAD calibration: no genuine capture with a face", err=True)
+    else:
+        click.echo(
+            f"PAD calibration: ANTIHACK_PAD_HACK_BELOW={pad['pad_hack_below']:.6f} meets BPCER "
+            f"<= {target_bpcer} (measured {pad['bpcer']:.4f} on {pad['genuine_with_face']} "
+            f"genuine); PAD APCER there {pad['apcer_max']:.4f} (worst type)",
+            err=True,
+        )
     click.echo(f"wrote {output} and {plot_path}", err=True)

@@ -8,8 +8,9 @@ Every check yields signals with a reason code and a severity; the score is decid
    capture was not produced live by a conformant SDK: score = 0.995 + 0.001 per further
    certain signal (at most 0.999), always >= 0.99.
 2. **Strong** signals (emulator, virtual camera, timestamps in the future or older than a day,
-   two identical frames) are hacks by the seed's threshold but not proof: score = 0.985 +
-   0.002 per further strong signal, in [0.985, 0.989].
+   two identical frames, ``pad_below_operator_threshold``: live_proba below the operator's
+   calibrated ``ANTIHACK_PAD_HACK_BELOW``, off by default) are hacks by the seed's threshold
+   but not proof: score = 0.985 + 0.002 per further strong signal, in [0.985, 0.989].
 3. Otherwise the score is continuous and stays below 0.98, so only the checks above declare a
    hack. Evidence e = 0.6 (1 - live_proba) + 0.15 mask_proba x quality_score +
    0.25 (1 - quality_score), plus 0.1 per weak signal (rooted device, flat timestamps,

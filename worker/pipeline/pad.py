@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from worker.pipeline.detect import FaceBox
+from worker.pipeline.fusion import STRONG, Signal
 from worker.pipeline.geometry import Frame, check_frames, crop_box, to_nchw
 from worker.pipeline.models import ModelSet
 
@@ -69,3 +70,17 @@ def live_probability(raw: float) -> float:
     """
     z = max(-80.0, min(80.0, (raw - LIVE_THRESHOLD) / LIVE_SCALE))
     return 1.0 / (1.0 + math.exp(-z))
+
+
+def pad_signals(live_proba: float | None, hack_below: float) -> list[Signal]:
+    """A strong signal when the operator declared live_proba below ``hack_below`` an attack.
+
+    ``ANTIHACK_PAD_HACK_BELOW`` (0 = off) is the operator's calibration, measured on their own
+    genuine captures with ``antihack eval`` (the largest threshold meeting a target BPCER), so
+    the uncalibrated model can reach the hack threshold only where someone measured it.
+    ``live_proba`` is the value reported in ``extra`` (None: no face, the model did not run).
+    """
+    if live_proba is None or hack_below <= 0 or live_proba >= hack_below:
+        return []
+    detail = f"live_proba {live_proba:.6f} < operator threshold {hack_below:g}"
+    return [Signal("pad_below_operator_threshold", STRONG, detail)]

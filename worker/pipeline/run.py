@@ -19,25 +19,31 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shared.capture import CaptureLimits, decode_frames
+from shared.light import LightSequence
 from shared.proto import liveness_pb2 as pb
 from shared.sample import encode_jpeg
+from worker.pipeline.challenges import judge_capture
 from worker.pipeline.crossframe import crossframe_report
 from worker.pipeline.detect import FaceBox, detect_faces
 from worker.pipeline.eyes import EyeState, eye_states
 from worker.pipeline.fusion import FusionInput, Signal, fuse
 from worker.pipeline.integrity import integrity_signals, session_signals
 from worker.pipeline.landmarks import FaceLandmarks, face_landmarks
+from worker.pipeline.light import light_report
 from worker.pipeline.mask import mask_probabilities
 from worker.pipeline.models import ModelSet
-from worker.pipeline.pad import live_probability, pad_scores
+from worker.pipeline.pad import live_probability, pad_scores, pad_signals
 from worker.pipeline.quality import SCORE_THRESHOLD, QualityReport, frame_quality
-from worker.pipeline.replay import phash, replay_signals
+from worker.pipeline.replay import (
+    FramePrint,
+    NoHistory,
+    ReplayHistory,
+    frame_print,
+    replay_signals,
+)
 
 RgbImage = NDArray[np.uint8]
 IMAGE_JPEG_QUALITY = 90
-# Replay hashes cover the face and a margin, not the whole frame: at a kiosk every capture
-# shares the background, and whole-frame hashes of different people would collide.
-HASH_CROP_SCALE = 1.5
 
 # What each `extra` field means (the seed's names; every score's threshold is 0.5):
 #   mask_proba          P(face covered by a mask), best frame; masked = mask_proba > 0.5
@@ -60,12 +66,20 @@ class PipelineContext:
     require_signed: bool
     sdk_secret: bytes | None
     seen_session_ids: frozenset[str]
-    seen_frame_hashes: tuple[int, ...]
     return_image: bool
     now_ms: int
     limits: CaptureLimits = field(default_factory=CaptureLimits)
     # Why the capture session check failed at submission (jobs.session_check), or None.
     session_check: str | None = None
+    # ANTIHACK_STEP_WINDOW_S: how long after its prompt a challenge step may be performed.
+    step_window_ms: int = 4000
+    # ANTIHACK_PAD_HACK_BELOW: live_proba below it is a strong signal (pad.pad_signals); 0 = off.
+    pad_hack_below: float = 0.0
+    # The capture session's LIGHT colours (worker/pipeline/light.py), when it has a LIGHT step.
+    light: LightSequence | None = None
+    # Earlier captures' frame fingerprints (worker/pipeline/replay.py): the worker's database
+    # index, or a replay.MemoryHistory for `antihack eval --with-history` and tests.
+    history: ReplayHistory = field(default_factory=NoHistory)
 
     @classmethod
     def fresh(cls, now_ms: int | None = None, **changes: Any) -> PipelineContext:
@@ -74,7 +88,6 @@ class PipelineContext:
             require_signed=False,
             sdk_secret=None,
             seen_session_ids=frozenset(),
-            seen_frame_hashes=(),
             return_image=False,
             now_ms=int(time.time() * 1000) if now_ms is None else now_ms,
         )
@@ -96,6 +109,10 @@ class Analysis:
     signals: list[Signal] = field(default_factory=list)
     best_frame: int = 0
     pad_raw: float | None = None
+    # The challenge steps not met, ``[{"step", "why"}]`` (GET /v1/jobs/<id> shows them).
+    failed_steps: list[dict[str, str]] = field(default_factory=list)
+    # Each face frame's replay fingerprint (frame_hashes are their hashes), for the history.
+    frame_prints: list[FramePrint] = field(default_factory=list)
 
     def seed_body(self, request_id: str, return_extra: bool) -> dict[str, Any]:
         """The seed endpoint's response body for this analysis."""
@@ -139,15 +156,6 @@ def _scatter(values: Sequence[Any], index: Sequence[int], n: int) -> list[Any]:
 
 def _box(face: FaceBox | None) -> tuple[float, float, float, float] | None:
     return None if face is None else (face.x0, face.y0, face.x1, face.y1)
-
-
-def _hash_region(frame: RgbImage, face: FaceBox) -> RgbImage:
-    height, width = frame.shape[:2]
-    half = HASH_CROP_SCALE * max(face.width, face.height) / 2
-    cx, cy = face.center
-    x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
-    x1, y1 = min(width, int(cx + half) + 1), min(height, int(cy + half) + 1)
-    return frame if x1 - x0 < 8 or y1 - y0 < 8 else frame[y0:y1, x0:x1]
 
 
 def choose_frame(
@@ -238,28 +246,37 @@ class Pipeline:
             if best_box is not None:
                 pad_raw = pad_scores(self.models, [frames[best]], [best_box])[0]
         with timer.stage("crossframe"):
-            cross = crossframe_report(
-                frames,
-                [pb.Challenge.Name(c) for c in capture.challenges],
-                [
-                    pb.Challenge.Name(f.challenge_step) if f.challenge_step else None
-                    for f in capture.frames
-                ],
-                [e.ear if e is not None else None for e in faces.eyes],
-                [m.points if m is not None else None for m in faces.marks],
-            )
+            cross = crossframe_report(frames)
             signals += cross.signals
+        with timer.stage("challenges"):
+            steps = judge_capture(capture, faces.eyes, faces.marks, ctx.step_window_ms)
+            signals += steps.signals
+        light_step = [f.challenge_step == pb.LIGHT or f.light_index > 0 for f in capture.frames]
+        if pb.LIGHT in capture.challenges or any(light_step):
+            with timer.stage("light"):
+                light = light_report(
+                    frames,
+                    faces.boxes,
+                    [m.points if m is not None else None for m in faces.marks],
+                    [f.timestamp_ms for f in capture.frames],
+                    [f.light_index for f in capture.frames],
+                    light_step,
+                    ctx.light,
+                )
+                signals += light.signals
         with timer.stage("replay"):
-            hashes = [
-                phash(_hash_region(frame, box))
-                for frame, box in zip(frames, faces.boxes, strict=True)
-                if box is not None
+            prints = [
+                frame_print(i, frame, mark.points)
+                for i, (frame, mark) in enumerate(zip(frames, faces.marks, strict=True))
+                if mark is not None
             ]
-            signals += replay_signals(
-                capture.session_id, hashes, ctx.seen_session_ids, ctx.seen_frame_hashes
-            )
+            candidates = ctx.history.lookup(prints) if prints else []
+            signals += replay_signals(capture.session_id, prints, ctx.seen_session_ids, candidates)
         with timer.stage("fusion"):
             live = live_probability(pad_raw) if pad_raw is not None else 0.0
+            # Compared as reported in extra, so an operator's calibration reads the same value.
+            reported = round(live, 6) if pad_raw is not None else None
+            signals += pad_signals(reported, ctx.pad_hack_below)
             mask = faces.masks[best] or 0.0
             report = quality[best]
             score = fuse(
@@ -286,11 +303,13 @@ class Pipeline:
             reasons=list(dict.fromkeys(s.code for s in signals)),
             model_versions=dict(self.models.versions),
             session_id=capture.session_id,
-            frame_hashes=hashes,
+            frame_hashes=[p.hash for p in prints],
             stage_ms=timer.ms,
             signals=signals,
             best_frame=best,
             pad_raw=pad_raw,
+            failed_steps=steps.failed_steps,
+            frame_prints=prints,
         )
 
 

@@ -1,0 +1,249 @@
+"""Natural motion and frame order of a face across frames (issue #13, items 1 and 4).
+
+A still photo fed as video, however it is re-noised, shifted, scaled, rotated or re-encoded per
+frame, moves only rigidly: one 2D transform maps any frame's face onto any other's, up to
+noise. A live face also moves non-rigidly: a head turn shows parallax (the nose moves more than
+the cheeks), eyelids, lips and cheeks move. So each face is brought onto a reference frame's
+face (a similarity from the FaceMesh points), dense optical flow is measured inside the face,
+and the flow a homography explains is taken away; what is left is the non-rigid motion field of
+each frame. FaceMesh points alone are not enough: their jitter on one photo shifted by 2 px is
+larger than a still-sitting person's motion, while the flow residual of a shifted photo stays
+at ~0.05 px.
+
+Rules (figures: bench/bench_motion.py, /work/notes/motion.md):
+- the frames' residual fields fall into at most MAX_STILL_STATES groups, each within
+  STATE_RADIUS px (the measured noise floor with a margin) -> ``still_image_injected``: one
+  photo (one group), or two or three photos cycled (eyes open / closed) to fake a blink;
+- frame order: the face's path through the frames (points normalised by face size) taken in
+  timestamp order is much longer than the shortest path through the same frames ->
+  ``frames_out_of_order`` (frames shuffled after capture).
+Frames without a face are left out; with fewer than MIN_FRAMES faces nothing is judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
+
+Image = NDArray[np.uint8]
+Points = NDArray[np.float32]  # (468, 3) FaceMesh points in frame pixels
+Floats = NDArray[np.float64]
+
+# The face is compared in a FLOW_SIDE-px square around the reference face's landmarks.
+FLOW_SIDE = 96
+FACE_MARGIN = 1.1
+# Flow is read on a grid this many px apart inside the face hull, shrunk by ERODE_PX.
+GRID_STEP = 3
+ERODE_PX = 4
+# A face more than STRAY_SHIFT face sizes from the frames' median face, or whose size differs
+# from theirs by more than exp(STRAY_LOG), is another detection (e.g. a face-like patch in the
+# background), not the person: that frame is left out.
+STRAY_SHIFT, STRAY_LOG = 0.5, 0.4
+# Below this many frames with a face there is no motion to judge.
+MIN_FRAMES = 3
+# One photo, or two or three cycled, is the same attack.
+MAX_STILL_STATES = 3
+# Frames whose residual fields are within STATE_RADIUS (RMS px on the FLOW_SIDE crop) show the
+# same picture. Measured (bench/bench_motion.py): the largest distance between two copies of one
+# photo is 0.10 px; genuine frames of a still-sitting person differ by up to 0.3-1 px.
+STATE_RADIUS = 0.15
+# Frame order: timestamp-order path length over the shortest path, and the least motion (the
+# shortest path's mean step, in face sizes) for the order to be readable at all.
+ORDER_RATIO_WEAK, ORDER_RATIO_STRONG = 1.6, 2.2
+ORDER_MIN_STEP = 0.006
+
+
+@dataclass(frozen=True)
+class MotionReport:
+    """What the frames show; None where too few frames had a face to tell."""
+
+    faces: int  # frames with a face
+    nonrigid_px: float | None  # largest residual (non-rigid) motion of a frame, RMS px
+    states: int | None  # distinct non-rigid states at STATE_RADIUS
+    order_ratio: float | None  # timestamp-order path / shortest path (1 = in order)
+    signals: tuple[Signal, ...]
+
+
+def _similarity(src: Floats, dst: Floats) -> Floats:
+    """2x3 least-squares similarity (Umeyama) taking ``src`` points onto ``dst``."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    u, sv, vt = np.linalg.svd(d.T @ s)
+    sign = np.sign(np.linalg.det(u @ vt)) or 1.0
+    fix = np.diag([1.0, sign])
+    rot = u @ fix @ vt
+    scale = float((sv * np.diag(fix)).sum() / max((s**2).sum(), 1e-9))
+    linear = scale * rot
+    return np.hstack([linear, (mu_d - linear @ mu_s)[:, None]])
+
+
+def _normalised_crop(frame: Image, matrix: Floats, mask: NDArray[np.bool_]) -> Image:
+    colour = cv2.warpAffine(
+        frame, matrix, (FLOW_SIDE, FLOW_SIDE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
+    crop = cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    # Exposure flicker and another camera gain must not read as motion.
+    inside = crop[mask]
+    crop = (crop - inside.mean()) / (inside.std() + 1e-6) * 40 + 128
+    return np.asarray(np.clip(crop, 0, 255), dtype=np.uint8)
+
+
+def _design(xs: Floats, ys: Floats) -> Floats:
+    """Linearised homography: u = a0 + a1 x + a2 y - x (g x + h y), v likewise (8 params)."""
+    zero, one = np.zeros_like(xs), np.ones_like(xs)
+    rows_u = np.stack([one, xs, ys, zero, zero, zero, -xs * xs, -xs * ys], 1)
+    rows_v = np.stack([zero, zero, zero, one, xs, ys, -xs * ys, -ys * ys], 1)
+    return np.vstack([rows_u, rows_v])
+
+
+def residual_fields(frames: Sequence[Image], meshes: Sequence[Points]) -> Floats:
+    """Per frame, the non-rigid flow (P, 2) inside the face relative to the middle frame (px)."""
+    ref = len(frames) // 2
+    ref_xy = meshes[ref][:, :2].astype(np.float64)
+    low, high = ref_xy.min(0), ref_xy.max(0)
+    k = FLOW_SIDE / (FACE_MARGIN * float(max(high - low)) or 1.0)
+    offset = FLOW_SIDE / 2 - k * (low + high) / 2
+    target = ref_xy * k + offset
+    hull = cv2.convexHull(target.astype(np.float32)).astype(np.int32)
+    mask8 = np.zeros((FLOW_SIDE, FLOW_SIDE), np.uint8)
+    cv2.fillConvexPoly(mask8, hull, 1)
+    mask = mask8.astype(bool)
+    inner = cv2.erode(mask8, np.ones((2 * ERODE_PX + 1,) * 2, np.uint8)).astype(bool)
+    grid = np.zeros_like(inner)
+    grid[::GRID_STEP, ::GRID_STEP] = True
+    ys, xs = np.nonzero(inner & grid)
+    crops = [
+        _normalised_crop(f, _similarity(m[:, :2].astype(np.float64), target), mask)
+        for f, m in zip(frames, meshes, strict=True)
+    ]
+    centre = FLOW_SIDE / 2
+    design = _design((xs - centre) / FLOW_SIDE, (ys - centre) / FLOW_SIDE)
+    pinv = np.linalg.pinv(design)
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    fields = np.zeros((len(frames), len(xs), 2))
+    for i, crop in enumerate(crops):
+        if i == ref:
+            continue
+        vectors = flow.calc(crops[ref], crop, None)[ys, xs].astype(np.float64)
+        stacked = np.concatenate([vectors[:, 0], vectors[:, 1]])
+        rest = stacked - design @ (pinv @ stacked)
+        fields[i] = rest.reshape(2, -1).T
+    return fields
+
+
+def count_states(fields: Floats, radius: float = STATE_RADIUS) -> int:
+    """How many groups of frames, each within ``radius`` (RMS px) of its first frame."""
+    leaders: list[Floats] = []
+    for field in fields:
+        if not any(np.sqrt(((field - lead) ** 2).sum(1).mean()) <= radius for lead in leaders):
+            leaders.append(field)
+    return len(leaders)
+
+
+def _path(dist: Floats, order: Sequence[int]) -> float:
+    return float(sum(dist[a, b] for a, b in zip(order, order[1:], strict=False)))
+
+
+def _greedy(dist: Floats, start: int) -> list[int]:
+    order, left = [start], np.ones(len(dist), dtype=bool)
+    left[start] = False
+    while left.any():
+        row = np.where(left, dist[order[-1]], np.inf)
+        order.append(int(row.argmin()))
+        left[order[-1]] = False
+    return order
+
+
+def _two_opt(dist: Floats, order: list[int]) -> list[int]:
+    """Reverse segments of an open path while that shortens it (endpoints may move too)."""
+    n = len(order)
+    improved = True
+    while improved:
+        improved = False
+        for i in range(n - 1):
+            for j in range(i + 1, n):
+                a, b = order[i - 1] if i > 0 else None, order[i]
+                c, e = order[j], order[j + 1] if j + 1 < n else None
+                before = (dist[a, b] if a is not None else 0.0) + (
+                    dist[c, e] if e is not None else 0.0
+                )
+                after = (dist[a, c] if a is not None else 0.0) + (
+                    dist[b, e] if e is not None else 0.0
+                )
+                if after < before - 1e-12:
+                    order[i : j + 1] = order[i : j + 1][::-1]
+                    improved = True
+    return order
+
+
+def shortest_path(dist: Floats) -> float:
+    """A near-shortest open path through all points: best nearest-neighbour path, then 2-opt."""
+    paths = [_greedy(dist, start) for start in range(len(dist))]
+    best = min(paths, key=lambda order: _path(dist, order))
+    return _path(dist, _two_opt(dist, best))
+
+
+def order_ratio(meshes: Sequence[Points]) -> tuple[float, float]:
+    """(timestamp-order path / shortest path, shortest path's mean step in face sizes)."""
+    xy = np.stack([m[:, :2].astype(np.float64) for m in meshes])
+    size = float(np.median([np.ptp(p[:, 0]) + np.ptp(p[:, 1]) for p in xy])) / 2 or 1.0
+    flat = xy.reshape(len(xy), -1) / size
+    dist = np.sqrt(((flat[:, None] - flat[None]) ** 2).mean(-1) * 2)
+    shortest = shortest_path(dist)
+    in_order = _path(dist, range(len(xy)))
+    return in_order / max(shortest, 1e-9), shortest / (len(xy) - 1)
+
+
+def _consistent(index: list[int], meshes: Sequence[Points | None]) -> list[int]:
+    """The frames whose face is where most frames' face is (a stray detection is dropped)."""
+    boxes = {}
+    for i in index:
+        mesh = meshes[i]
+        if mesh is not None:
+            xy = mesh[:, :2].astype(np.float64)
+            boxes[i] = (xy.mean(0), float(np.ptp(xy[:, 0]) + np.ptp(xy[:, 1])) / 2)
+    centre = np.median([c for c, _ in boxes.values()], axis=0)
+    size = float(np.median([s for _, s in boxes.values()])) or 1.0
+    return [
+        i
+        for i, (c, s) in boxes.items()
+        if np.linalg.norm(c - centre) <= STRAY_SHIFT * size and abs(np.log(s / size)) <= STRAY_LOG
+    ]
+
+
+def motion_report(
+    frames: Sequence[Image], meshes: Sequence[Points | None], timestamps_ms: Sequence[int]
+) -> MotionReport:
+    """Judge natural motion and frame order; ``meshes[i]`` is None where frame i has no face."""
+    with_face = [i for i, m in enumerate(meshes) if m is not None]
+    if len(with_face) < MIN_FRAMES:
+        return MotionReport(len(with_face), None, None, None, ())
+    # Judge in time order; unknown (0) or equal timestamps keep capture order.
+    with_face.sort(key=lambda i: (timestamps_ms[i] if i < len(timestamps_ms) else 0, i))
+    with_face = _consistent(with_face, meshes)
+    if len(with_face) < MIN_FRAMES:
+        return MotionReport(len(with_face), None, None, None, ())
+    faces = [frames[i] for i in with_face]
+    points = [m for i in with_face if (m := meshes[i]) is not None]
+    fields = residual_fields(faces, points)
+    nonrigid = float(np.sqrt((fields**2).sum(-1).mean(-1)).max())
+    states = count_states(fields)
+    signals: list[Signal] = []
+    still_limit = MAX_STILL_STATES if len(faces) > 2 * MAX_STILL_STATES else 1
+    if states <= still_limit:
+        what = "one picture" if states == 1 else f"{states} pictures cycled"
+        detail = f"{len(faces)} frames with a face show {what}: no natural motion"
+        signals.append(Signal("still_image_injected", CERTAIN, detail))
+    ratio, step = order_ratio(points)
+    readable = step >= ORDER_MIN_STEP and not signals
+    if readable and ratio >= ORDER_RATIO_WEAK:
+        severity = STRONG if ratio >= ORDER_RATIO_STRONG else WEAK
+        detail = f"the face's path in timestamp order is {ratio:.1f}x the shortest path"
+        signals.append(Signal("frames_out_of_order", severity, detail))
+    return MotionReport(len(faces), nonrigid, states, ratio if readable else None, tuple(signals))
