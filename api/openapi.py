@@ -465,6 +465,16 @@ SCHEMAS: dict[str, Any] = {
         "examples": [["BLINK", "YAW"]],
     },
     "SessionId": {"type": "string", "pattern": "^ses_[0-9a-f]{32}$"},
+    "LightSequence": {
+        "type": "object",
+        "description": "Only when the challenge has a LIGHT step: the colours the SDK fills "
+        "the screen with, in order, and how long each is shown.",
+        "properties": {
+            "colors": {"type": "array", "items": {"type": "string", "pattern": "^#[0-9a-f]{6}$"}},
+            "durations_ms": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+        },
+        "required": ["colors", "durations_ms"],
+    },
     "NewSession": {
         "type": "object",
         "description": "A capture session. Give `nonce`, `challenge` and `upload_token` to "
@@ -487,6 +497,7 @@ SCHEMAS: dict[str, Any] = {
                 "(`Authorization: Bearer`), before expires_at, and reads the job it created "
                 "until 10 minutes after expires_at. Shown only here.",
             },
+            "light": _schema("LightSequence"),
         },
         "required": [
             "request_id",
@@ -515,6 +526,7 @@ SCHEMAS: dict[str, Any] = {
                 "oneOf": [_schema("RequestId"), {"type": "null"}],
                 "description": "The job that redeemed the nonce.",
             },
+            "light": _schema("LightSequence"),
         },
         "required": [
             "request_id",
@@ -607,6 +619,7 @@ SCHEMAS: dict[str, Any] = {
                     "database": {"type": "string"},
                     "redis": {"type": "string"},
                     "workers": {"type": "string"},
+                    "consumption": {"type": "string"},
                 },
                 "required": ["database", "redis", "workers"],
             },
@@ -1185,13 +1198,17 @@ PATHS: dict[str, Any] = {
     "/readyz": {
         "get": _op(
             "ops",
-            "Readiness: database, Redis and a recent worker heartbeat",
+            "Readiness: database, Redis, a recent worker heartbeat and consumption",
             {
                 "200": _json("Ready.", "Readiness"),
                 "503": _json("Not ready; `checks` says what is missing.", "Readiness"),
             },
             operation_id="readyz",
             security=PUBLIC,
+            description=(
+                "`checks.consumption` is `stalled: …` when messages wait in a queue and no "
+                "worker started or finished a task from it for ANTIHACK_WORKER_STALL_S."
+            ),
         )
     },
     "/metrics": {

@@ -15,6 +15,7 @@ BENCHES = [
     "bench_fas",
     "bench_batching",
     "bench_replay",
+    "bench_sweep",
 ]
 
 

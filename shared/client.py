@@ -80,5 +80,8 @@ def submit_files(
             result = job.get("result") or {}
             status = result.get("status") or r.get("status")
             score = result.get("score", "")
-            click.echo(f"{r['file']}\t{r.get('request_id', '-')}\t{status}\t{score}")
+            line = f"{r['file']}\t{r.get('request_id', '-')}\t{status}\t{score}"
+            # The challenge steps not met, e.g. "TURN_LEFT: yaw reached 4°, needs 12°".
+            steps = "; ".join(f"{f['step']}: {f['why']}" for f in job.get("failed_steps") or [])
+            click.echo(f"{line}\t{steps}" if steps else line)
     return 1 if failed else 0

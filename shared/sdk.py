@@ -4,6 +4,7 @@ from shared.sdk import Client, verify_webhook
 client = Client("http://127.0.0.1:8000", api_id, api_secret)
 job = client.wait(client.submit(open("capture.pb", "rb").read())["request_id"])
 session = client.create_session()  # nonce, challenge and upload token for a capture SDK
+steps = failed_steps(job)  # "Step 2, TURN_LEFT: yaw reached 4°, needs 12°" for each step not met
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import requests
@@ -77,7 +78,9 @@ class Client:
         return self._call("GET", f"/v1/sessions/{session_id}")
 
     def job(self, request_id: str) -> dict[str, Any]:
-        """``GET /v1/jobs/<id>``: the job resource."""
+        """``GET /v1/jobs/<id>``: the job resource; once finished, ``reasons`` (signal codes)
+        and ``failed_steps`` (``[{"step": "TURN_LEFT", "why": "yaw reached 4°, needs 12°"}]``,
+        the session's challenge steps not met, in the drawn order)."""
         return self._call("GET", f"/v1/jobs/{request_id}")
 
     def wait(self, request_id: str, timeout: float = 300, interval: float = 0.5) -> dict[str, Any]:
@@ -103,6 +106,25 @@ class Client:
 
     def redeliver(self, delivery_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/webhooks/deliveries/{delivery_id}/redeliver")
+
+
+def failed_steps(job: Mapping[str, Any], challenge: Sequence[str] = ()) -> list[str]:
+    """The job's unmet challenge steps as lines: "Step 2, TURN_LEFT: yaw reached 4°, needs 12°".
+
+    ``challenge`` is the session's drawn steps (``create_session()["challenge"]``), to number
+    the steps; without it the lines have no number.
+    """
+    lines = []
+    used: set[int] = set()
+    for step in job.get("failed_steps") or []:
+        name, why = str(step.get("step", "")), str(step.get("why", ""))
+        index = next((i for i, c in enumerate(challenge) if c == name and i not in used), None)
+        if index is None:
+            lines.append(f"{name}: {why}")
+        else:
+            used.add(index)
+            lines.append(f"Step {index + 1}, {name}: {why}")
+    return lines
 
 
 def verify_webhook(

@@ -74,7 +74,7 @@ class NewSession:
 
     def body(self) -> dict[str, Any]:
         """The fields of ``POST /v1/sessions``'s answer (without request_id and status)."""
-        body = {
+        body: dict[str, Any] = {
             "session_id": self.session_id,
             "nonce": self.nonce,
             "challenge": list(self.challenge),
@@ -202,7 +202,7 @@ def state(row: CaptureSession, now: datetime | None = None) -> str:
 
 def session_view(row: CaptureSession) -> dict[str, Any]:
     """A session as ``GET /v1/sessions/<id>`` shows it (never the nonce or the token)."""
-    view = {
+    view: dict[str, Any] = {
         "session_id": row.id,
         "challenge": list(row.challenge),
         "expires_at": row.expires_at.isoformat(),

@@ -324,15 +324,13 @@ def finish_attempt(
     Retry-After; ``failed`` once the schedule is spent.
     """
     now = utcnow()
-    session.add(
-        WebhookAttempt(
-            delivery_id=prepared.delivery_id,
-            attempted_at=outcome.attempted_at,
-            url=prepared.url,
-            status_code=outcome.status_code,
-            latency_ms=outcome.latency_ms,
-            error=outcome.error[:500] if outcome.error else None,
-        )
+    attempt = WebhookAttempt(
+        delivery_id=prepared.delivery_id,
+        attempted_at=outcome.attempted_at,
+        url=prepared.url,
+        status_code=outcome.status_code,
+        latency_ms=outcome.latency_ms,
+        error=outcome.error[:500] if outcome.error else None,
     )
     code = outcome.status_code
     values: dict[str, Any] = {
@@ -375,9 +373,15 @@ def finish_attempt(
         .values(**values)
     )
     if not rowcount(moved):
+        if session.get(WebhookDelivery, prepared.delivery_id) is None:
+            # Its job was deleted (DELETE /v1/jobs, retention) while the POST was in flight:
+            # nothing is left to record the attempt against.
+            return "deleted"
         # The claim lapsed (this attempt outlived its lease): the attempt is on record, the
         # delivery belongs to whoever claimed it since.
+        session.add(attempt)
         return "lapsed"
+    session.add(attempt)
     return str(values.get("status", PENDING))
 
 

@@ -9,6 +9,7 @@ submitting with the upload token, the pipeline judging the capture.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from shared.db import transaction
 from shared.models import CaptureSession, Job
 from shared.proto import liveness_pb2 as pb
 from shared.settings import Settings
+from tests.acting_camera import install, render_clips
 from tests.browser import chromium
 from tests.conftest import Key
 from tests.y4m import CAMERA_SIZE, write_blink_camera
@@ -276,3 +278,94 @@ def test_errors_reach_the_page_with_their_reason(
     assert denied["error"]["code"] == "CAMERA_DENIED", denied
     assert denied["error"]["message"].startswith("camera access was denied")
     assert denied["error"]["message"].endswith("reported CAMERA_DENIED")  # onError got it too
+
+
+# --- a full session of directional steps, with a face that follows the prompts -----------------
+
+SESSION_STEPS = ("BLINK", "OPEN_MOUTH", "TURN_LEFT")  # three axes: any order the server draws
+
+
+@pytest.fixture(scope="module")
+def acting_clips() -> dict[str, list[bytes]]:
+    return render_clips(SESSION_STEPS)
+
+
+def test_a_person_follows_a_three_step_session(
+    start_api: Callable[..., str],
+    start_worker: Callable[..., Any],
+    base_settings: Settings,
+    make_key: Callable[..., Key],
+    sessions: Any,
+    acting_clips: dict[str, list[bytes]],
+    tmp_path: Path,
+) -> None:
+    """The demo end to end with a 3-step session; then the same person ignoring TURN_LEFT sees
+    that step named, with what was measured, in words."""
+    key = make_key(name="demo-steps")
+    settings = base_settings.replace(
+        demo_api_id=key.api_id,
+        session_challenges=",".join(SESSION_STEPS),
+        session_challenge_length=len(SESSION_STEPS),
+    )
+    base = start_api(settings)
+    start_worker(settings, concurrency=1)
+    runs: dict[tuple[str, ...], dict[str, Any]] = {}
+    with chromium() as browser:
+        for skip in ((), ("TURN_LEFT",)):
+            context = browser.new_context(viewport={"width": 1000, "height": 1400})
+            install(context, acting_clips, skip)
+            page = context.new_page()
+            page.goto(base + "/demo")
+            page.click("#start")
+            page.wait_for_selector("body:not([data-state=running])", timeout=DEMO_TIMEOUT_MS)
+            screenshot = tmp_path / f"demo-skip-{'-'.join(skip) or 'none'}.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            print(f"demo screenshot: {screenshot}")
+            assert page.get_attribute("body", "data-state") == "done", page.text_content("#error")
+            runs[skip] = {
+                "request_id": page.text_content("#request-id") or "",
+                "camera": page.evaluate("window.__actingCamera"),
+                "challenge": page.text_content("#challenge"),
+                "failed": page.eval_on_selector_all(
+                    "#failed-steps li", "items => items.map(i => [i.dataset.code, i.textContent])"
+                ),
+                "reasons": page.eval_on_selector_all(
+                    "#reasons li", "items => items.map(i => [i.dataset.code, i.textContent])"
+                ),
+            }
+            context.close()
+
+    for skip, run in runs.items():
+        with transaction(sessions) as s:
+            job = s.get(Job, run["request_id"])
+            assert job is not None and job.status == "SUCCEEDED"
+            assert job.input is not None and job.result is not None
+            capture = parse_capture(job.input.payload, CaptureLimits())
+            reasons, failed = job.result.reasons, job.result.failed_steps
+            row = s.scalars(select(CaptureSession).where(CaptureSession.job_id == job.id)).one()
+            drawn = list(row.challenge)
+        print(f"skip {skip}: drawn {drawn}, reasons {reasons}, failed {failed}, page {run}")
+        assert sorted(drawn) == sorted(SESSION_STEPS)
+        # The SDK prompted each drawn step in order and recorded when; the face saw the prompts.
+        assert [pb.Challenge.Name(p.step) for p in capture.prompts] == drawn
+        assert run["camera"]["prompted"] == drawn
+        assert run["camera"]["acted"] == [s for s in drawn if s not in skip]
+        words = {
+            "BLINK": "blink",
+            "OPEN_MOUTH": "open your mouth wide",
+            "TURN_LEFT": "turn your head to your left",
+        }
+        assert run["challenge"] == "Your challenge: " + ", then ".join(words[s] for s in drawn)
+        assert not [r for r in reasons if r.startswith("session_")]
+        if not skip:
+            assert failed == [] and "challenge_not_met" not in reasons
+            assert run["failed"] == []
+            continue
+        # The ignored step, and only it, is named; /demo says which step, in words.
+        assert [f["step"] for f in failed] == ["TURN_LEFT"]
+        assert re.fullmatch(r"yaw reached -?\d+°, needs \d+°", failed[0]["why"])
+        number = drawn.index("TURN_LEFT") + 1
+        expected = f"Step {number}, turn your head to your left: {failed[0]['why']}"
+        assert run["failed"] == [["TURN_LEFT", expected]]
+        shown = dict(run["reasons"])
+        assert shown["challenge_not_met"] == "a step was not done as asked (see the steps above)"

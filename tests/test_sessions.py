@@ -621,8 +621,13 @@ def test_require_session_through_the_admin_api_and_the_cli(
 def test_make_sample_builds_a_signed_session_capture(tmp_path: Path) -> None:
     image = tmp_path / "face.png"
     image.write_bytes(png_bytes(astronaut()))
+    # Six pictures (one photo six times shows no blink: make-sample refuses it).
+    frames = []
+    for i, frame in enumerate(blink_frames(6)):
+        frames.append(tmp_path / f"f{i}.png")
+        frames[-1].write_bytes(png_bytes(frame))
     out = tmp_path / "session.pb"
-    args = [str(image)] * 6 + ["-o", str(out), "--challenge", "BLINK", "--challenge", "YAW"]
+    args = [*map(str, frames), "-o", str(out), "--challenge", "BLINK", "--challenge", "YAW"]
     args += ["--session-nonce", "n0nce-from-the-backend", "--sign-secret", "sdk-secret"]
     result = CliRunner().invoke(main, ["make-sample", *args])
     assert result.exit_code == 0, result.output

@@ -761,8 +761,11 @@
    * submit ("direct" | async (bytes: Uint8Array, info) => any), onPrompt(step, index, total,
    * text), onProgress({phase, fraction, ...}), onError(err), signal (an AbortSignal),
    * prompts ({BLINK: "…", READY: "…"}: your own texts), stream (a MediaStream of your own,
-   * not stopped by the SDK), and the bounds fps, stepMs, countInMs, readyMs, maxFrames,
-   * maxSide, jpegQuality, pollIntervalMs, timeoutMs.
+   * not stopped by the SDK), and the bounds fps, stepMs, blinkFps, blinkMs, countInMs,
+   * readyMs, maxFrames, maxSide, jpegQuality, pollIntervalMs, timeoutMs.
+   * onPrompt gets ("READY", -1) first, ("READY", i) in the pause before step i > 0, (step, i)
+   * as step i's recording starts, then ("DONE", total); the SDK's own prompt element carries
+   * the step in its data-step attribute.
    * Phases: camera, ready, countin, recording, encoding, uploading (direct), processing
    * (direct), submitting (callback), done.
    */

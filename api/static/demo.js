@@ -50,6 +50,7 @@
     frames_repeated: "some frames repeat",
     frames_replayed: "these frames were already submitted: a replay",
     frames_similar: "the frames look very much like an earlier capture's",
+    frames_out_of_order: "the frames are not in the order they were filmed",
     session_replayed: "this capture was already submitted: a replay",
     signature_missing: "the capture is not signed, and this key requires it",
     signature_invalid: "the capture's signature does not match: it was altered",

@@ -13,9 +13,9 @@ How each step is judged (the measure moves with the asked action only):
   its prompt) and must reach ``TURN_MIN_DEG`` / ``LOOK_MIN_DEG`` in the asked direction. Frames
   are the camera's own, unmirrored: the person's left is the image's right, so TURN_LEFT moves
   the nose towards image +x (yaw > 0); LOOK_UP moves it towards image -y (pitch > 0).
-- OPEN_MOUTH: inner-lip gap (mesh 13-14) over the face height (10-152, at the step start)
-  grows by ``OPEN_MOUTH_MIN_RISE`` and reaches ``OPEN_MOUTH_MIN``. A smile parts the lips by a
-  few pixels at most, far below.
+- OPEN_MOUTH: inner-lip gap (mesh 13-14) over the inner mouth width (78-308) rises by
+  ``OPEN_MOUTH_MIN_RISE`` from the step start and reaches ``OPEN_MOUTH_MIN``. A smile parts the
+  lips a little and widens the mouth, so its ratio stays low.
 - SMILE: mouth width (61-291) over face width (234-454) grows by ``SMILE_MIN_WIDEN`` while the
   lip gap stays under ``SMILE_MAX_GAP`` (an opened mouth narrows, a smile widens).
 - BLINK: an eye-aspect-ratio dip relative to this capture's own open-eye baseline (median EAR
@@ -68,14 +68,17 @@ START_SPAN_MS = 400
 # profile is deeper than a head's). A still or talking person's sway reads under ~4 / ~3.
 TURN_MIN_DEG = 12.0
 LOOK_MIN_DEG = 6.0
-# OPEN_MOUTH: inner-lip gap over face height.
-OPEN_MOUTH_MIN = 0.15
-OPEN_MOUTH_MIN_RISE = 0.08
+# OPEN_MOUTH: inner-lip gap over the inner mouth width (78-308). Measured on the painted mouth
+# (tests/mouth.py): closed 0.03-0.06, her teeth-showing smile 0.17, 16 px apart 0.23, 26 px
+# 0.33-0.37. Over the face height the same openings read 0.02 / 0.07-0.09 / - / 0.11-0.14:
+# a smile widens the mouth, an opening narrows it, so the width ratio parts them twice as far.
+OPEN_MOUTH_MIN = 0.27
+OPEN_MOUTH_MIN_RISE = 0.12
 # SMILE: mouth width over face width grows by this fraction, lips at most this far apart.
 SMILE_MIN_WIDEN = 0.10
 SMILE_MAX_GAP = 0.12
 # BLINK, relative to the capture's median EAR; open eyes read 0.15-0.45 (MODELS.md).
-BLINK_DIP = 0.6
+BLINK_DIP = 0.7
 BLINK_OPEN = 0.8
 BLINK_BASELINE_MIN = 0.15
 BLINK_MAX_CLOSED_MS = 700
@@ -86,10 +89,10 @@ CLOSER_MIN_GROWTH = 0.25
 # homography fit over the face width below the threshold is a flat face.
 # Measured (bench/bench_challenges.py): a print turned or tilted 10-30 degrees (focal 400 and
 # 1000 px) moves its landmarks 0.003-0.028 of the face width beyond a similarity, with a
-# homography residual of 0.002-0.009 (FaceMesh's own noise); a rendered 3D head turned 12+
-# measured degrees leaves 0.029-0.040.
+# homography residual of 0.002-0.015 (FaceMesh's own noise); a rendered 3D head turned 12+
+# measured degrees leaves 0.020-0.040 (median 0.034).
 PLANAR_MIN_MOTION = 0.0025
-PLANAR_MAX_RESIDUAL = 0.015
+PLANAR_MAX_RESIDUAL = 0.0175
 
 # Legacy challenges (crossframe.py before the directional vocabulary), unchanged.
 EAR_OPEN_MIN = 0.15
@@ -147,6 +150,7 @@ class Measure:
     face_height: float
     face_width: float
     mouth_width: float
+    inner_width: float  # inner mouth corners 78-308
     size: float  # sqrt of the mesh's 2D bounding box area, px
     ear: float | None
     xy: NDArray[np.float64]  # (468, 2)
@@ -231,6 +235,7 @@ def measure_frames(frames: Sequence[FrameInput]) -> list[Measure | None]:
     gap = _dists(xy, UPPER_LIP, LOWER_LIP)
     height, width = _dists(xy, FOREHEAD, CHIN), _dists(xy, CHEEK_LEFT, CHEEK_RIGHT)
     mouth = _dists(xy, MOUTH_CORNER_LEFT, MOUTH_CORNER_RIGHT)
+    inner = _dists(xy, MOUTH_LEFT, MOUTH_RIGHT)
     span = xy.max(axis=1) - xy.min(axis=1)
     size = np.sqrt(np.maximum(span[:, 0] * span[:, 1], 1e-6))
     for j, i in enumerate(index):
@@ -243,6 +248,7 @@ def measure_frames(frames: Sequence[FrameInput]) -> list[Measure | None]:
             face_height=float(height[j]),
             face_width=float(width[j]),
             mouth_width=float(mouth[j]),
+            inner_width=float(inner[j]),
             size=float(size[j]),
             ear=frames[i].ear,
             xy=xy[j],
@@ -324,14 +330,15 @@ def _turn(step: str, start: Sequence[Measure], window: Sequence[Measure]) -> Ste
 
 
 def _open_mouth(start: Sequence[Measure], window: Sequence[Measure]) -> StepVerdict:
-    height = _median([m.face_height for m in start])
-    base = _median([m.gap for m in start]) / height
-    opening = [m.gap / height for m in window]
+    # From the lips' closest point around the prompt: a person still talking when prompted
+    # must not raise the bar.
+    opening = [m.gap / m.inner_width for m in window]
+    base = min([m.gap / m.inner_width for m in start] + opening[:1])
     need = max(OPEN_MOUTH_MIN, base + OPEN_MOUTH_MIN_RISE)
     met_at = _first(window, opening, need)
     peak = max(opening)
     if met_at is None:
-        why = f"lips parted {peak:.2f} of the face height, needs {need:.2f}"
+        why = f"lips parted {peak:.2f} of the mouth width, needs {need:.2f}"
         return StepVerdict("OPEN_MOUTH", False, why)
     return StepVerdict("OPEN_MOUTH", True, f"lips parted {peak:.2f}", met_at.t_ms)
 
@@ -484,9 +491,16 @@ def _with_prompts(
         return [_fail(c, "prompts are not in time order") for c in challenges]
     verdicts: list[StepVerdict] = []
     last_met: int | None = None
-    for prompt in prompts:
+    # A step's window closes when the next prompt shows (the SDK moves on once a step is done)
+    # or window_ms after its own prompt, whichever is first.
+    ends = [
+        min(p.shown_at_ms + window_ms, n.shown_at_ms)
+        for p, n in zip(prompts, prompts[1:], strict=False)
+    ]
+    ends.append(prompts[-1].shown_at_ms + window_ms)
+    for prompt, end in zip(prompts, ends, strict=True):
         p = prompt.shown_at_ms
-        window = [m for m in measures if p < m.t_ms <= p + window_ms]
+        window = [m for m in measures if p < m.t_ms <= end]
         start = [m for m in measures if p - START_SPAN_MS <= m.t_ms <= p]
         if not window:
             verdicts.append(_fail(prompt.step, "no face frames within the step's window"))

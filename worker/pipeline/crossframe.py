@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
+from worker.pipeline.motion import MotionReport, motion_report
 
 # Two frames are the same picture when no pixel moved by more than JPEG rounding, or when the
 # mean change is far below any live sensor's noise (>= ~0.5 levels even on a static scene).
@@ -31,6 +32,8 @@ class CrossFrameReport:
     pair_count: int
     motion_energy: float
     signals: tuple[Signal, ...]
+    # Natural motion and frame order of the face (motion.py); None when not judged.
+    motion: MotionReport | None = None
 
 
 def _is_static(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> bool:
@@ -68,14 +71,30 @@ def _still_signals(static: int, pairs: int) -> list[Signal]:
     return []
 
 
-def crossframe_report(frames: Sequence[NDArray[np.uint8]]) -> CrossFrameReport:
-    """Judge the frame sequence for stills and motion (challenges: challenges.py)."""
+def crossframe_report(
+    frames: Sequence[NDArray[np.uint8]],
+    meshes: Sequence[NDArray[np.float32] | None] | None = None,
+    timestamps_ms: Sequence[int] | None = None,
+) -> CrossFrameReport:
+    """Judge the frame sequence for stills and motion (challenges: challenges.py).
+
+    With ``meshes`` (FaceMesh points per frame, None where no face) the face's natural motion
+    and frame order are judged too (motion.py): a still re-noised or moved per frame, or two
+    or three stills cycled, is ``still_image_injected`` like exact copies.
+    """
     static = sum(_is_static(a, b) for a, b in zip(frames, frames[1:], strict=False))
     pairs = max(0, len(frames) - 1)
     signals = _still_signals(static, pairs)
+    motion = None
+    if meshes is not None and len(meshes) == len(frames):
+        stamps = list(timestamps_ms) if timestamps_ms is not None else [0] * len(frames)
+        motion = motion_report(frames, meshes, stamps)
+        known = {s.code for s in signals}
+        signals += [s for s in motion.signals if s.code not in known]
     return CrossFrameReport(
         static_pairs=static,
         pair_count=pairs,
         motion_energy=motion_energy(frames),
         signals=tuple(signals),
+        motion=motion,
     )

@@ -3,18 +3,22 @@
 Every check yields signals with a reason code and a severity; the score is decided in order:
 
 1. **Certain** signals (bad or missing signature when required, impossible timestamps, a
-   replayed session or frames, a still image fed as video, a requested challenge not performed,
-   too few frames for the challenge, a failed capture-session check ``session_*``) prove the
-   capture was not produced live by a conformant SDK: score = 0.995 + 0.001 per further
-   certain signal (at most 0.999), always >= 0.99.
+   replayed session or frames, a still image fed as video (exact copies, one photo
+   re-noised / moved / re-encoded per frame, or two or three photos cycled: motion.py), a
+   requested challenge not performed, too few frames for the challenge, a failed
+   capture-session check ``session_*``) prove the capture was not produced live by a
+   conformant SDK: score = 0.995 + 0.001 per further certain signal (at most 0.999), always
+   >= 0.99.
 2. **Strong** signals (emulator, virtual camera, timestamps in the future or older than a day,
-   two identical frames, ``pad_below_operator_threshold``: live_proba below the operator's
+   two identical frames, ``frames_out_of_order`` far from the timestamp order (motion.py;
+   slightly out of order is weak), ``pad_below_operator_threshold``: live_proba below the operator's
    calibrated ``ANTIHACK_PAD_HACK_BELOW``, off by default) are hacks by the seed's threshold
    but not proof: score = 0.985 + 0.002 per further strong signal, in [0.985, 0.989].
 3. Otherwise the score is continuous and stays below 0.98, so only the checks above declare a
    hack. Evidence e = 0.6 (1 - live_proba) + 0.15 mask_proba x quality_score +
    0.25 (1 - quality_score), plus 0.1 per weak signal (rooted device, flat timestamps,
-   repeated frames, a few frames similar to this key's earlier ones), capped at 1;
+   repeated frames, frames slightly out of order, a few frames similar to this key's
+   earlier ones), capped at 1;
    score = 0.97 e. The PAD model's live probability moves the score continuously and is never
    presented as proof: it is uncalibrated (a flat grey image scores above real faces), so even
    live_proba = 0 alone gives 0.58. Blur inflates the mask model's output, hence the quality

@@ -45,6 +45,8 @@ ERODE_PX = 4
 # from theirs by more than exp(STRAY_LOG), is another detection (e.g. a face-like patch in the
 # background), not the person: that frame is left out.
 STRAY_SHIFT, STRAY_LOG = 0.5, 0.4
+MIN_FACE_PX = 16.0  # a mesh smaller than this is no face to measure motion on
+PERSPECTIVE = True
 # Below this many frames with a face there is no motion to judge.
 MIN_FRAMES = 3
 # One photo, or two or three cycled, is the same attack.
@@ -52,7 +54,9 @@ MAX_STILL_STATES = 3
 # Frames whose residual fields are within STATE_RADIUS (RMS px on the FLOW_SIDE crop) show the
 # same picture. Measured (bench/bench_motion.py): the largest distance between two copies of one
 # photo is 0.10 px; genuine frames of a still-sitting person differ by up to 0.3-1 px.
-STATE_RADIUS = 0.15
+STATE_RADIUS = 0.25
+CLIP_PX = 0.5
+COHERENCE_MIN = 0.3
 # Frame order: timestamp-order path length over the shortest path, and the least motion (the
 # shortest path's mean step, in face sizes) for the order to be readable at all.
 ORDER_RATIO_WEAK, ORDER_RATIO_STRONG = 1.6, 2.2
@@ -66,6 +70,7 @@ class MotionReport:
     faces: int  # frames with a face
     nonrigid_px: float | None  # largest residual (non-rigid) motion of a frame, RMS px
     states: int | None  # distinct non-rigid states at STATE_RADIUS
+    coherence: float | None  # how smoothly the residual changes frame to frame (see coherence)
     order_ratio: float | None  # timestamp-order path / shortest path (1 = in order)
     signals: tuple[Signal, ...]
 
@@ -118,32 +123,72 @@ def residual_fields(frames: Sequence[Image], meshes: Sequence[Points]) -> Floats
     grid = np.zeros_like(inner)
     grid[::GRID_STEP, ::GRID_STEP] = True
     ys, xs = np.nonzero(inner & grid)
+    if len(xs) < 16:  # a degenerate mesh: nothing inside the face to measure
+        return np.zeros((len(frames), 0, 2))
     crops = [
         _normalised_crop(f, _similarity(m[:, :2].astype(np.float64), target), mask)
         for f, m in zip(frames, meshes, strict=True)
     ]
     centre = FLOW_SIDE / 2
     design = _design((xs - centre) / FLOW_SIDE, (ys - centre) / FLOW_SIDE)
+    if not PERSPECTIVE:
+        design = design[:, :6]
     pinv = np.linalg.pinv(design)
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    flow = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     fields = np.zeros((len(frames), len(xs), 2))
     for i, crop in enumerate(crops):
         if i == ref:
             continue
-        vectors = flow.calc(crops[ref], crop, None)[ys, xs].astype(np.float64)
+        dense = np.asarray(flow.calc(crops[ref], crop, None))  # type: ignore[call-overload]
+        vectors = dense[ys, xs].astype(np.float64)
         stacked = np.concatenate([vectors[:, 0], vectors[:, 1]])
         rest = stacked - design @ (pinv @ stacked)
         fields[i] = rest.reshape(2, -1).T
     return fields
 
 
-def count_states(fields: Floats, radius: float = STATE_RADIUS) -> int:
-    """How many groups of frames, each within ``radius`` (RMS px) of its first frame."""
-    leaders: list[Floats] = []
-    for field in fields:
-        if not any(np.sqrt(((field - lead) ** 2).sum(1).mean()) <= radius for lead in leaders):
-            leaders.append(field)
-    return len(leaders)
+def _clipped(fields: Floats) -> Floats:
+    """Fields less their mean over frames (the reference frame's own noise), each vector's
+    length clipped to CLIP_PX so that a local flow failure cannot dominate a distance."""
+    centred = fields - fields.mean(0)
+    length = np.sqrt((centred**2).sum(-1, keepdims=True))
+    return np.asarray(centred * np.minimum(1.0, CLIP_PX / np.maximum(length, 1e-9)))
+
+
+def _rms(a: Floats, b: Floats) -> float:
+    return float(np.sqrt(((a - b) ** 2).sum(-1).mean()))
+
+
+def group_states(fields: Floats, radius: float = STATE_RADIUS) -> list[int]:
+    """Each frame's group: frames within ``radius`` (RMS px) of a group's first frame."""
+    leaders: list[int] = []
+    labels = []
+    for i, field in enumerate(fields):
+        near = [k for k, lead in enumerate(leaders) if _rms(field, fields[lead]) <= radius]
+        if not near:
+            leaders.append(i)
+            near = [len(leaders) - 1]
+        labels.append(near[0])
+    return labels
+
+
+def coherence(fields: Floats, labels: Sequence[int]) -> float:
+    """Mean cosine between consecutive frames' fields, each less its group's mean.
+
+    Live motion changes smoothly, so a frame's residual resembles the next one's (0.5-0.9);
+    noise on copies of one picture does not (about 0). 0 when no two consecutive frames share
+    a group (pictures alternated every frame).
+    """
+    groups = np.asarray(labels)
+    means = np.stack([fields[groups == g].mean(0) for g in groups])
+    rest = fields - means
+    cosines = []
+    for i in range(len(rest) - 1):
+        if groups[i] != groups[i + 1]:
+            continue
+        a, b = rest[i].ravel(), rest[i + 1].ravel()
+        cosines.append(float(a @ b / (np.sqrt((a @ a) * (b @ b)) + 1e-12)))
+    return float(np.mean(cosines)) if cosines else 0.0
 
 
 def _path(dist: Floats, order: Sequence[int]) -> float:
@@ -200,16 +245,28 @@ def order_ratio(meshes: Sequence[Points]) -> tuple[float, float]:
     return in_order / max(shortest, 1e-9), shortest / (len(xy) - 1)
 
 
-def _consistent(index: list[int], meshes: Sequence[Points | None]) -> list[int]:
-    """The frames whose face is where most frames' face is (a stray detection is dropped)."""
+def _consistent(
+    index: list[int], frames: Sequence[Image], meshes: Sequence[Points | None]
+) -> list[int]:
+    """The frames whose face is where most frames' face is (a stray detection is dropped).
+
+    Places and sizes are fractions of each frame's size, so frames of different sizes agree.
+    """
     boxes = {}
     for i in index:
         mesh = meshes[i]
-        if mesh is not None:
-            xy = mesh[:, :2].astype(np.float64)
-            boxes[i] = (xy.mean(0), float(np.ptp(xy[:, 0]) + np.ptp(xy[:, 1])) / 2)
+        if mesh is None:
+            continue
+        xy = mesh[:, :2].astype(np.float64)
+        size = float(np.ptp(xy[:, 0]) + np.ptp(xy[:, 1])) / 2
+        if size >= MIN_FACE_PX:
+            height, width = frames[i].shape[:2]
+            unit = float(np.sqrt(width * height))
+            boxes[i] = (xy.mean(0) / unit, size / unit)
+    if not boxes:
+        return []
     centre = np.median([c for c, _ in boxes.values()], axis=0)
-    size = float(np.median([s for _, s in boxes.values()])) or 1.0
+    size = float(np.median([s for _, s in boxes.values()]))
     return [
         i
         for i, (c, s) in boxes.items()
@@ -223,27 +280,37 @@ def motion_report(
     """Judge natural motion and frame order; ``meshes[i]`` is None where frame i has no face."""
     with_face = [i for i, m in enumerate(meshes) if m is not None]
     if len(with_face) < MIN_FRAMES:
-        return MotionReport(len(with_face), None, None, None, ())
+        return MotionReport(len(with_face), None, None, None, None, ())
     # Judge in time order; unknown (0) or equal timestamps keep capture order.
     with_face.sort(key=lambda i: (timestamps_ms[i] if i < len(timestamps_ms) else 0, i))
-    with_face = _consistent(with_face, meshes)
+    with_face = _consistent(with_face, frames, meshes)
     if len(with_face) < MIN_FRAMES:
-        return MotionReport(len(with_face), None, None, None, ())
+        return MotionReport(len(with_face), None, None, None, None, ())
     faces = [frames[i] for i in with_face]
     points = [m for i in with_face if (m := meshes[i]) is not None]
     fields = residual_fields(faces, points)
+    if fields.shape[1] == 0:
+        return MotionReport(len(faces), None, None, None, None, ())
     nonrigid = float(np.sqrt((fields**2).sum(-1).mean(-1)).max())
-    states = count_states(fields)
+    clipped = _clipped(fields)
+    labels = group_states(clipped, STATE_RADIUS)
+    states = len(set(labels))
+    smooth = coherence(clipped, labels)
     signals: list[Signal] = []
     still_limit = MAX_STILL_STATES if len(faces) > 2 * MAX_STILL_STATES else 1
-    if states <= still_limit:
+    if states <= still_limit and smooth < COHERENCE_MIN:
         what = "one picture" if states == 1 else f"{states} pictures cycled"
         detail = f"{len(faces)} frames with a face show {what}: no natural motion"
         signals.append(Signal("still_image_injected", CERTAIN, detail))
-    ratio, step = order_ratio(points)
+    # Frame order on places relative to each frame's size (frames may differ in size).
+    ratio, step = order_ratio(
+        [p / float(np.sqrt(f.shape[0] * f.shape[1])) for p, f in zip(points, faces, strict=True)]
+    )
     readable = step >= ORDER_MIN_STEP and not signals
     if readable and ratio >= ORDER_RATIO_WEAK:
         severity = STRONG if ratio >= ORDER_RATIO_STRONG else WEAK
         detail = f"the face's path in timestamp order is {ratio:.1f}x the shortest path"
         signals.append(Signal("frames_out_of_order", severity, detail))
-    return MotionReport(len(faces), nonrigid, states, ratio if readable else None, tuple(signals))
+    return MotionReport(
+        len(faces), nonrigid, states, smooth, ratio if readable else None, tuple(signals)
+    )

@@ -246,7 +246,11 @@ class Pipeline:
             if best_box is not None:
                 pad_raw = pad_scores(self.models, [frames[best]], [best_box])[0]
         with timer.stage("crossframe"):
-            cross = crossframe_report(frames)
+            cross = crossframe_report(
+                frames,
+                [m.points if m is not None else None for m in faces.marks],
+                [f.timestamp_ms for f in capture.frames],
+            )
             signals += cross.signals
         with timer.stage("challenges"):
             steps = judge_capture(capture, faces.eyes, faces.marks, ctx.step_window_ms)

@@ -1,0 +1,95 @@
+"""Natural motion (issue #13): a still re-noised, moved or re-encoded per frame, or two stills
+cycled, is an injected still; genuine captures (tests/genuine.py), including a person sitting
+very still, are not. Real models throughout; measured values print with ``pytest -s``."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from shared.capture import CaptureLimits, parse_capture
+from shared.proto import liveness_pb2 as pb
+from shared.sample import build_capture, encode_jpeg
+from tests.blink import close_eyes
+from tests.fixtures_images import astronaut, coffee, resized
+from tests.genuine import genuine_capture, genuine_frames
+from tests.stills import STILL_VARIANTS, cycled_frames, still_frames
+from worker.pipeline.fusion import HACK_THRESHOLD
+from worker.pipeline.run import Analysis, Pipeline, PipelineContext
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    return Pipeline.load()
+
+
+def analyze(pipeline: Pipeline, capture: pb.Capture | bytes) -> Analysis:
+    if isinstance(capture, bytes):
+        capture = parse_capture(capture, CaptureLimits())
+    analysis = pipeline.analyze(capture, PipelineContext.fresh())
+    print(f"  score {analysis.score} reasons {analysis.reasons}")
+    return analysis
+
+
+@pytest.mark.parametrize("variant", STILL_VARIANTS)
+def test_one_still_changed_per_frame_is_injected(pipeline: Pipeline, variant: str) -> None:
+    frames = still_frames(astronaut(), variant, n=12, seed=3)
+    analysis = analyze(pipeline, build_capture(frames))
+    assert "still_image_injected" in analysis.reasons
+    assert analysis.score >= HACK_THRESHOLD
+
+
+def test_two_stills_cycled_are_injected(pipeline: Pipeline) -> None:
+    photos = [astronaut(), close_eyes(astronaut(), 1.0)]
+    frames = cycled_frames(photos, [0, 1] * 6, seed=0)
+    analysis = analyze(pipeline, build_capture(frames))
+    assert "still_image_injected" in analysis.reasons
+    assert analysis.score >= HACK_THRESHOLD
+
+
+@pytest.mark.parametrize("still", [False, True], ids=["moving", "sitting-still"])
+def test_genuine_capture_passes(pipeline: Pipeline, still: bool) -> None:
+    analysis = analyze(pipeline, genuine_capture(11, n=12, still=still))
+    assert "still_image_injected" not in analysis.reasons
+    assert analysis.score < HACK_THRESHOLD
+
+
+def test_one_frame_gives_no_motion_verdict(pipeline: Pipeline) -> None:
+    analysis = analyze(pipeline, genuine_capture(12, n=1))
+    assert "still_image_injected" not in analysis.reasons
+    assert "frames_out_of_order" not in analysis.reasons
+
+
+def test_frames_of_different_sizes(pipeline: Pipeline) -> None:
+    frames = genuine_frames(13, n=10, still=True)
+    mixed = [resized(f, 400) if i % 3 == 0 else f for i, f in enumerate(frames)]
+    assert "still_image_injected" not in analyze(pipeline, build_capture(mixed)).reasons
+    still = [
+        resized(f, 400) if i % 3 == 0 else f
+        for i, f in enumerate(still_frames(astronaut(), "noise", 10))
+    ]
+    assert "still_image_injected" in analyze(pipeline, build_capture(still)).reasons
+
+
+def test_face_missing_in_some_frames(pipeline: Pipeline) -> None:
+    blank = resized(coffee()[:, 100:500], 512)
+    frames = genuine_frames(14, n=12)
+    frames[2] = frames[7] = blank
+    analysis = analyze(pipeline, build_capture(frames))
+    assert "still_image_injected" not in analysis.reasons
+    still = still_frames(astronaut(), "shift", n=12, seed=1)
+    still[0] = still[5] = blank
+    assert "still_image_injected" in analyze(pipeline, build_capture(still)).reasons
+
+
+def test_a_face_in_only_two_frames_is_not_judged(pipeline: Pipeline) -> None:
+    blank = np.asarray(resized(coffee()[:, 100:500], 512))
+    frames = [blank] * 4 + still_frames(astronaut(), "noise", n=2)
+    now = int(time.time() * 1000)
+    capture = pb.Capture(version=1, session_id="two-faces", started_at_ms=now)
+    for i, frame in enumerate(frames):
+        capture.frames.add(image=encode_jpeg(frame), timestamp_ms=now + 67 * i)
+    analysis = analyze(pipeline, capture)
+    assert "frames_out_of_order" not in analysis.reasons
