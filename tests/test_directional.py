@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from datetime import timedelta
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
 from shared.capture import CaptureError, CaptureLimits, parse_capture
+from shared.db import transaction
+from shared.jobs import claim, finish, job_resource
+from shared.models import Job
 from shared.proto import liveness_pb2 as pb
 from shared.sample import build_capture
 from shared.sessions import CaptureFacts, draw_steps
 from shared.settings import CHALLENGE_AXES, Settings
 from tests.blink import close_eyes
+from tests.conftest import Key
 from tests.fixtures_images import astronaut, jittered
 from tests.genuine import genuine_frames
+from tests.helpers import new_jobs
 from tests.mouth import mouth_frames, photo_turned
 from worker.pipeline import challenges as ch
 from worker.pipeline.detect import detect_faces
@@ -218,7 +225,7 @@ def test_sessions_never_draw_one_axis_twice_in_a_row() -> None:
 
 
 def test_capture_times_must_lie_in_the_session_lifetime() -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
     created = datetime.fromtimestamp(T0 / 1000, UTC)
     inside = CaptureFacts(first_ms=T0 + 1000, last_ms=T0 + 5000)
@@ -255,3 +262,19 @@ def test_the_pipeline_reports_failed_steps(pipeline: Pipeline) -> None:
     assert "challenge_not_met" in analysis.reasons and analysis.score >= 0.99
     assert [f["step"] for f in analysis.failed_steps] == ["OPEN_MOUTH"]
     assert "mouth width" in analysis.failed_steps[0]["why"]
+
+
+def test_the_job_resource_names_the_failed_steps(sessions: Any, key: Key) -> None:
+    [job_id] = new_jobs(sessions, key.api_id)
+    with transaction(sessions) as s:
+        owned = claim(s, job_id, timedelta(seconds=60), max_attempts=3)
+    assert owned is not None
+    failed = [{"step": "TURN_LEFT", "why": "yaw reached 4°, needs 12°"}]
+    body = {"status": "OK", "request_id": job_id, "score": 0.995}
+    with transaction(sessions) as s:
+        assert finish(s, owned, body, reasons=["challenge_not_met"], failed_steps=failed)
+    with transaction(sessions) as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        resource = job_resource(job)
+    assert resource["failed_steps"] == failed and resource["reasons"] == ["challenge_not_met"]

@@ -47,8 +47,11 @@ ERODE_PX = 4
 STRAY_SHIFT, STRAY_LOG = 0.5, 0.4
 MIN_FACE_PX = 16.0  # a mesh smaller than this is no face to measure motion on
 PERSPECTIVE = True
-# Below this many frames with a face there is no motion to judge.
+# Below this many frames with a face there is no motion to judge; below MIN_CERTAIN_FRAMES a
+# still is only suspected (weak): with 5 frames one still-sitting genuine capture in 8 read as
+# a still.
 MIN_FRAMES = 3
+MIN_CERTAIN_FRAMES = 8
 # One photo, or two or three cycled, is the same attack.
 MAX_STILL_STATES = 3
 # Frames whose residual fields are within STATE_RADIUS (RMS px on the FLOW_SIDE crop) show the
@@ -301,12 +304,15 @@ def motion_report(
     if states <= still_limit and smooth < COHERENCE_MIN:
         what = "one picture" if states == 1 else f"{states} pictures cycled"
         detail = f"{len(faces)} frames with a face show {what}: no natural motion"
-        signals.append(Signal("still_image_injected", CERTAIN, detail))
+        if len(faces) >= MIN_CERTAIN_FRAMES:
+            signals.append(Signal("still_image_injected", CERTAIN, detail))
+        else:  # too few frames for the coherence to be sure (a still person got 1 in 8)
+            signals.append(Signal("still_image_suspected", WEAK, detail))
     # Frame order on places relative to each frame's size (frames may differ in size).
     ratio, step = order_ratio(
         [p / float(np.sqrt(f.shape[0] * f.shape[1])) for p, f in zip(points, faces, strict=True)]
     )
-    readable = step >= ORDER_MIN_STEP and not signals
+    readable = step >= ORDER_MIN_STEP and not any(s.severity == CERTAIN for s in signals)
     if readable and ratio >= ORDER_RATIO_WEAK:
         severity = STRONG if ratio >= ORDER_RATIO_STRONG else WEAK
         detail = f"the face's path in timestamp order is {ratio:.1f}x the shortest path"
