@@ -31,7 +31,8 @@ def _page(api_key_id: str | None) -> ResponseReturnValue:
     found = webhooks.list_deliveries(
         db(),
         api_key_id=api_key_id,
-        status=request.args.get("status") or None,
+        # An empty ``status=`` is not a state: refused like any other (the schema's enum).
+        status=request.args.get("status"),
         limit=limit,
         before=request.args.get("before") or None,
     )
