@@ -16,7 +16,11 @@ BENCHES = [
     "bench_batching",
     "bench_replay",
     "bench_sweep",
+    "bench_motion",
+    "bench_light",
 ]
+# Not in the default run (minutes each): bench_challenges (renders sessions and a recording
+# attacker; `--only blink|flat` for one part). Run it by name.
 
 
 def main(argv: list[str]) -> None:
@@ -24,6 +28,7 @@ def main(argv: list[str]) -> None:
     for name in names:
         module = importlib.import_module(f"bench.{name}")
         print(f"\n=== {name} ===", flush=True)
+        sys.argv = [f"bench.{name}"]  # each bench parses its own options: run with defaults
         module.main()
 
 

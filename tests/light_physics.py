@@ -1,12 +1,14 @@
 """Captures of the LIGHT step made with a diffuse-reflection model of the screen's light.
 
 No real clip of a face lit by a flashing screen ships with the project, so genuine captures are
-made from a real face photo (skimage's astronaut, cropped so the face fills ~42% of the frame
-width, as the SDK asks) lit by the screen under this model, in linear light:
+made from a live person (tests/genuine.py: skimage's astronaut animated in 3D, with her head's
+sway, blinks, speech, hand-held camera, sensor noise and JPEG; each frame cropped so the face
+fills ~42% of the frame width, as the SDK asks) lit by the screen under this model, in linear
+light:
 
     pixel = exposure * (base + base * s(t - latency) * rho * g(x, y)) + noise
 
-- ``base`` is the photo (albedo x ambient light); ``s`` the screen's colour (RGB in [0, 1],
+- ``base`` is the person's frame (albedo x ambient light); ``s`` the screen's colour (RGB in [0, 1],
   black = screen off) at the time the camera saw the frame (``latency`` 40-200 ms after the
   SDK's stamp: camera pipeline and display refresh);
 - ``rho`` is the white screen's illuminance on the face (~30 cm away) over the ambient's: a
@@ -15,11 +17,14 @@ width, as the SDK asks) lit by the screen under this model, in linear light:
 - ``g = (d0 / d)^2 * max(0, n . l)``: Lambertian shading by the surface normal ``n`` and the
   inverse-square fall-off with distance ``d``. Depth and normals come from the photo's own
   FaceMesh points (z interpolated over the face, 14 cm across, at d0 = 30 cm; ``l`` points at
-  the screen, beside the camera). Outside the head everything is a wall ``wall_m`` behind the
-  camera plane (1-3 m), facing the screen;
+  the screen, beside the camera): measured on the first frame, then moved with the face onto
+  every frame (a similarity fitted to that frame's FaceMesh points; the head turns only a few
+  degrees while the step asks to hold still). Outside the head everything is a wall
+  ``wall_m`` behind the camera plane (1-3 m), facing the screen;
 - the camera: exposure that auto-exposure keeps the face at (darker and at higher gain in dim
-  light: noise sigma 2-6 levels), a 1% exposure flicker, a hand-held shake (up to a pixel), and
-  JPEG at quality 85 (the SDK's).
+  light: noise sigma 2-6 levels), a 1% exposure flicker, and JPEG at quality 85 (the SDK's);
+  the hand-held camera's shake is the generator's (none for odd seeds: a person sitting still
+  at a laptop). ``Geometry`` alone (one photo, a +-1 px shake) is kept for the browser loop.
 
 Attacks change only the response: none at all (``rho = 0``: a screen replay or an injected
 video), the same on the whole frame (``g = 1`` everywhere: a replay screen or a print that
@@ -42,6 +47,7 @@ from shared.light import LightSequence, draw_sequence
 from shared.proto import liveness_pb2 as pb
 from shared.sample import encode_jpeg
 from tests.fixtures_images import astronaut
+from tests.genuine import genuine_frames
 
 Image = NDArray[np.uint8]
 FRAME_SIZE = (480, 360)  # width, height
@@ -95,15 +101,62 @@ def _linear(image: Image) -> NDArray[np.float32]:
     return np.power(image.astype(np.float32) / 255.0, 2.2)
 
 
-_SRGB_LUT = (np.power(np.arange(4096, dtype=np.float32) / 4095, 1 / 2.2) * 255.0).astype(
-    np.float32
-)
+_SRGB_LUT = (np.power(np.arange(4096, dtype=np.float32) / 4095, 1 / 2.2) * 255.0).astype(np.float32)
 
 
 def _srgb(linear: NDArray[np.float32]) -> NDArray[np.float32]:
     """Back to sRGB levels (a 12-bit table: finer than the 8-bit output)."""
     index = np.clip(linear * 4095.0 + 0.5, 0, 4095).astype(np.int32)
     return _SRGB_LUT[index]
+
+
+@dataclass(frozen=True)
+class Live:
+    """A live person's frames for one capture (``ready`` before the LIGHT step, then one per
+    step frame), cropped like ``face_crop()``, and each frame's lighting factor and head."""
+
+    frames: tuple[Image, ...]
+    near: tuple[NDArray[np.float32], ...]
+    head: tuple[NDArray[np.bool_], ...]
+    ready: int
+
+
+def crop_matrix() -> NDArray[np.float64]:
+    """The 512 px photo (or a tests/genuine.py frame) to ``face_crop()``'s frame."""
+    _, box = face_crop()
+    scale = FRAME_SIZE[0] / (box[2] - box[0])
+    return np.array([[scale, 0, -box[0] * scale], [0, scale, -box[1] * scale]])
+
+
+def live(frames: Sequence[Image], points: Sequence[NDArray[np.float32] | None], ready: int) -> Live:
+    """``Live`` from cropped frames and their FaceMesh points (None where no face was found):
+    depth and normals from the first frame's points, moved onto each frame with the face."""
+    first = points[0]
+    assert first is not None, "no face in the first frame"
+    geo = geometry(first)
+    head = geo.head.astype(np.uint8)
+    near, heads = [], []
+    for found in points:
+        matrix = None
+        if found is not None:
+            matrix, _ = cv2.estimateAffinePartial2D(
+                first[:, :2].astype(np.float32), found[:, :2].astype(np.float32)
+            )
+        if matrix is None:
+            matrix = np.eye(2, 3)
+        near.append(cv2.warpAffine(geo.near, matrix, FRAME_SIZE, flags=cv2.INTER_LINEAR))
+        heads.append(cv2.warpAffine(head, matrix, FRAME_SIZE, flags=cv2.INTER_NEAREST) > 0)
+    return Live(frames=tuple(frames), near=tuple(near), head=tuple(heads), ready=ready)
+
+
+def person_frames(seed: int, n: int) -> list[Image]:
+    """``n`` frames of a live person (tests/genuine.py) at the SDK's 16 fps, cropped like
+    ``face_crop()``: moving for even seeds, sitting still for odd ones."""
+    matrix = crop_matrix()
+    return [
+        np.ascontiguousarray(cv2.warpAffine(f, matrix, FRAME_SIZE, flags=cv2.INTER_CUBIC))
+        for f in genuine_frames(seed, n=n, fps=1000 / FRAME_MS, still=seed % 2 == 1)
+    ]
 
 
 @functools.cache
@@ -185,27 +238,57 @@ def colour_at(
     return np.zeros(3, dtype=np.float32)
 
 
-def render(
-    geo: Geometry, sequence: LightSequence, scene: Scene, seed: int
-) -> tuple[list[Image], list[float], list[int]]:
-    """The LIGHT step's frames, their stamps (ms from the start) and light indices."""
-    rng = np.random.default_rng(seed)
+def _lit(
+    base: NDArray[np.float32],
+    near: NDArray[np.float32],
+    head: NDArray[np.bool_],
+    screen: NDArray[np.float32],
+    scene: Scene,
+) -> NDArray[np.float32]:
+    """The frame in linear light under ``screen`` (the model above, before the camera's noise)."""
     wall = (FACE_DISTANCE_CM / (scene.wall_m * 100 + FACE_DISTANCE_CM)) ** 2
-    g = np.ones_like(geo.near) if scene.uniform else np.where(geo.head, geo.near, wall)
-    lit_by_screen = geo.base * g[..., None]  # what a white screen adds, up to rho
+    g = np.ones_like(near) if scene.uniform else np.where(head, near, wall)
+    lit = base + base * g[..., None] * (scene.rho * screen)[None, None, :]
+    return lit * scene.exposure
+
+
+def render(
+    geo: Geometry | Live, sequence: LightSequence, scene: Scene, seed: int
+) -> tuple[list[Image], list[float], list[int]]:
+    """The LIGHT step's frames, their stamps (ms from the start) and light indices.
+
+    With a ``Geometry`` (one photo) the frames are that photo with a +-1 px shake; with ``Live``
+    the person's own frames (it must hold ``ready`` + one per step frame)."""
+    rng = np.random.default_rng(seed)
     frames, stamps, indices = [], [], []
-    for stamp, index in timeline(sequence):
+    for k, (stamp, index) in enumerate(timeline(sequence)):
         jitter = stamp + rng.uniform(-4, 4)
         screen = colour_at(sequence, jitter - scene.latency_ms, scene.order)
-        lit = geo.base + lit_by_screen * (scene.rho * screen)[None, None, :]
-        lit *= scene.exposure * (1.0 + rng.normal(0, 0.01))
-        shift = np.array([[1, 0, rng.uniform(-1, 1)], [0, 1, rng.uniform(-1, 1)]])
-        moved = cv2.warpAffine(lit, shift, FRAME_SIZE, borderMode=cv2.BORDER_REFLECT)
-        out = _srgb(moved) + rng.normal(0, scene.noise, moved.shape).astype(np.float32)
+        flicker = 1.0 + rng.normal(0, 0.01)
+        if isinstance(geo, Live):
+            i = geo.ready + k
+            lit = _lit(_linear(geo.frames[i]), geo.near[i], geo.head[i], screen, scene) * flicker
+        else:
+            lit = _lit(geo.base, geo.near, geo.head, screen, scene) * flicker
+            shift = np.array([[1, 0, rng.uniform(-1, 1)], [0, 1, rng.uniform(-1, 1)]])
+            lit = cv2.warpAffine(lit, shift, FRAME_SIZE, borderMode=cv2.BORDER_REFLECT)
+        out = _srgb(lit) + rng.normal(0, scene.noise, lit.shape).astype(np.float32)
         frames.append(np.clip(out, 0, 255).astype(np.uint8))
         stamps.append(round(jitter))
         indices.append(index)
     return frames, stamps, indices
+
+
+def ready_frames(geo: Live, scene: Scene, seed: int) -> list[Image]:
+    """The frames before the LIGHT step (screen off), through the same camera."""
+    rng = np.random.default_rng(seed + 1)
+    black = np.zeros(3, dtype=np.float32)
+    out = []
+    for i in range(geo.ready):
+        lit = _lit(_linear(geo.frames[i]), geo.near[i], geo.head[i], black, scene)
+        noisy = _srgb(lit) + rng.normal(0, scene.noise, lit.shape).astype(np.float32)
+        out.append(np.clip(noisy, 0, 255).astype(np.uint8))
+    return out
 
 
 def build_light_capture(
@@ -215,9 +298,11 @@ def build_light_capture(
     start_ms: int,
     ready: int = 3,
     quality: int = 85,
+    before: Sequence[Image] | None = None,
 ) -> bytes:
-    """A capture as the SDK sends it: ``ready`` untagged frames (the first one, screen off),
-    then the LIGHT step's frames tagged LIGHT with their light_index; challenges [LIGHT]."""
+    """A capture as the SDK sends it: ``ready`` untagged frames (``before``, else copies of the
+    first one), then the LIGHT step's frames tagged LIGHT with their light_index; challenges
+    [LIGHT]."""
     capture = pb.Capture(
         version=1,
         session_id=f"light-{start_ms}",
@@ -227,10 +312,12 @@ def build_light_capture(
         challenges=[pb.LIGHT],
     )
     capture.device.model = "light-physics"
-    first = frames[0]
+    if before is not None:
+        ready = len(before)
     for i in range(ready):
+        image = before[i] if before is not None else frames[0]
         capture.frames.add(
-            image=encode_jpeg(first, quality), timestamp_ms=start_ms + i * 100, best=i == ready - 1
+            image=encode_jpeg(image, quality), timestamp_ms=start_ms + i * 100, best=i == ready - 1
         )
     step_start = start_ms + ready * 100 + 1000
     for frame, stamp, index in zip(frames, stamps, indices, strict=True):

@@ -141,7 +141,7 @@ def test_truncated_capture_is_invalid_argument(sample: bytes) -> None:
         (lambda c: setattr(c, "version", 2), "version is 2"),
         (lambda c: c.ClearField("frames"), "no frames"),
         (lambda c: setattr(c, "session_id", "x" * 101), "session_id"),
-        (lambda c: c.challenges.append(9), "challenge 9"),
+        (lambda c: c.challenges.append(99), "challenge 99"),
         (lambda c: c.challenges.append(pb.CHALLENGE_UNSPECIFIED), "challenge 0"),
         (lambda c: setattr(c.frames[0], "image", b"GIF89a" + b"\x00" * 40), "neither JPEG nor PNG"),
         (lambda c: setattr(c.frames[1], "image", b""), "frame 1 is empty"),

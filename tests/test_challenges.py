@@ -16,6 +16,7 @@ import pytest
 
 from shared.capture import CaptureLimits, parse_capture
 from shared.sample import build_capture
+import tests.genuine
 from tests.fixtures_images import astronaut
 from tests.mouth import MOUTH_PROFILE, mouth_frames, photo_turned
 from worker.pipeline.challenges import (
@@ -34,6 +35,7 @@ from worker.pipeline.run import Analysis, Pipeline, PipelineContext
 CLOSED_MAX = 0.08
 # The print turns 0 -> +30 -> -30 -> 0 degrees, in 10 degree steps.
 TURN_DEGREES = (0, 10, 20, 30, 20, 10, 0, -10, -20, -30, -20, -10, 0)
+MOUTH_SEED = 0  # tests/genuine.py seed of the live mouth-opening captures
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +88,15 @@ def test_painted_mouth_reads_closed_then_open(pipeline: Pipeline) -> None:
     ids=["mouth opened wide", "mouth opened moderately", "mouth kept closed"],
 )
 def test_mouth_challenge_needs_the_mouth_to_open(
-    pipeline: Pipeline, opened: bool, peak: float
+    pipeline: Pipeline, opened: bool, peak: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    frames = mouth_frames(opened, peak=peak)
+    if opened:
+        # A live person (tests/genuine.py) opening the mouth to ``peak`` px: mouth_frames'
+        # painted stills on a moving camera are a still-image attack (worker/pipeline/motion.py).
+        monkeypatch.setattr(tests.genuine, "MOUTH_OPEN_PX", peak)
+        frames = tests.genuine.genuine_frames(MOUTH_SEED, n=10, challenges=("MOUTH",))
+    else:
+        frames = mouth_frames(opened, peak=peak)
     ratios = [m.mouth_ratio for m in measures(pipeline, frames)]
     print(f"opened={opened}: mouth_ratio range {spread(ratios):.3f}, max {max(ratios):.3f}")
     analysis = analyze(pipeline, frames, "MOUTH")

@@ -39,7 +39,9 @@ from worker.pipeline.run import Pipeline, PipelineContext
 
 T0 = 1_800_000_000_000
 FPS = 15.0
-STEP = 16  # frames per step in the rendered sessions
+# Frames per step in the rendered sessions: 8 at 15 fps (0.53 s) hold a whole turn, tilt,
+# approach or blink; rendering is the slow part of this file, so no more than that.
+STEP = 8
 
 
 @pytest.fixture(scope="module")

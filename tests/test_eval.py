@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from shared.sample import build_capture
-from tests.fixtures_images import astronaut, blurred, coffee, jittered, resized
+from tests.fixtures_images import astronaut, blurred, coffee, jittered
+from tests.genuine import genuine_capture
 from worker.pipeline import eval as ev
 
 
@@ -60,8 +61,9 @@ def write(path: Path, data: bytes) -> None:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("pad-set")
-    write(root / "genuine" / "a.pb", build_capture(jittered(astronaut(), 3, seed=1)))
-    write(root / "genuine" / "b.pb", build_capture(jittered(resized(astronaut(), 400), 3, seed=2)))
+    # Live captures (tests/genuine.py), 8 frames: the natural-motion check judges them fully.
+    write(root / "genuine" / "a.pb", genuine_capture(9, n=8).SerializeToString())
+    write(root / "genuine" / "b.pb", genuine_capture(4, n=8, size=400).SerializeToString())
     write(root / "still" / "a.pb", build_capture([astronaut()] * 3))
     write(root / "print" / "blurred.pb", build_capture(jittered(blurred(astronaut()), 2)))
     write(root / "print" / "broken.pb", b"not a capture")
