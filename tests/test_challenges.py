@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+import tests.genuine
 from shared.capture import CaptureLimits, parse_capture
 from shared.sample import build_capture
-import tests.genuine
 from tests.fixtures_images import astronaut
 from tests.mouth import MOUTH_PROFILE, mouth_frames, photo_turned
 from worker.pipeline.challenges import (

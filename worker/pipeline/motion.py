@@ -10,10 +10,16 @@ each frame. FaceMesh points alone are not enough: their jitter on one photo shif
 larger than a still-sitting person's motion, while the flow residual of a shifted photo stays
 at ~0.05 px.
 
-Rules (figures: bench/bench_motion.py, /work/notes/motion.md):
-- the frames' residual fields fall into at most MAX_STILL_STATES groups, each within
-  STATE_RADIUS px (the measured noise floor with a margin) -> ``still_image_injected``: one
-  photo (one group), or two or three photos cycled (eyes open / closed) to fake a blink;
+Rules (figures: bench/bench_motion.py, README "Natural motion and frame order"):
+- the frames' residual fields fall into one group within STATE_RADIUS px (the measured noise
+  floor with a margin) and change incoherently from frame to frame (SINGLE_COHERENCE_MIN)
+  -> ``still_image_injected``: one photo re-noised, moved or re-encoded per frame;
+- two or three groups, incoherent (COHERENCE_MIN), whose frames each sit as close to their
+  group's mean as copies of one photo do (CYCLED_SPREAD_MAX), or that alternate every frame
+  (ALTERNATING_MAX) -> ``still_image_injected``: two or
+  three photos cycled (eyes open / closed) to fake a blink. Two or three loose groups are only
+  ``still_image_suspected`` (weak): a live face with little non-rigid motion can read so (7 of
+  20 generated 8-frame genuine captures did before this rule);
 - frame order: the face's path through the frames (points normalised by face size) taken in
   timestamp order is much longer than the shortest path through the same frames ->
   ``frames_out_of_order`` (frames shuffled after capture).
@@ -60,6 +66,18 @@ MAX_STILL_STATES = 3
 STATE_RADIUS = 0.25
 CLIP_PX = 0.5
 COHERENCE_MIN = 0.3
+# One group: copies of one photo cohere at most 0.10 (12 captures, 8 frames), a genuine face
+# whose residual forms one group at least 0.32 (20 seeds x 8 and 16 frames): 0.2 between.
+SINGLE_COHERENCE_MIN = 0.2
+# Cycled stills: every frame of two cycled photos sits within 0.074-0.108 px RMS of its group's
+# mean, of three 0.111-0.142; a genuine capture whose residual forms 2-3 groups has a frame at
+# 0.140-0.203 px. 0.12 takes two cycled photos as certain and leaves the genuine ones (and most
+# three-photo cycles, which frames_out_of_order often catches) at weak.
+CYCLED_SPREAD_MAX = 0.12
+# ... or photos swapped every frame: consecutive residuals then point opposite ways (coherence
+# -0.79 to -0.81 for two photos alternated, measured), which no genuine capture came near
+# (2-3 groups: -0.32 at the lowest).
+ALTERNATING_MAX = -0.5
 # Frame order: timestamp-order path length over the shortest path, and the least motion (the
 # shortest path's mean step, in face sizes) for the order to be readable at all.
 ORDER_RATIO_WEAK, ORDER_RATIO_STRONG = 1.6, 2.2
@@ -173,6 +191,18 @@ def group_states(fields: Floats, radius: float = STATE_RADIUS) -> list[int]:
             near = [len(leaders) - 1]
         labels.append(near[0])
     return labels
+
+
+def state_spread(fields: Floats, labels: Sequence[int]) -> float:
+    """The largest RMS distance (px) of a frame's field from its group's mean field."""
+    groups = np.asarray(labels)
+    worst = 0.0
+    for g in set(labels):
+        members = fields[groups == g]
+        if len(members) >= 2:
+            rms = np.sqrt(((members - members.mean(0)) ** 2).sum(-1).mean(-1))
+            worst = max(worst, float(rms.max()))
+    return worst
 
 
 def coherence(fields: Floats, labels: Sequence[int]) -> float:
@@ -299,14 +329,18 @@ def motion_report(
     labels = group_states(clipped, STATE_RADIUS)
     states = len(set(labels))
     smooth = coherence(clipped, labels)
+    spread = state_spread(clipped, labels)
     signals: list[Signal] = []
     still_limit = MAX_STILL_STATES if len(faces) > 2 * MAX_STILL_STATES else 1
-    if states <= still_limit and smooth < COHERENCE_MIN:
+    single = states == 1 and smooth < SINGLE_COHERENCE_MIN
+    cycled = 1 < states <= still_limit and smooth < COHERENCE_MIN
+    if single or cycled:
         what = "one picture" if states == 1 else f"{states} pictures cycled"
         detail = f"{len(faces)} frames with a face show {what}: no natural motion"
-        if len(faces) >= MIN_CERTAIN_FRAMES:
+        exact = single or spread <= CYCLED_SPREAD_MAX or smooth <= ALTERNATING_MAX
+        if len(faces) >= MIN_CERTAIN_FRAMES and exact:
             signals.append(Signal("still_image_injected", CERTAIN, detail))
-        else:  # too few frames for the coherence to be sure (a still person got 1 in 8)
+        else:  # too few frames, or loose groups a live face with little motion can make
             signals.append(Signal("still_image_suspected", WEAK, detail))
     # Frame order on places relative to each frame's size (frames may differ in size).
     ratio, step = order_ratio(
