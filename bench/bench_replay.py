@@ -26,13 +26,13 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from bench.stack import fresh_database
 from shared.db import make_engine, make_sessionmaker, transaction
 from shared.migrate import upgrade
 from shared.models import ApiKey
@@ -47,23 +47,16 @@ DEFAULT_SIZE = 200_000
 
 @contextmanager
 def _database() -> Iterator[str]:
+    """A fresh PostgreSQL database (dropped afterwards), or SQLite in a temporary folder."""
     server = os.environ.get("ANTIHACK_DATABASE_URL") or os.environ.get(
         "ANTIHACK_TEST_DATABASE_URL", ""
     )
-    if not server.startswith("postgresql"):
-        with tempfile.TemporaryDirectory(prefix="antihack-bench-replay-") as tmp:
-            yield f"sqlite:///{tmp}/replay.db"
+    if server.startswith("postgresql"):
+        with fresh_database(server) as url:
+            yield url
         return
-    name = f"antihack_bench_replay_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with tempfile.TemporaryDirectory(prefix="antihack-bench-replay-") as tmp:
+        yield f"sqlite:///{tmp}/replay.db"
 
 
 def _flip(value: int, bits: int, rng: random.Random) -> int:

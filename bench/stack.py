@@ -30,7 +30,7 @@ class Stack:
 
 
 @contextmanager
-def _fresh_database(server_url: str) -> Iterator[str]:
+def fresh_database(server_url: str) -> Iterator[str]:
     """A new database on the server ANTIHACK_DATABASE_URL names, dropped afterwards, so that
     one benchmark's backlog never lands in the next one's."""
     if not server_url:
@@ -54,7 +54,7 @@ def stack(**overrides: object) -> Iterator[Stack]:
     and a flushed Redis db each time), else embedded."""
     with (
         tempfile.TemporaryDirectory(prefix="antihack-bench-") as tmp,
-        _fresh_database(os.environ.get("ANTIHACK_DATABASE_URL", "")) as database_url,
+        fresh_database(os.environ.get("ANTIHACK_DATABASE_URL", "")) as database_url,
     ):
         settings = Settings(
             data_dir=Path(tmp),

@@ -157,9 +157,8 @@ def blink_frames(n: int = 15, blink: bool = True, seed: int = 0) -> list[Image]:
     return frames
 
 
-def write_blink_video(path: Path, fps: float = 15, n: int = 15, blink: bool = True) -> Path:
-    """Write ``blink_frames(n, blink)`` as an MPEG-4 Part 2 (mp4v) video; returns ``path``."""
-    frames = blink_frames(n, blink)
+def write_video(path: Path, frames: list[Image], fps: float = 15) -> Path:
+    """Write RGB ``frames`` as an MPEG-4 Part 2 (mp4v) video; returns ``path``."""
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
@@ -170,3 +169,8 @@ def write_blink_video(path: Path, fps: float = 15, n: int = 15, blink: bool = Tr
     finally:
         writer.release()
     return path
+
+
+def write_blink_video(path: Path, fps: float = 15, n: int = 15, blink: bool = True) -> Path:
+    """Write ``blink_frames(n, blink)`` as a video (see :func:`write_video`)."""
+    return write_video(path, blink_frames(n, blink), fps)

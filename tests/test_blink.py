@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from shared.capture import CaptureLimits, decode_frames, parse_capture
 from shared.cli_sample import make_sample
-from tests.blink import EYE_LIDS, blink_frames, blink_schedule, write_blink_video
+from tests.blink import EYE_LIDS, blink_frames, blink_schedule, write_blink_video, write_video
 from tests.fixtures_images import astronaut
 from tests.genuine import genuine_frames
 from worker.pipeline.challenges import EAR_CLOSED_MAX, EAR_OPEN_MIN
@@ -92,19 +91,6 @@ def test_each_blink_stage_reads_as_its_eye_state(pipeline: Pipeline) -> None:
     assert min(opened) > EAR_OPEN_MIN
     assert max(closed) < EAR_CLOSED_MAX
     assert all(max(closed) < e < min(opened) for e in partly)
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float = 15) -> Path:
-    """Write RGB ``frames`` as an MPEG-4 Part 2 (mp4v) video; returns ``path``."""
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
-    assert writer.isOpened(), f"OpenCV cannot write an mp4v video to {path}"
-    try:
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
-    return path
 
 
 def test_blink_video_passes_the_blink_challenge(pipeline: Pipeline, tmp_path: Path) -> None:
