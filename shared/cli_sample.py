@@ -27,7 +27,13 @@ RgbImage = NDArray[np.uint8]
 
 def read_image(path: Path) -> RgbImage | None:
     """Read an image file as RGB, or None when OpenCV cannot read it as an image."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. larger than OPENCV_IO_MAX_IMAGE_PIXELS (set by `shared`)
+        raise click.BadParameter(
+            f"{path} cannot be read: {exc.err or exc}; images over 8192x8192 px need "
+            "OPENCV_IO_MAX_IMAGE_PIXELS set higher (frames are limited to 16.7 Mpx anyway)"
+        ) from None
     if bgr is None:
         return None
     return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 from click.testing import CliRunner
 
 from shared.cli import main
@@ -60,3 +63,15 @@ def test_table_output_lists_keys(base_settings: Settings) -> None:
     run(base_settings, "keys", "create", "--name", "table-me")
     out = run(base_settings, "keys", "list").output
     assert "API ID" in out and "table-me" in out
+
+
+def test_make_sample_refuses_an_image_beyond_the_decoder_cap(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    # 72 Mpx of black compress to a small PNG; OpenCV is capped at 8192^2 px on `import shared`.
+    big = tmp_path / "big.png"
+    assert cv2.imwrite(str(big), np.zeros((8000, 9000, 3), np.uint8))
+    result = run(base_settings, "make-sample", str(big), "-o", str(tmp_path / "o.pb"))
+    assert result.exit_code == 2
+    assert "cannot be read" in result.output and "OPENCV_IO_MAX_IMAGE_PIXELS" in result.output
+    assert not (tmp_path / "o.pb").exists()
