@@ -342,6 +342,8 @@ class Dashboard:
     failures: list[Failure]
     undelivered: list[Undelivered]
     undelivered_counts: dict[str, int]
+    # Every delivery ever made, whatever its state: 0 means no webhook was sent yet.
+    deliveries_total: int
 
     @classmethod
     def read(cls, session: Session, selected: str | None) -> Dashboard:
@@ -369,6 +371,9 @@ class Dashboard:
             failures=_failures(session, names),
             undelivered=undelivered,
             undelivered_counts=counts,
+            deliveries_total=int(
+                session.scalar(select(func.count()).select_from(WebhookDelivery)) or 0
+            ),
         )
 
 

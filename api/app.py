@@ -15,7 +15,20 @@ from flask import Flask, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from api import admin, admin_ui, demo, jobs, metrics, openapi, ops, sdk, sessions, usage, webhooks
+from api import (
+    admin,
+    admin_ui,
+    demo,
+    jobs,
+    landing,
+    metrics,
+    openapi,
+    ops,
+    sdk,
+    sessions,
+    usage,
+    webhooks,
+)
 from api.context import Services
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import ApiError
@@ -67,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(metrics.bp)
     app.register_blueprint(sdk.bp)
     app.register_blueprint(demo.bp)
+    app.register_blueprint(landing.bp)
     metrics.instrument(app)
     _register_errors(app)
     if settings.upload_timeout_s > 0:

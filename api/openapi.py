@@ -1186,6 +1186,30 @@ PATHS: dict[str, Any] = {
             },
         )
     },
+    "/": {
+        "get": _op(
+            "ops",
+            "Landing page: links to /docs, /admin, /demo (when on), /healthz and /readyz",
+            {"200": _HTML_PAGE},
+            operation_id="landing",
+            security=PUBLIC,
+        )
+    },
+    "/favicon.ico": {
+        "get": _op(
+            "ops",
+            "The site icon (SVG; cached for a day, with an ETag)",
+            {
+                "200": {
+                    "description": "SVG image.",
+                    "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                },
+                "304": {"description": "Not modified (If-None-Match)."},
+            },
+            operation_id="favicon",
+            security=PUBLIC,
+        )
+    },
     "/healthz": {
         "get": _op(
             "ops",

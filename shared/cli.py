@@ -46,7 +46,11 @@ def main() -> None:
     help="Serve the /demo page with the demo key (env ANTIHACK_DEMO=off turns it off too).",
 )
 def serve(host: str, port: int, workers: int | None, demo: bool) -> None:
-    """Run API, worker and scheduler (and the embedded Redis) as one supervised process tree."""
+    """Run API, worker and scheduler as one process tree.
+
+    API, worker, scheduler (and the embedded Redis) as one supervised process tree; it prints
+    the demo key and a curl that sends a fresh sample capture.
+    """
     from shared.serve import serve as run
 
     sys.exit(run(_settings(), host, port, workers, demo_page=demo))
@@ -116,7 +120,10 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
 def worker(
     concurrency: int | None, queues: str | None, pool: str | None, batch_max: int | None
 ) -> None:
-    """Run a Celery worker; refuses to start if a model file is missing or altered."""
+    """Run a Celery worker.
+
+    It refuses to start if a model file is missing or altered.
+    """
     from shared.metrics import configure_multiprocess, serve_worker_metrics
 
     settings = _settings()
@@ -164,7 +171,12 @@ def worker(
 
 @main.command()
 def beat() -> None:
-    """Run the scheduler (sweeper and purge)."""
+    """Run the scheduler: sweeper, purge, webhook dispatcher.
+
+    The job sweeper (every ANTIHACK_SWEEP_INTERVAL_S, 10 s), the hourly purge, and the webhook
+    dispatcher that sends due webhook deliveries (every ANTIHACK_WEBHOOK_DISPATCH_INTERVAL_S,
+    2 s). Run exactly one beat per deployment.
+    """
     from worker import make_celery
 
     settings = _settings()
@@ -286,12 +298,26 @@ def _show(data: dict[str, Any], as_json: bool) -> None:
     else:
         width = max(len(k) for k in data)
         for k, v in data.items():
-            click.echo(f"{k:<{width}}  {v}")
+            click.echo(f"{k:<{width}}  {_human(v)}")
+
+
+def _human(value: Any) -> str:
+    """A value as a person reads it: no Python ``None``, ``True`` or list reprs."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
 
 
 @main.group()
 def keys() -> None:
-    """Manage API keys (secrets are shown only by create and rotate)."""
+    """Manage API keys.
+
+    Secrets are shown only by create and rotate.
+    """
 
 
 @keys.command("create")
@@ -381,7 +407,10 @@ def keys_revoke(api_id: str, as_json: bool) -> None:
 @click.option("--days", default=31, show_default=True, type=click.IntRange(1, 366))
 @click.option("--json", "as_json", is_flag=True)
 def usage(api_id: str | None, days: int, as_json: bool) -> None:
-    """Quota position and per-day accepted/succeeded/failed/refunded counts."""
+    """Show quota use and per-day counts.
+
+    Quota position and per-day accepted/succeeded/failed/refunded counts.
+    """
     from shared.keys import get_key, list_keys
     from shared.quota import key_usage
 
@@ -410,17 +439,26 @@ def usage(api_id: str | None, days: int, as_json: bool) -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="ANTIHACK_URL")
-@click.option("--api-id", envvar="ANTIHACK_API_ID", required=True)
-@click.option("--api-secret", envvar="ANTIHACK_API_SECRET", required=True)
+@click.option("--api-id", envvar="ANTIHACK_API_ID", help="API key id. Env: ANTIHACK_API_ID.")
+@click.option(
+    "--api-secret", envvar="ANTIHACK_API_SECRET", help="API key secret. Env: ANTIHACK_API_SECRET."
+)
 @click.option("--wait", is_flag=True, help="Poll until every job has finished.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait with --wait.")
 @click.option("--concurrency", default=8, show_default=True)
 @click.option("--return-extra/--no-return-extra", default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
 def submit(files: tuple[str, ...], **kw: Any) -> None:
-    """Submit capture files as jobs, with a progress bar; --wait polls for their results."""
+    """Submit capture files as jobs.
+
+    With a progress bar; --wait polls for their results.
+    """
     from shared.client import submit_files
 
+    for option, env in (("api_id", "ANTIHACK_API_ID"), ("api_secret", "ANTIHACK_API_SECRET")):
+        if not kw[option]:
+            flag = "--" + option.replace("_", "-")
+            raise click.UsageError(f"Missing option '{flag}': pass it or set {env}.")
     sys.exit(submit_files(list(files), **kw))
 
 

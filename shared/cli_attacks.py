@@ -30,7 +30,10 @@ def _attack_names(value: str | None) -> list[str]:
 
 @click.group("attacks")
 def attacks() -> None:
-    """Attack captures for measuring detection on your own data (see `antihack eval`)."""
+    """Build attack captures from your genuine ones.
+
+    Attack captures for measuring detection on your own data (see `antihack eval`).
+    """
 
 
 @attacks.command("list")

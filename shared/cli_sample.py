@@ -195,7 +195,10 @@ def make_sample(
     fps: float,
     max_side: int,
 ) -> None:
-    """Build a capture file (-o) from INPUTS: images (one frame each) or one video."""
+    """Build a capture file from images or a video.
+
+    Writes -o from INPUTS: images (one frame each) or one video.
+    """
     images: list[RgbImage] = []
     for path in inputs:
         image = read_image(path)

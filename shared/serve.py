@@ -85,7 +85,10 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         for child in self.children:
-            child.start(self.env)
+            # One started before the supervisor (the embedded Redis, which the migrations
+            # need) is not started twice: a second redis-server would outlive ``serve``.
+            if not child.alive():
+                child.start(self.env)
         if callable(on_started):
             on_started()
         while not self.stopping:
@@ -148,10 +151,17 @@ def serve(
         redis_child = Child("redis", redis_command(settings))
         redis_child.start(env)
         assert redis_child.proc is not None
-        wait_for_redis(settings, redis_child.proc)
         children.append(redis_child)
-    upgrade(settings.effective_database_url)
-    demo = ensure_demo_key(settings)
+    try:
+        if children:
+            assert children[0].proc is not None
+            wait_for_redis(settings, children[0].proc)
+        upgrade(settings.effective_database_url)
+        demo = ensure_demo_key(settings)
+    except BaseException:
+        # Ctrl-C or a failure before the supervisor runs: stop the Redis started above.
+        Supervisor(children, env).stop()
+        raise
     # The API serves /demo for the demo key; an empty id turns the page off.
     env["ANTIHACK_DEMO_API_ID"] = demo["api_id"] if demo_page else ""
     worker_args = ["worker"] + (["--concurrency", str(workers)] if workers else [])
@@ -164,14 +174,16 @@ def serve(
 
     def started() -> None:
         if wait_healthy(base):
+            # Issue #19: a fresh sample each start (samples/astronaut.pb is old, sent = replay).
+            from shared.quickstart import quickstart_text, write_fresh_sample
+
+            sample = write_fresh_sample(settings.data_path)
             click.echo(
                 f"\nantihack is ready on {base}\n"
                 f"  admin token : {settings.admin_token}\n"
                 f"  demo API id : {demo['api_id']}\n"
                 f"  demo secret : {demo['api_secret']}\n"
-                f"  try: curl -s -X POST {base}/face/liveness_anti_hack "
-                f"-H 'X-DF-API-ID: {demo['api_id']}' -H 'X-DF-API-SECRET: {demo['api_secret']}' "
-                f"-F liveness_data_file=@samples/astronaut.pb -F return_extra=1\n"
+                + quickstart_text(base, demo["api_id"], demo["api_secret"], sample)
                 + (
                     f"  demo page   : {base}/demo (allow the camera; --no-demo turns it off)\n"
                     if demo_page

@@ -75,3 +75,50 @@ def test_make_sample_refuses_an_image_beyond_the_decoder_cap(
     assert result.exit_code == 2
     assert "cannot be read" in result.output and "OPENCV_IO_MAX_IMAGE_PIXELS" in result.output
     assert not (tmp_path / "o.pb").exists()
+
+
+def test_keys_create_human_output_has_no_python_reprs(base_settings: Settings) -> None:
+    out = run(base_settings, "keys", "create", "--name", "plain", "--permissions", "jobs").output
+    assert "None" not in out and "[" not in out and "True" not in out and "False" not in out
+    assert "permissions" in out and "jobs" in out
+
+
+def test_help_shows_whole_summaries_and_the_webhook_dispatcher(base_settings: Settings) -> None:
+    listing = run(base_settings, "--help").output
+    commands = listing.split("Commands:")[1]
+    assert "..." not in commands and "Show quota use and per-day counts." in commands
+    assert "webhook dispatcher" in run(base_settings, "beat", "--help").output
+
+
+def test_submit_without_a_key_names_the_environment_variable(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    capture = tmp_path / "c.pb"
+    capture.write_bytes(b"x")
+    env = {k: v for k, v in base_settings.to_env().items() if not k.startswith("ANTIHACK_API_")}
+    env |= {"ANTIHACK_API_ID": None, "ANTIHACK_API_SECRET": None}  # type: ignore[dict-item]
+    result = CliRunner(env=env).invoke(main, ["submit", str(capture)])
+    assert result.exit_code == 2
+    assert "--api-id" in result.output and "ANTIHACK_API_ID" in result.output
+
+
+def test_quickstart_sample_is_fresh_and_parses(tmp_path: Path) -> None:
+    import time
+
+    from shared.capture import CaptureLimits, parse_capture
+    from shared.quickstart import SAMPLE_FILE, quickstart_text, write_fresh_sample
+
+    first = write_fresh_sample(tmp_path)
+    assert first == tmp_path / SAMPLE_FILE
+    capture = parse_capture(first.read_bytes(), CaptureLimits())
+    now_ms = time.time() * 1000
+    assert len(capture.frames) >= 8
+    assert all(abs(now_ms - f.timestamp_ms) < 60_000 for f in capture.frames)
+    images = {f.image for f in capture.frames}
+    assert len(images) == len(capture.frames)  # no frame repeated
+    text = quickstart_text("http://127.0.0.1:8000", "ak_1", "s3cret", first)
+    assert "export API_ID=ak_1 API_SECRET=s3cret" in text
+    assert f"liveness_data_file=@{first}" in text and "replay" in text
+    again = parse_capture(write_fresh_sample(tmp_path).read_bytes(), CaptureLimits())  # type: ignore[union-attr]
+    assert again.session_id != capture.session_id
+    assert {f.image for f in again.frames}.isdisjoint(images)

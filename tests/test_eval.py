@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -97,6 +98,9 @@ def test_eval_command_writes_report_and_plot(dataset: Path, tmp_path: Path) -> N
     plot = cv2.imread(str(out.with_suffix(".png")))
     assert plot is not None and plot.shape == (640, 640, 3)
     assert "[6/6]" in result.output  # progress went to stderr (mixed in by CliRunner)
+    # Without --with-history the output says what the numbers leave out.
+    assert "not checked: freshness" in result.output
+    assert "replay (frames or session ids sent before: add --with-history)" in result.output
 
 
 def test_eval_refuses_a_folder_without_genuine(tmp_path: Path) -> None:
@@ -104,3 +108,12 @@ def test_eval_refuses_a_folder_without_genuine(tmp_path: Path) -> None:
     result = CliRunner().invoke(ev.eval_cmd, [str(tmp_path)])
     assert result.exit_code != 0
     assert "genuine/" in result.output
+
+
+def test_det_plot_shows_curves_that_coincide() -> None:
+    # Two attack types both always caught: identical curves; each must still be seen.
+    same = [(0.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
+    image = ev.draw_det({"print": same, "replay": same}, {})
+    for colour in ev.PALETTE[:2]:
+        hits = np.all(image == np.array(colour, dtype=np.uint8), axis=2).sum()
+        assert hits > 1000, colour  # its legend marker and label alone give ~240
