@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -67,6 +68,11 @@ def create_app(settings: Settings | None = None) -> Flask:
                 settings.redis_client_url, socket_timeout=2, socket_connect_timeout=2
             ),
             fail_open=settings.rate_limit_fail_open,
+        ),
+        download_slots=(
+            threading.BoundedSemaphore(settings.max_concurrent_downloads)
+            if settings.max_concurrent_downloads > 0
+            else None
         ),
     )
     app.register_blueprint(jobs.bp)
@@ -132,8 +138,7 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> ResponseReturnValue:
         body, code = error_response(exc.status, exc.reason, exc.http_code)
-        # An error that says when to come back (a busy download slot: Retry-After).
-        return body, code, getattr(exc, "headers", {})
+        return body, code, exc.headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import redis
@@ -20,6 +21,8 @@ class Services:
     redis: redis.Redis
     celery: AntihackCelery
     limiter: RateLimiter
+    # A slot per concurrent liveness_data_url download; None when the number is unbounded.
+    download_slots: threading.BoundedSemaphore | None = None
 
 
 def services() -> Services:

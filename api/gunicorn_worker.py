@@ -17,21 +17,21 @@ from typing import Any
 import gunicorn.util
 from gunicorn.workers.gthread import ThreadWorker
 
+from shared.jobs import error_body
 from shared.secrets import new_request_id
 
 # gunicorn's status -> the seed's status string (codes it never writes fall back by class).
 SEED_STATUS = {403: "NO_PERMISSION", 500: "INTERNAL_ERROR"}
 
 
-def error_body(status_int: int, reason: str, mesg: str, limits: dict[int, str]) -> bytes:
+def gunicorn_error_body(status_int: int, reason: str, mesg: str, limits: dict[int, str]) -> bytes:
     """The seed's error body for one of gunicorn's answers: ``limits`` explains 414/431."""
     status = SEED_STATUS.get(status_int, "INVALID_ARGUMENT")
     if status == "INTERNAL_ERROR":
         text = "server processes failed"
     else:
         text = limits.get(status_int, reason) + (f" ({mesg})" if mesg else "")
-    body = {"status": status, "reason": text, "request_id": new_request_id()}
-    return json.dumps(body).encode()
+    return json.dumps(error_body(new_request_id(), status, text)).encode()
 
 
 class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
@@ -47,7 +47,7 @@ class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
         }
 
         def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
-            body = error_body(status_int, reason, mesg, limits)
+            body = gunicorn_error_body(status_int, reason, mesg, limits)
             head = (
                 f"HTTP/1.1 {status_int} {reason}\r\n"
                 "Connection: close\r\n"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import threading
 
-from flask import current_app, request
+from flask import request
 from sqlalchemy.orm import Session
 
+from api.context import services
 from shared.capture import CaptureError, capture_from_image, parse_capture
 from shared.errors import ApiError
 from shared.jobs import Submission, capture_limits
@@ -32,20 +32,17 @@ class DownloadsBusy(ApiError):
             "RATE_LIMIT_EXCEEDED",
             f"the service is already downloading {slots} liveness_data_url files at once; "
             f"retry in {retry_after_s} s, or upload the file as liveness_data_file",
+            headers={"Retry-After": str(retry_after_s)},
         )
-        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 def _download(url: str, settings: Settings) -> bytes:
     """Fetch ``liveness_data_url`` in one of the process's download slots."""
-    slots = settings.max_concurrent_downloads
-    semaphore: threading.BoundedSemaphore | None = None
-    if slots > 0:
-        semaphore = current_app.extensions.setdefault(
-            "antihack.download_slots", threading.BoundedSemaphore(slots)
+    semaphore = services().download_slots
+    if semaphore is not None and not semaphore.acquire(blocking=False):
+        raise DownloadsBusy(
+            settings.max_concurrent_downloads, max(1, math.ceil(settings.download_timeout_s))
         )
-        if not semaphore.acquire(blocking=False):
-            raise DownloadsBusy(slots, max(1, math.ceil(settings.download_timeout_s)))
     try:
         return fetch(
             url,

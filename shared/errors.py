@@ -19,8 +19,16 @@ HTTP_CODES = {
 class ApiError(Exception):
     """An error the client sees as ``{"status", "reason", "request_id"}``."""
 
-    def __init__(self, status: str, reason: str, http_code: int | None = None) -> None:
+    def __init__(
+        self,
+        status: str,
+        reason: str,
+        http_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{status}: {reason}")
         self.status = status
         self.reason = reason
         self.http_code = http_code or HTTP_CODES.get(status, 400)
+        # Response headers that belong to this answer (e.g. Retry-After of a busy download slot).
+        self.headers = headers or {}

@@ -396,12 +396,14 @@ def due_for_publish(
     if held is not None and any(status == QUEUED for _, status in candidates):
         # Read after the candidates: a message published since is for a job not among them.
         in_broker = held() or set()
+    held_now = [job_id for job_id, status in candidates if status == QUEUED and job_id in in_broker]
+    if held_now:
+        session.execute(
+            update(Job).where(Job.id.in_(held_now), stale_queued).values(enqueued_at=now)
+        )
     ids: list[str] = []
     for job_id, status in candidates:
         if status == QUEUED and job_id in in_broker:
-            session.execute(
-                update(Job).where(Job.id == job_id, stale_queued).values(enqueued_at=now)
-            )
             continue
         moved = rowcount(
             session.execute(

@@ -56,10 +56,6 @@ class LightSequence:
         """Each colour as linear-ish RGB in [0, 1] (the screen's drive levels)."""
         return [tuple(int(c[i : i + 2], 16) / 255.0 for i in (1, 3, 5)) for c in self.colors]  # type: ignore[misc]
 
-    @property
-    def total_ms(self) -> int:
-        return sum(self.durations_ms)
-
 
 def _hex(rgb: tuple[float, float, float]) -> str:
     return "#" + "".join(f"{round(v * 255):02x}" for v in rgb)

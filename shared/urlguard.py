@@ -98,7 +98,7 @@ def forbidden(addr: Address) -> bool:
     if addr in METADATA_ADDRESSES or addr.is_multicast or not addr.is_global:
         return True
     if isinstance(addr, ipaddress.IPv6Address):
-        if addr.is_site_local or any(addr in net for net in NON_GLOBAL_NETWORKS):
+        if any(addr in net for net in NON_GLOBAL_NETWORKS):
             return True
         return any(forbidden(v4) for v4 in embedded_ipv4(addr))
     return False

@@ -18,8 +18,9 @@ from shared.cli_sample import make_sample
 from tests.blink import EYE_LIDS, blink_frames, blink_schedule, write_blink_video, write_video
 from tests.fixtures_images import astronaut
 from tests.genuine import genuine_frames
-from worker.pipeline.challenges import EAR_CLOSED_MAX, EAR_OPEN_MIN
+from worker.pipeline.challenges import BLINK_BASELINE_MIN as EAR_OPEN_MIN
 from worker.pipeline.detect import detect_faces
+from worker.pipeline.eyes import EAR_SPLIT as EAR_CLOSED_MAX
 from worker.pipeline.eyes import eye_states
 from worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD
 from worker.pipeline.landmarks import face_landmarks

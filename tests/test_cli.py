@@ -24,7 +24,7 @@ def test_keys_create_show_update_rotate_revoke(base_settings: Settings) -> None:
         base_settings, "keys", "create", "--name", "acme",
         "--quota", "100", "--quota-period", "day", "--rate", "5", "--burst", "10",
         "--expires-at", "2031-01-01T00:00:00+00:00",
-        "--permissions", "jobs,liveness_anti_hack", "--webhook-url", "https://example.com/hook",
+        "--permissions", "jobs,liveness_anti_hack", "--webhook-url", "http://127.0.0.1:9/hook",
         "--require-signed", "--json",
     )  # fmt: skip
     assert created.exit_code == 0, created.output

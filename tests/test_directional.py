@@ -125,6 +125,25 @@ def test_steps_outside_their_prompt_window_or_order_fail(
     assert "TURN_LEFT" in [f["step"] for f in report.failed_steps]
 
 
+def test_a_light_prompt_closes_the_window_of_the_step_before_it(
+    performed: list[tuple[list[str], list[ch.FrameInput]]],
+) -> None:
+    """LIGHT is judged by light.py, but its prompt ends the step before it: a LOOK_UP done only
+    after the LIGHT prompt (the frames the screen flashes in) is not that step's."""
+    _, frame_inputs = performed[0]  # frames: TURN_LEFT, then LOOK_UP, then MOVE_CLOSER
+    prompts = [
+        ch.Prompt("LOOK_UP", frame_inputs[0].t_ms - 30),
+        ch.Prompt("LIGHT", frame_inputs[STEP].t_ms - 30),
+    ]
+    report = ch.judge_challenges(["LOOK_UP"], frame_inputs, prompts)
+    show(report)
+    assert [f["step"] for f in report.failed_steps] == ["LOOK_UP"]
+    assert "pitch reached" in report.failed_steps[0]["why"]  # judged, not refused for the prompt
+    # Without the LIGHT prompt the same frames pass: the head goes up within 4 s.
+    alone = ch.judge_challenges(["LOOK_UP"], frame_inputs, prompts[:1])
+    assert alone.failed_steps == []
+
+
 def test_the_verdict_is_deterministic(
     performed: list[tuple[list[str], list[ch.FrameInput]]],
 ) -> None:

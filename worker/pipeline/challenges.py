@@ -7,12 +7,13 @@ so it is the same on every run.
 How each step is judged (the measure moves with the asked action only):
 
 - TURN_LEFT / TURN_RIGHT / LOOK_UP / LOOK_DOWN: head yaw / pitch in degrees from
-  ``cv2.solvePnP`` of rigid FaceMesh points (forehead, brows, nose, eye corners, cheekbones;
-  never lips or jaw) against a 3D model taken from the capture's own first face frame (its
-  FaceMesh x, y, z). The angle is measured from the step's starting pose (the frames shown up to
-  its prompt) and must reach ``TURN_MIN_DEG`` / ``LOOK_MIN_DEG`` in the asked direction. Frames
-  are the camera's own, unmirrored: the person's left is the image's right, so TURN_LEFT moves
-  the nose towards image +x (yaw > 0); LOOK_UP moves it towards image -y (pitch > 0).
+  a weak-perspective (scaled orthographic) fit of rigid FaceMesh points (forehead, brows,
+  nose, eye corners, cheekbones; never lips or jaw) against a 3D model taken from the
+  capture's own first face frame (its FaceMesh x, y, z). The angle is measured from the step's
+  starting pose (the frames shown up to its prompt) and must reach ``TURN_MIN_DEG`` /
+  ``LOOK_MIN_DEG`` in the asked direction. Frames are the camera's own, unmirrored: the
+  person's left is the image's right, so TURN_LEFT moves the nose towards image +x (yaw > 0);
+  LOOK_UP moves it towards image -y (pitch > 0).
 - OPEN_MOUTH: inner-lip gap (mesh 13-14) over the inner mouth width (78-308) rises by
   ``OPEN_MOUTH_MIN_RISE`` from the step start and reaches ``OPEN_MOUTH_MIN``. A smile parts the
   lips a little and widens the mouth, so its ratio stays low.
@@ -82,6 +83,8 @@ BLINK_DIP = 0.7
 BLINK_OPEN = 0.8
 BLINK_BASELINE_MIN = 0.15
 BLINK_MAX_CLOSED_MS = 700
+# The open frames either side of the dip may each lie up to a frame (~70 ms at 15 fps) away.
+BLINK_FRAME_SLACK_MS = 70
 SAME_MESH_PX = 0.02
 # MOVE_CLOSER: relative growth of the face size.
 CLOSER_MIN_GROWTH = 0.25
@@ -95,8 +98,6 @@ PLANAR_MIN_MOTION = 0.0025
 PLANAR_MAX_RESIDUAL = 0.0163
 
 # Legacy challenges (crossframe.py before the directional vocabulary), unchanged.
-EAR_OPEN_MIN = 0.15
-EAR_CLOSED_MAX = 0.12
 MOUTH_OPEN_MIN = 0.20
 MOUTH_MIN_RANGE = 0.15
 YAW_MIN_RANGE = 0.12
@@ -116,8 +117,8 @@ RIGID = np.array(
 
 TURNS = {"TURN_LEFT": 1.0, "TURN_RIGHT": -1.0}
 LOOKS = {"LOOK_UP": 1.0, "LOOK_DOWN": -1.0}
-DIRECTIONAL = frozenset({*TURNS, *LOOKS, "BLINK", "OPEN_MOUTH", "SMILE", "MOVE_CLOSER"})
 LEGACY = frozenset({"MOUTH", "NOD", "YAW"})
+LIGHT = "LIGHT"  # judged by light.py
 
 
 @dataclass(frozen=True)
@@ -388,7 +389,7 @@ def _blink(
         if not before or not after:
             continue
         i, k = before[-1], after[0]
-        if seq[k].t_ms - seq[i].t_ms > BLINK_MAX_CLOSED_MS + 2 * 70:
+        if seq[k].t_ms - seq[i].t_ms > BLINK_MAX_CLOSED_MS + 2 * BLINK_FRAME_SLACK_MS:
             continue
         if float(np.max(np.abs(seq[i].xy - seq[k].xy))) < SAME_MESH_PX:
             continue  # the open frames either side are the same picture
@@ -416,21 +417,6 @@ def pose_measures_2d(xy: NDArray[np.float64]) -> tuple[float, float, float]:
         float(np.dot(nose, along)) / eye_dist,
         float(np.dot(nose, down)) / eye_to_mouth,
     )
-
-
-def blink_observed(ears: Sequence[float | None]) -> bool:
-    """Legacy absolute rule: eyes open, then closed, then open again."""
-    state = 0
-    for ear in ears:
-        if ear is None:
-            continue
-        if state == 0 and ear >= EAR_OPEN_MIN:
-            state = 1
-        elif state == 1 and ear < EAR_CLOSED_MAX:
-            state = 2
-        elif state == 2 and ear >= EAR_OPEN_MIN:
-            return True
-    return False
 
 
 def _legacy(step: str, window: Sequence[Measure]) -> StepVerdict:
@@ -484,7 +470,9 @@ def _with_prompts(
     window_ms: int,
     baseline: float | None,
 ) -> list[StepVerdict]:
-    if [p.step for p in prompts] != list(challenges):
+    # A LIGHT prompt (judged by light.py) is not judged here, but it still closes the window of
+    # the step before it: the frames after it are the light step's, not that step's.
+    if [p.step for p in prompts if p.step != LIGHT] != list(challenges):
         return [_fail(c, "prompts do not follow the drawn steps") for c in challenges]
     times = [p.shown_at_ms for p in prompts]
     if any(b <= a for a, b in zip(times, times[1:], strict=False)):
@@ -499,6 +487,8 @@ def _with_prompts(
     ]
     ends.append(prompts[-1].shown_at_ms + window_ms)
     for prompt, end in zip(prompts, ends, strict=True):
+        if prompt.step == LIGHT:
+            continue
         p = prompt.shown_at_ms
         window = [m for m in measures if p < m.t_ms <= end]
         start = [m for m in measures if p - START_SPAN_MS <= m.t_ms <= p]
@@ -584,9 +574,5 @@ def judge_capture(
         )
         for f, e, m in zip(capture.frames, eyes, marks, strict=True)
     ]
-    prompts = [
-        Prompt(pb.Challenge.Name(p.step), int(p.shown_at_ms))
-        for p in capture.prompts
-        if p.step != pb.LIGHT
-    ]
+    prompts = [Prompt(pb.Challenge.Name(p.step), int(p.shown_at_ms)) for p in capture.prompts]
     return judge_challenges(names, inputs, prompts, window_ms)
