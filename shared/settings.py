@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.light import MAX_COLORS, MIN_COLORS
+
 MiB = 1024 * 1024
 # The challenges the pipeline can observe (worker/pipeline/challenges.py); sessions draw theirs
 # from a configured subset.
@@ -158,9 +160,13 @@ class Settings:
         # after a webhook's first POST.
         _ = self.session_challenge_pool
         _ = self.webhook_schedule
-        if not 6 <= self.light_colors <= 12 or not 0 < self.light_min_ms <= self.light_max_ms:
+        if (
+            not MIN_COLORS <= self.light_colors <= MAX_COLORS
+            or not 0 < self.light_min_ms <= self.light_max_ms
+        ):
             raise SettingsError(
-                f"ANTIHACK_LIGHT_COLORS={self.light_colors} (6-12), ANTIHACK_LIGHT_MIN_MS="
+                f"ANTIHACK_LIGHT_COLORS={self.light_colors} ({MIN_COLORS}-{MAX_COLORS}), "
+                f"ANTIHACK_LIGHT_MIN_MS="
                 f"{self.light_min_ms}, ANTIHACK_LIGHT_MAX_MS={self.light_max_ms} (0 < min <= max)"
             )
         if self.replay_scope not in ("deployment", "key"):

@@ -467,6 +467,8 @@ def test_callback_and_webhook_urls_in_shared_address_space_are_refused(
     )
     assert resp.status_code == 400, resp.get_json()
     seed_error(resp.get_json(), "INVALID_ARGUMENT", "not global")
+    # Refused before a job exists: no worker can ever POST to that address.
+    assert job_count(sessions, key.api_id) == 0
     admin = {"Authorization": f"Bearer {base_settings.admin_token}"}
     resp = app.test_client().post(
         "/admin/keys", json={"name": "x", "webhook_url": "http://[2002:a00:1::]/h"}, headers=admin

@@ -52,7 +52,6 @@ ERODE_PX = 4
 # background), not the person: that frame is left out.
 STRAY_SHIFT, STRAY_LOG = 0.5, 0.4
 MIN_FACE_PX = 16.0  # a mesh smaller than this is no face to measure motion on
-PERSPECTIVE = True
 # Below this many frames with a face there is no motion to judge; below MIN_CERTAIN_FRAMES a
 # still is only suspected (weak): with 5 frames one still-sitting genuine capture in 8 read as
 # a still.
@@ -152,8 +151,6 @@ def residual_fields(frames: Sequence[Image], meshes: Sequence[Points]) -> Floats
     ]
     centre = FLOW_SIDE / 2
     design = _design((xs - centre) / FLOW_SIDE, (ys - centre) / FLOW_SIDE)
-    if not PERSPECTIVE:
-        design = design[:, :6]
     pinv = np.linalg.pinv(design)
     flow = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     fields = np.zeros((len(frames), len(xs), 2))
