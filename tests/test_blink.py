@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from shared.capture import CaptureLimits, decode_frames, parse_capture
-from shared.cli_sample import make_sample
+from shared.cli.sample import make_sample
 from tests.blink import EYE_LIDS, blink_frames, blink_schedule, write_blink_video, write_video
 from tests.fixtures_images import astronaut
 from tests.genuine import genuine_frames

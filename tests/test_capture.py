@@ -32,7 +32,7 @@ from shared.capture import (
     signing_payload,
     verify_signature,
 )
-from shared.cli_sample import make_sample
+from shared.cli.sample import make_sample
 from shared.proto import generate
 from shared.proto import liveness_pb2 as pb
 from shared.sample import build_capture, encode_jpeg

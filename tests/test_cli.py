@@ -61,8 +61,101 @@ def test_keys_errors_are_messages_not_tracebacks(base_settings: Settings) -> Non
 
 def test_table_output_lists_keys(base_settings: Settings) -> None:
     run(base_settings, "keys", "create", "--name", "table-me")
+    run(base_settings, "keys", "create", "--name", "a-much-longer-key-name", "--quota", "12345")
     out = run(base_settings, "keys", "list").output
-    assert "API ID" in out and "table-me" in out
+    assert "\x1b" not in out  # no colour codes without a terminal
+    header, *rows = out.splitlines()
+    titles = ["API ID", "NAME", "QUOTA", "PERIOD", "RATE", "BURST", "EXPIRES", "STATE"]
+    assert [header.index(t) for t in titles] == sorted(header.index(t) for t in titles)
+    short = next(r for r in rows if "table-me" in r)
+    long = next(r for r in rows if "a-much-longer-key-name" in r)
+    # Aligned: every row's name starts under NAME, its state ends under STATE's last letter.
+    assert short.index("table-me") == long.index("a-much-longer-key-name") == header.index("NAME")
+    assert short.endswith("active") and len(short) == len(long)
+    # Numbers are right-aligned: the quota ends where the QUOTA title ends.
+    assert long.index("12345") + 5 == header.index("QUOTA") + len("QUOTA")
+    assert all(line == line.rstrip() for line in out.splitlines())
+
+
+def test_values_are_shown_as_written_not_as_markup(base_settings: Settings) -> None:
+    out = run(base_settings, "keys", "create", "--name", "[bold]x[/bold] :smile:").output
+    assert "[bold]x[/bold] :smile:" in out
+    listed = run(base_settings, "keys", "list").output
+    assert "[bold]x[/bold] :smile:" in listed
+
+
+def test_every_data_command_prints_one_json_document(base_settings: Settings) -> None:
+    from shared.attacks import ATTACKS
+
+    key = json.loads(run(base_settings, "keys", "create", "--name", "j", "--json").stdout)
+    api_id = key["api_id"]
+    commands = [
+        ["keys", "list"],
+        ["keys", "show", api_id],
+        ["keys", "update", api_id, "--rate", "3"],
+        ["usage", "--api-id", api_id],
+        ["usage"],
+        ["keys", "rotate", api_id],
+        ["keys", "revoke", api_id],
+    ]
+    for args in commands:
+        result = run(base_settings, *args, "--json")
+        assert result.exit_code == 0, (args, result.output)
+        assert result.stderr == "", args
+        data = json.loads(result.stdout)  # the whole of stdout is one document
+        rows = data if isinstance(data, list) else [data]
+        assert api_id in {row["api_id"] for row in rows}, args
+    listed = run(base_settings, "attacks", "list", "--json")
+    assert [a["name"] for a in json.loads(listed.stdout)] == list(ATTACKS)
+    assert all(a["model"] for a in json.loads(listed.stdout))
+
+
+def test_usage_table_per_key(base_settings: Settings) -> None:
+    key = json.loads(run(base_settings, "keys", "create", "--name", "u", "--json").stdout)
+    out = run(base_settings, "usage", "--api-id", key["api_id"], "--days", "3").output
+    assert f"{key['api_id']}  " in out and "used 0 of unlimited" in out
+    assert "no requests in the last 3 days" in out
+
+
+def test_make_sample_json_describes_the_file(tmp_path: Path) -> None:
+    from tests.fixtures_images import astronaut, jittered
+
+    inputs = []
+    for i, image in enumerate(jittered(astronaut(), 3)):
+        inputs.append(str(tmp_path / f"{i}.png"))
+        assert cv2.imwrite(inputs[-1], cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "s.pb"
+    result = CliRunner().invoke(main, ["make-sample", *inputs, "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "output": str(out),
+        "frames": 3,
+        "bytes": out.stat().st_size,
+        "signed": False,
+    }
+
+
+def test_eval_json_prints_the_summary(tmp_path: Path) -> None:
+    from shared.sample import build_capture
+    from tests.fixtures_images import astronaut
+    from tests.genuine import genuine_capture
+
+    for folder, data in (
+        ("genuine", genuine_capture(9, n=8).SerializeToString()),
+        ("still", build_capture([astronaut()] * 3)),
+    ):
+        (tmp_path / "set" / folder).mkdir(parents=True)
+        (tmp_path / "set" / folder / "a.pb").write_bytes(data)
+    report = tmp_path / "r.json"
+    args = ["eval", str(tmp_path / "set"), "-o", str(report), "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["counts"] == {"genuine": 1, "still": 1}
+    assert summary["at_seed_threshold"]["apcer"] == {"still": 0.0}
+    assert summary["report"] == str(report) and summary["plot"] == str(report.with_suffix(".png"))
+    assert "samples" not in summary and len(json.loads(report.read_text())["samples"]) == 2
+    assert "not checked: freshness" in result.stderr
 
 
 def test_make_sample_refuses_an_image_beyond_the_decoder_cap(

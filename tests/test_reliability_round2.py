@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from shared.broker import UNACKED_KEY, queue_lists
-from shared.cli_sample import for_session
+from shared.cli.sample import for_session
 from shared.db import transaction
 from shared.devstack import wait_until
 from shared.heartbeat import HEARTBEAT_KEY, PROGRESS_KEY, container_health

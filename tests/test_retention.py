@@ -15,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import String, func, insert, select, update
 
-from shared.cli_sample import for_session
+from shared.cli.sample import for_session
 from shared.db import Base, transaction
 from shared.devstack import wait_until
 from shared.jobs import claim, error_body, finish

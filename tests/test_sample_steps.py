@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from numpy.typing import NDArray
 
 from shared.capture import CaptureLimits, parse_capture
-from shared.cli_sample import make_sample
+from shared.cli.sample import make_sample
 from shared.proto import liveness_pb2 as pb
 from shared.sdk import failed_steps
 from tests.fixtures_images import astronaut, jittered

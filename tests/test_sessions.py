@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from shared import devstack
 from shared.capture import CaptureLimits, parse_capture, verify_signature
 from shared.cli import main
-from shared.cli_sample import for_session
+from shared.cli.sample import for_session
 from shared.db import transaction
 from shared.keys import revoke_key
 from shared.models import CaptureSession, Job

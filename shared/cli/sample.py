@@ -1,4 +1,7 @@
-"""``antihack make-sample``: build a liveness capture file from images or a video."""
+"""``antihack make-sample``: build a liveness capture file from images or a video.
+
+It imports OpenCV at load time: the root group loads this module only when the command runs.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shared.capture import CaptureError, CaptureLimits, parse_capture, sign_capture
+from shared.cli.common import json_option
+from shared.cli.output import emit_json
 from shared.proto import liveness_pb2 as pb
 from shared.sample import (
     CHALLENGES,
@@ -183,6 +188,7 @@ def for_session(
     show_default=True,
     help="Downscale frames whose longer side exceeds this (phone SDKs send about 720p).",
 )
+@json_option("Print what was written (output, frames, bytes, signed) as JSON on stdout.")
 def make_sample(
     inputs: tuple[Path, ...],
     output: Path,
@@ -194,6 +200,7 @@ def make_sample(
     sign_secret: str | None,
     fps: float,
     max_side: int,
+    as_json: bool,
 ) -> None:
     """Build a capture file from images or a video.
 
@@ -229,5 +236,11 @@ def make_sample(
     except CaptureError as exc:
         raise click.ClickException(f"the capture would be refused: {exc.reason}") from None
     output.write_bytes(data)
-    signed = "signed" if sign_secret is not None else "unsigned"
-    click.echo(f"wrote {output}: {len(images)} frames, {len(data)} bytes, {signed}", err=True)
+    if as_json:
+        signed = sign_secret is not None
+        emit_json(
+            {"output": str(output), "frames": len(images), "bytes": len(data), "signed": signed}
+        )
+        return
+    signed_word = "signed" if sign_secret is not None else "unsigned"
+    click.echo(f"wrote {output}: {len(images)} frames, {len(data)} bytes, {signed_word}", err=True)

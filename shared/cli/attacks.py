@@ -9,6 +9,9 @@ from typing import Any
 
 import click
 
+from shared.cli.common import json_option
+from shared.cli.output import emit_json, table
+
 GENUINE = "genuine"  # the bona fide folder `antihack eval` reads
 MANIFEST = "attacks.json"
 
@@ -37,13 +40,19 @@ def attacks() -> None:
 
 
 @attacks.command("list")
-def list_attacks() -> None:
+@json_option("Print one JSON array of {name, model} objects.")
+def list_attacks(as_json: bool) -> None:
     """Name and physical model of every attack."""
     from shared.attacks import ATTACKS
 
-    for name, fn in ATTACKS.items():
-        summary = " ".join((fn.__doc__ or "").split())
-        click.echo(f"{name:<14} {summary}")
+    rows = [
+        {"name": name, "model": " ".join((fn.__doc__ or "").split())}
+        for name, fn in ATTACKS.items()
+    ]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(("ATTACK", "MODEL"), ([r["name"], r["model"]] for r in rows))
 
 
 @attacks.command("make")
@@ -62,7 +71,7 @@ def list_attacks() -> None:
 )
 @click.option("--attacks", "names", help="Comma-separated attacks (default: all; see `list`).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same files.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@json_option("Print the summary as one JSON object on stdout.")
 def make(genuine_dir: Path, out_dir: Path, names: str | None, seed: int, as_json: bool) -> None:
     """Make one attack capture per genuine capture (*.pb in GENUINE_DIR) and attack.
 
@@ -137,10 +146,11 @@ def make(genuine_dir: Path, out_dir: Path, names: str | None, seed: int, as_json
         encoding="utf-8",
     )
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        emit_json(summary)
     else:
         total = sum(counts.values())
         click.echo(f"wrote {genuine_count} genuine and {total} attack captures to {out_dir}")
+        table(("ATTACK", "CAPTURES"), counts.items(), right={"CAPTURES"}, indent=2)
         for path_name, why in skipped.items():
             click.echo(f"skipped {path_name}: {why}", err=True)
 
