@@ -153,7 +153,14 @@ class TextFormatter(logging.Formatter):
 
 
 def formatter(settings: Settings, role: str, stream: TextIO | None = None) -> logging.Formatter:
-    redact = Redactor([settings.admin_token, settings.secret_key, settings.metrics_token])
+    redact = Redactor(
+        [
+            settings.admin_token,
+            settings.secret_key,
+            settings.metrics_token,
+            settings.database_password,
+        ]
+    )
     if resolve_format(settings.log_format, stream) == "json":
         return JsonFormatter(role, redact)
     return TextFormatter(role, redact)

