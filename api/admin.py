@@ -108,6 +108,7 @@ def update(api_id: str) -> ResponseReturnValue:
     allow = services().settings.allow_private_urls
     key = update_key(session, api_id, _options(), allow_private_urls=allow)
     session.commit()
+    services().keys.forget(api_id)  # this process at once; others within the cache's bound
     return json_response(key_view(key))
 
 
@@ -117,6 +118,7 @@ def rotate(api_id: str) -> ResponseReturnValue:
     session = db()
     key, new = rotate_key(session, services().settings.secret_key, api_id)
     session.commit()
+    services().keys.forget(api_id)  # this process at once; others within the cache's bound
     return json_response(secrets_view(key, new))
 
 
@@ -126,4 +128,5 @@ def revoke(api_id: str) -> ResponseReturnValue:
     session = db()
     key = revoke_key(session, api_id)
     session.commit()
+    services().keys.forget(api_id)  # this process at once; others within the cache's bound
     return json_response(key_view(key))

@@ -33,11 +33,12 @@ from api import (
 from api.context import Services
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import ApiError
+from shared.keys import KeyCache
+from shared.publisher import TaskPublisher
 from shared.ratelimit import RateLimiter
 from shared.runtime import prepare
 from shared.secrets import new_request_id
 from shared.settings import Settings
-from worker.celery_app import make_celery
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         sessions=make_sessionmaker(make_engine(settings.effective_database_url)),
         redis=client,
-        celery=make_celery(settings),
+        publisher=TaskPublisher(settings),
         limiter=RateLimiter(
             redis.Redis.from_url(
                 settings.redis_client_url, socket_timeout=2, socket_connect_timeout=2
             ),
             fail_open=settings.rate_limit_fail_open,
         ),
+        keys=KeyCache(settings.key_cache_s),
         download_slots=(
             threading.BoundedSemaphore(settings.max_concurrent_downloads)
             if settings.max_concurrent_downloads > 0

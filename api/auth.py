@@ -20,7 +20,7 @@ R = TypeVar("R")
 
 
 def client_key(
-    endpoint: str | None, *, upload_token: bool = False
+    endpoint: str | None, *, upload_token: bool = False, cached: bool = False
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Require valid ``X-DF-API-ID``/``X-DF-API-SECRET`` permitted to call ``endpoint``
     (None: any valid key); submissions (POST) also pass the key's rate limit.
@@ -28,6 +28,11 @@ def client_key(
     With ``upload_token``, ``Authorization: Bearer <upload_token>`` (from POST /v1/sessions)
     may stand in for them: the request then acts as the session's key, and the view reads
     what the token allows from :func:`current_upload`.
+
+    With ``cached``, the key may come from the process's key cache (ANTIHACK_KEY_CACHE_S), so
+    the view sees its settings as they were up to that long ago: the submission and polling
+    endpoints, which use only its id, permissions, quota and rate. Views that read the rest of
+    the key (webhook state, usage) read it fresh.
     """
 
     def decorator(view: Callable[P, R]) -> Callable[P, R]:
@@ -58,7 +63,8 @@ def client_key(
                     "UNAUTHORIZED", f"missing X-DF-API-ID or X-DF-API-SECRET header{also}"
                 )
             else:
-                key = authenticate(db(), settings.secret_key, api_id, api_secret)
+                cache = services().keys if cached else None
+                key = authenticate(db(), settings.secret_key, api_id, api_secret, cache)
             if endpoint is not None and not key.permits(endpoint):
                 raise ApiError("NO_PERMISSION", f"this API key may not call {endpoint}")
             g.key = key

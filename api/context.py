@@ -9,9 +9,10 @@ import redis
 from flask import current_app, g
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.keys import KeyCache
+from shared.publisher import TaskPublisher
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
-from worker.celery_app import AntihackCelery
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,9 @@ class Services:
     settings: Settings
     sessions: sessionmaker[Session]
     redis: redis.Redis
-    celery: AntihackCelery
+    publisher: TaskPublisher
     limiter: RateLimiter
+    keys: KeyCache
     # A slot per concurrent liveness_data_url download; None when the number is unbounded.
     download_slots: threading.BoundedSemaphore | None = None
 

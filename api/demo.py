@@ -17,8 +17,8 @@ from api.auth import rate_limit
 from api.context import db, services
 from shared.errors import ApiError
 from shared.models import ApiKey, utcnow
+from shared.scoring import HACK_THRESHOLD
 from shared.sessions import create_session
-from worker.pipeline.fusion import HACK_THRESHOLD
 
 bp = Blueprint("demo", __name__)
 

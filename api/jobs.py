@@ -17,9 +17,9 @@ from api.auth import client_key, current_key, current_upload
 from api.context import db, services
 from api.submission import read_submission
 from shared.capture import CaptureError, capture_from_image
-from shared.db import transaction
+from shared.db import retry_on_disconnect, transaction
 from shared.errors import HTTP_CODES, ApiError
-from shared.jobs import capture_limits, create_job, get_owned_job, job_resource
+from shared.jobs import Accepted, accept_job, capture_limits, get_owned_job, job_resource
 from shared.models import FINAL_STATES, Image, Job, utcnow
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, done_key
 from shared.retention import delete_owned_job
@@ -58,15 +58,19 @@ def _cors(response: Response) -> Response:
     return response
 
 
-def _submit() -> Job:
-    """Validate, commit the job, then publish its id (the sweeper covers a failed publish)."""
+def _submit() -> Accepted:
+    """Validate, commit the job, then publish its id (the sweeper covers a failed publish).
+
+    One transaction: the job, its input, the session redemption and the quota charge.
+    """
     svc = services()
     session = db()
     key = current_key()
-    # End the authentication read before slow work (download), so no transaction stays open.
-    session.commit()
+    if session.in_transaction():
+        # End the authentication read (an upload token's) before slow work (a download), so
+        # that no transaction stays open; a key from the key cache read nothing.
+        session.commit()
     sub = read_submission(session, key, svc.settings)
-    session.commit()
     upload = current_upload()
     if upload is not None and not upload.nonce_matches(sub.capture.nonce):
         # Refused before anything is spent: the token stays usable for its own capture.
@@ -74,18 +78,18 @@ def _submit() -> Job:
             "NO_PERMISSION",
             "this upload token submits only a capture whose session_nonce is its session's nonce",
         )
-    job, created = create_job(session, key, sub, upload)
+    job = retry_on_disconnect(session, lambda: accept_job(session, key, sub, upload))
     session.commit()
     g.request_id = job.id
-    if created:
+    if job.created:
         try:
-            svc.celery.send_task(ANALYZE_TASK, args=(job.id,), queue=ANALYZE_QUEUE)
+            svc.publisher.send_task(ANALYZE_TASK, args=(job.id,), queue=ANALYZE_QUEUE)
         except Exception:
             log.warning("publish failed; the sweeper will enqueue it", extra={"request_id": job.id})
     return job
 
 
-def _accepted(job: Job, **headers: str) -> ResponseReturnValue:
+def _accepted(job: Accepted, **headers: str) -> ResponseReturnValue:
     url = url_for("jobs.get_job", request_id=job.id, _external=True)
     body = {"request_id": job.id, "status": job.status, "job_url": url}
     return json_response(body, 202, Location=url, **headers)
@@ -111,7 +115,7 @@ def _wait_final(job_id: str, timeout: float) -> Job | None:
 
 
 @bp.post("/face/liveness_anti_hack")
-@client_key("liveness_anti_hack", upload_token=True)
+@client_key("liveness_anti_hack", upload_token=True, cached=True)
 def liveness_anti_hack() -> ResponseReturnValue:
     """The seed endpoint: waits for the result, or answers 202 when asked or when it is slow."""
     job = _submit()
@@ -126,13 +130,13 @@ def liveness_anti_hack() -> ResponseReturnValue:
 
 
 @bp.post("/v1/jobs")
-@client_key("jobs", upload_token=True)
+@client_key("jobs", upload_token=True, cached=True)
 def submit_job() -> ResponseReturnValue:
     return _accepted(_submit())
 
 
 @bp.get("/v1/jobs/<request_id>")
-@client_key("jobs", upload_token=True)
+@client_key("jobs", upload_token=True, cached=True)
 def get_job(request_id: str) -> ResponseReturnValue:
     upload = current_upload()
     if upload is not None and request_id != upload.job_id:

@@ -55,7 +55,7 @@ def _send_now(delivery: WebhookDelivery) -> ResponseReturnValue:
             session, webhooks.claim_lease(svc.settings), delivery_id=delivery.id
         )
         session.commit()
-        for delivery_id, token in webhooks.publish(svc.celery, claims):
+        for delivery_id, token in webhooks.publish(svc.publisher, claims):
             webhooks.release_claim(session, delivery_id, token)
         session.commit()
     except Exception:

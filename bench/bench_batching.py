@@ -6,12 +6,18 @@
    threads-pool worker does, with batching off and on, rounds interleaved (off, on, off, on...);
    median jobs/s, their ratio, and the batches formed (rows and merged calls per model run).
 
+3. the job bookkeeping of a threads-pool (GPU) worker (worker/bookkeeping.py): jobs/s of the
+   analyze task with the no-op pipeline on N threads of one process, each job claimed and
+   recorded on its own ("off") against claims and records batched up to B jobs per statement;
+   the database is ANTIHACK_DATABASE_URL's server (a fresh database) or the embedded SQLite.
+
 Prints tables, asserts nothing. The batcher is meant for GPUs, where a batch of 32 costs little
 more than one crop; on a few CPU cores the work grows with the rows and the wait is a cost.
 
     python -m bench bench_batching
     python bench/bench_batching.py --threads 8 --jobs 16 --rounds 3 \
         [--providers CUDAExecutionProvider] [--intra-threads 0]
+    python bench/bench_batching.py --bookkeeping-only --bk-threads 32 --bk-jobs 400
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -143,6 +150,63 @@ def bench_throughput(
             )
 
 
+def bench_bookkeeping(threads: int, jobs: int, rounds: int, sizes: Sequence[int]) -> None:
+    """Print jobs/s of the analyze task (no-op pipeline) on ``threads`` threads of this process,
+    bookkeeping off (one statement per job) and batched up to each of ``sizes`` jobs."""
+    from datetime import timedelta
+
+    from bench.bench_queue import new_jobs
+    from bench.stack import stack
+    from shared.queues import ANALYZE_TASK
+    from worker import bookkeeping
+    from worker.celery_app import make_celery
+    from worker.state import get_state
+
+    with stack() as st, ThreadPoolExecutor(threads) as pool:
+        settings = st.settings.replace(bench_noop_pipeline=True)
+        task: Any = make_celery(settings).tasks[ANALYZE_TASK]
+        sessions = get_state(settings).sessions
+        lease = timedelta(seconds=settings.task_time_limit_s + settings.lease_margin_s)
+
+        def one_round(size: int | None) -> tuple[float, float, float]:
+            ids = new_jobs(st, jobs)
+            keeper = None
+            if size is not None:
+                keeper = bookkeeping.start(sessions, lease, 3, None, max_batch=size)
+            try:
+                start = time.perf_counter()
+                outcomes = list(pool.map(task.run, ids))
+                rate = len(ids) / (time.perf_counter() - start)
+            finally:
+                bookkeeping.stop()
+            assert outcomes == ["OK"] * len(ids), set(outcomes)
+            if keeper is None:
+                return rate, 1.0, 1.0
+            return rate, keeper.claims.stats.mean_requests, keeper.records.stats.mean_requests
+
+        variants: list[int | None] = [None, *sizes]
+        one_round(None)  # warm-up: connections, statement caches
+        figures: dict[int | None, list[tuple[float, float, float]]] = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v in variants:
+                figures[v].append(one_round(v))
+    db = "PostgreSQL" if st.settings.database_url else "SQLite (embedded)"
+    print(
+        f"\njob bookkeeping: analyze task, no-op pipeline, {threads} threads in one process, "
+        f"{jobs} jobs per round, {rounds} rounds interleaved, {db}"
+    )
+    print(f"{'batch max':>10s} {'median jobs/s':>14s} {'min':>7s} {'max':>7s} "
+          f"{'claims/stmt':>12s} {'records/stmt':>13s}")  # fmt: skip
+    for v in variants:
+        rates = [f[0] for f in figures[v]]
+        claims = statistics.median(f[1] for f in figures[v])
+        records = statistics.median(f[2] for f in figures[v])
+        print(
+            f"{'off' if v is None else v:>10} {statistics.median(rates):14.1f} {min(rates):7.1f} "
+            f"{max(rates):7.1f} {claims:12.2f} {records:13.2f}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse options (none when run by ``python -m bench``) and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -170,7 +234,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="also run batching on with sessions of this many intra-op threads (0: CPU count)",
     )
     parser.add_argument("--skip-sizes", action="store_true", help="only the throughput part")
+    parser.add_argument(
+        "--bookkeeping-only", action="store_true", help="only the job bookkeeping part (3.)"
+    )
+    parser.add_argument("--bk-threads", type=int, default=32, help="bookkeeping: task threads")
+    parser.add_argument("--bk-jobs", type=int, default=400, help="bookkeeping: jobs per round")
+    parser.add_argument("--bk-rounds", type=int, default=3, help="bookkeeping: rounds")
+    parser.add_argument(
+        "--bk-sizes", type=int, nargs="+", default=[1, 4, 16, 64], help="bookkeeping: batch max"
+    )
     args = parser.parse_args(list(argv) if argv is not None else [])
+    if args.bookkeeping_only:
+        bench_bookkeeping(args.bk_threads, args.bk_jobs, args.bk_rounds, args.bk_sizes)
+        return
     from skimage import data
 
     face = np.ascontiguousarray(data.astronaut(), dtype=np.uint8)  # type: ignore[no-untyped-call]
@@ -199,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench_throughput(
         models, captures, args.threads, args.rounds, args.batch_max, args.wait_ms, wide
     )
+    bench_bookkeeping(args.bk_threads, args.bk_jobs, args.bk_rounds, args.bk_sizes)
     print(f"\nload average at the end {load_average()}")
 
 

@@ -1,45 +1,93 @@
-"""Queue: antihack end to end with the pipeline swapped for a no-op (ANTIHACK_BENCH_NOOP_PIPELINE)
-against bare Celery no-op round trips on the same Redis, in the same run.
+"""Queue: antihack's job path with the pipeline swapped for a no-op (ANTIHACK_BENCH_NOOP_PIPELINE)
+against two Celery peers on the same Redis and PostgreSQL, in the same run:
+
+- bare Celery: a no-op task, no result stored (the broker round trip alone);
+- Celery + database results: the same task with Celery's SQLAlchemy result backend on the same
+  database (a durable result row per task, Celery's own way);
+- antihack job path: jobs committed beforehand, then their analyze tasks published; the worker
+  claims, reads, records the result (charge, webhook outbox) and notifies: the worker's side;
+  again with one threads-pool process of 16 threads (how a GPU worker runs), whose claims and
+  records go into shared statements (worker/bookkeeping.py);
+- antihack end to end: through the API (``POST /face/liveness_anti_hack`` sequentially,
+  ``POST /v1/jobs`` from the clients), intake included;
+- the worker's CPU per job: the analyze task run in this process on one job after another,
+  ``time.process_time`` around it (claim, read, parse, result, notify; no Celery, no pipeline),
+  without and with a webhook (callback_url: the outbox row and its publish).
+
+All workers but the threads-pool one: 2 processes (prefork); all acks_late, prefetch 1.
 
     python -m bench bench_queue
+    python bench/bench_queue.py --skip-api    # the peers and the job path only
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import redis
 import requests
+import sqlalchemy as sa
+
+if __package__ in (None, ""):
+    # Run as `python bench/bench_queue.py`: import from the repository root.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.bare_celery import DONE
-from bench.stack import Stack, median, pct, stack
+from bench.stack import Stack, load_average, median, pct, stack
+from shared.db import make_engine, make_sessionmaker, transaction
 from shared.devstack import ROOT, start_api, start_worker, wait_until
+from shared.jobs import Submission, create_job
+from shared.models import ApiKey, Job
+from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, done_key
 from shared.settings import Settings
 from tests.helpers import no_face_capture
 
 SEQUENTIAL = 50
 THROUGHPUT = 400
 CLIENTS = 8
+CPU_JOBS = 200
+THREADS = 16  # the threads-pool worker's concurrency
+
+Figures = tuple[list[float], float]  # sequential round-trip latencies (s), jobs/s
 
 
-def bare(settings: Settings) -> tuple[list[float], float]:
-    """Sequential round-trip latencies and throughput of a bare Celery no-op."""
-    from bench.bare_celery import app
+@contextmanager
+def bare_worker(settings: Settings, backend: str | None = None) -> Iterator[Any]:
+    """``celery -A bench.bare_celery worker`` (2 processes) and the app to publish with."""
+    from bench.bare_celery import make_app
 
-    broker, client_url = settings.broker_url, settings.redis_client_url
-    env = {**os.environ, "BARE_BROKER_URL": broker, "BARE_REDIS_URL": client_url}
+    env = {
+        **os.environ,
+        "BARE_BROKER_URL": settings.broker_url,
+        "BARE_REDIS_URL": settings.redis_client_url,
+        "BARE_RESULT_BACKEND": backend or "",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.bare_celery", "worker", "--concurrency", "2",
          "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    r = redis.Redis.from_url(client_url)
-    app.conf.broker_url = broker
     try:
+        yield make_app(settings.broker_url, backend)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def bare(settings: Settings) -> Figures:
+    """Sequential round trips and throughput of a bare Celery no-op (no result stored)."""
+    r = redis.Redis.from_url(settings.redis_client_url)
+    with bare_worker(settings) as app:
         r.delete(DONE)
         app.send_task("bench.bare.noop", args=(time.time(),))
         assert r.blpop([DONE], timeout=60), "bare worker did not start"
@@ -49,20 +97,112 @@ def bare(settings: Settings) -> tuple[list[float], float]:
             app.send_task("bench.bare.noop", args=(time.time(),))
             r.blpop([DONE], timeout=30)
             latencies.append(time.perf_counter() - t0)
+        r.delete(DONE)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(CLIENTS) as pool:
             list(pool.map(lambda _: app.send_task("bench.bare.noop", args=(time.time(),)),
                           range(THROUGHPUT)))  # fmt: skip
-        wait_until(lambda: r.llen(DONE) >= THROUGHPUT, 300, "bare tasks", interval=0.05)
+        wait_until(lambda: r.llen(DONE) >= THROUGHPUT, 300, "bare tasks", interval=0.02)
+        return latencies, THROUGHPUT / (time.perf_counter() - t0)
+
+
+def celery_db(settings: Settings) -> Figures:
+    """The same no-op with Celery's SQLAlchemy result backend on antihack's database: a round
+    trip ends when the result row is readable (``AsyncResult.get``, polled every 2 ms)."""
+    url = settings.effective_database_url
+    engine = sa.create_engine(url)
+    with bare_worker(settings, "db+" + url) as app:
+        app.send_task("bench.bare.noop", args=(time.time(),)).get(timeout=60, interval=0.05)
+        latencies = []
+        for _ in range(SEQUENTIAL):
+            t0 = time.perf_counter()
+            app.send_task("bench.bare.noop", args=(time.time(),)).get(timeout=30, interval=0.002)
+            latencies.append(time.perf_counter() - t0)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("DELETE FROM celery_taskmeta")
+            conn.commit()
+
+        def stored() -> bool:
+            with engine.connect() as conn:
+                n = conn.exec_driver_sql(
+                    "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'"
+                ).scalar()
+            return int(n or 0) >= THROUGHPUT
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(lambda _: app.send_task("bench.bare.noop", args=(time.time(),)),
+                          range(THROUGHPUT)))  # fmt: skip
+        wait_until(stored, 300, "celery results", interval=0.02)
         rate = THROUGHPUT / (time.perf_counter() - t0)
-        return latencies, rate
+    engine.dispose()
+    return latencies, rate
+
+
+def new_jobs(st: Stack, n: int, **submission: Any) -> list[str]:
+    """``n`` QUEUED jobs of the bench key, committed (as the API leaves them), not published."""
+    engine = make_engine(st.settings.effective_database_url)
+    payload = no_face_capture()
+    ids = []
+    with transaction(make_sessionmaker(engine)) as session:
+        key = session.get(ApiKey, st.headers["X-DF-API-ID"])
+        assert key is not None
+        for _ in range(n):
+            job, _ = create_job(session, key, Submission(payload, "file", **submission))
+            ids.append(job.id)
+    engine.dispose()
+    return ids
+
+
+def job_path(st: Stack, threads: int = 0) -> Figures:
+    """antihack's worker side: a committed job's task published, the client woken by the
+    worker's completion notice (sequential); a backlog published from the clients, timed until
+    every job is SUCCEEDED (throughput). ``threads``: one process of Celery's threads pool
+    (a GPU worker: claims and records batched, worker/bookkeeping.py) instead of 2 processes."""
+    from worker.celery_app import make_celery
+
+    settings = st.settings.replace(bench_noop_pipeline=True)
+    if threads:
+        settings = settings.replace(worker_pool="threads")
+    log = st.logs / f"worker-path-{threads}.log"
+    worker = start_worker(settings, log, concurrency=threads or 2)
+    app = make_celery(settings)
+    r = redis.Redis.from_url(settings.redis_client_url)
+    engine = make_engine(settings.effective_database_url)
+
+    def run_one(job_id: str) -> float:
+        t0 = time.perf_counter()
+        app.send_task(ANALYZE_TASK, args=(job_id,), queue=ANALYZE_QUEUE)
+        assert r.blpop([done_key(job_id)], timeout=30), job_id
+        return time.perf_counter() - t0
+
+    try:
+        ids = new_jobs(st, SEQUENTIAL + 1)
+        latencies = [run_one(job_id) for job_id in ids][1:]  # the first warms the processes
+        ids = new_jobs(st, THROUGHPUT)
+
+        def finished() -> bool:
+            with engine.connect() as conn:
+                n = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(Job)
+                    .where(Job.id.in_(ids), Job.status == "SUCCEEDED")
+                ).scalar()
+            return int(n or 0) >= THROUGHPUT
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(lambda j: app.send_task(ANALYZE_TASK, args=(j,), queue=ANALYZE_QUEUE),
+                          ids))  # fmt: skip
+        wait_until(finished, 600, "antihack jobs", interval=0.02)
+        return latencies, THROUGHPUT / (time.perf_counter() - t0)
     finally:
-        proc.terminate()
-        proc.wait()
+        worker.stop()
+        engine.dispose()
 
 
-def antihack(st: Stack) -> tuple[list[float], float]:
-    """Sequential round-trip latencies and throughput of antihack with a no-op pipeline."""
+def antihack(st: Stack) -> Figures:
+    """Sequential round trips and throughput of antihack end to end, through the API."""
     settings, headers = st.settings.replace(bench_noop_pipeline=True), st.headers
     worker = start_worker(settings, st.logs / "worker.log", concurrency=2)
     api, base = start_api(settings, st.logs / "api.log")
@@ -100,20 +240,88 @@ def antihack(st: Stack) -> tuple[list[float], float]:
         worker.stop()
 
 
-def main() -> None:
+def worker_cpu(st: Stack, **submission: Any) -> tuple[float, float]:
+    """CPU ms and wall ms per job of the analyze task run in this process, one job after
+    another (median of 5 rounds of CPU_JOBS / 5 jobs)."""
+    from worker.celery_app import make_celery
+
+    settings = st.settings.replace(bench_noop_pipeline=True)
+    task: Any = make_celery(settings).tasks[ANALYZE_TASK]
+    run: Callable[[str], Any] = task.run
+    for job_id in new_jobs(st, 5, **submission):  # warm-up: connections, statement caches
+        run(job_id)
+    ids = new_jobs(st, CPU_JOBS, **submission)
+    cpu, wall = [], []
+    per_round = CPU_JOBS // 5
+    for i in range(0, CPU_JOBS, per_round):
+        c0, w0 = time.process_time(), time.perf_counter()
+        for job_id in ids[i : i + per_round]:
+            assert run(job_id) == "OK"
+        cpu.append((time.process_time() - c0) * 1000 / per_round)
+        wall.append((time.perf_counter() - w0) * 1000 / per_round)
+    return median(cpu), median(wall)
+
+
+def bookkeeping_cpu(st: Stack, **submission: Any) -> float:
+    """CPU ms per job of the bookkeeping alone: claim + read (``claim_jobs``), then result,
+    refund check and webhook outbox (``finish_jobs``), a transaction each, one job at a time."""
+    from shared.jobs import AttemptResult, claim_jobs, finish_jobs
+
+    sessions = make_sessionmaker(make_engine(st.settings.effective_database_url))
+    lease = timedelta(minutes=5)
+
+    def one(job_id: str) -> None:
+        with transaction(sessions) as session:
+            owned = claim_jobs(session, [job_id], lease, 3)[job_id].claim
+        body = {"status": "OK", "request_id": job_id, "score": 0.5}
+        with transaction(sessions) as session:
+            assert finish_jobs(session, [AttemptResult(owned, body, reasons=["bench"])])
+
+    for job_id in new_jobs(st, 5, **submission):
+        one(job_id)
+    ids = new_jobs(st, CPU_JOBS, **submission)
+    cpu = []
+    per_round = CPU_JOBS // 5
+    for i in range(0, CPU_JOBS, per_round):
+        c0 = time.process_time()
+        for job_id in ids[i : i + per_round]:
+            one(job_id)
+        cpu.append((time.process_time() - c0) * 1000 / per_round)
+    return median(cpu)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--skip-api", action="store_true", help="leave out the end-to-end run")
+    args = parser.parse_args(list(argv) if argv is not None else [])
+    print(f"load average {load_average()} (1/5/15 min)")
     with stack() as st:
-        b_lat, b_rate = bare(st.settings)
-        a_lat, a_rate = antihack(st)
-    print(f"{'':<28} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s':>8}")
-    for name, lat, rate in (
-        ("bare Celery no-op", b_lat, b_rate),
-        ("antihack, no-op pipeline", a_lat, a_rate),
-    ):
-        print(f"{name:<28} {median(lat) * 1000:>8.1f} {pct(lat, 0.99) * 1000:>8.1f} {rate:>8.0f}")
-    print(f"latency ratio {median(a_lat) / median(b_lat):.2f}x, throughput ratio "
-          f"{b_rate / a_rate:.2f}x (goal <= 1.5x); {SEQUENTIAL} sequential round trips, "
-          f"{THROUGHPUT} jobs from {CLIENTS} clients")  # fmt: skip
+        figures = {
+            "bare Celery no-op": bare(st.settings),
+            "Celery + database results": celery_db(st.settings),
+            "antihack job path": job_path(st),
+            f"job path, {THREADS} threads": job_path(st, THREADS),
+        }
+        if not args.skip_api:
+            figures["antihack end to end (API)"] = antihack(st)
+        hook = {"callback_url": "http://127.0.0.1:9/hook"}
+        cpu, cpu_hook = worker_cpu(st), worker_cpu(st, **hook)
+        books, books_hook = bookkeeping_cpu(st), bookkeeping_cpu(st, **hook)
+    print(f"{'':<28} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s':>8} {'vs bare':>8}")
+    bare_rate = figures["bare Celery no-op"][1]
+    for name, (lat, rate) in figures.items():
+        print(f"{name:<28} {median(lat) * 1000:>8.1f} {pct(lat, 0.99) * 1000:>8.1f} "
+              f"{rate:>8.0f} {rate / bare_rate:>7.2f}x")  # fmt: skip
+    print(f"{SEQUENTIAL} sequential round trips, {THROUGHPUT} jobs from {CLIENTS} clients; "
+          "goal: antihack job path >= 0.5x bare")  # fmt: skip
+    print(f"\nworker CPU per job, in-process, {CPU_JOBS} jobs one after another "
+          "(goal <= 2 ms of bookkeeping)")  # fmt: skip
+    print(f"{'':<28} {'task CPU ms':>12} {'task wall ms':>13} {'bookkeeping CPU ms':>19}")
+    print(f"{'no webhook':<28} {cpu[0]:>12.2f} {cpu[1]:>13.2f} {books:>19.2f}")
+    print(f"{'webhook (callback_url)':<28} {cpu_hook[0]:>12.2f} {cpu_hook[1]:>13.2f} "
+          f"{books_hook:>19.2f}")  # fmt: skip
+    print(f"load average at the end {load_average()}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -13,7 +13,6 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -338,6 +337,8 @@ def capture_from_image(image_bytes: bytes, limits: CaptureLimits) -> pb.Capture:
 
 def decode_frames(capture: pb.Capture, limits: CaptureLimits) -> list[RgbImage]:
     """Decode every frame to RGB uint8; an undecodable image raises DETETION_FAILED."""
+    import cv2  # here, not at the top: the API validates captures and never decodes frames
+
     frames: list[RgbImage] = []
     total = 0
     for index, frame in enumerate(capture.frames):

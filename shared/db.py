@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import select
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, MetaData, create_engine, event
+from sqlalchemy import CursorResult, MetaData, create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+T = TypeVar("T")
+# Pooled PostgreSQL connections are replaced after an hour.
+POOL_RECYCLE_S = 3600
 
 # Stable constraint names so that Alembic migrations are the same on both databases.
 NAMING = {
@@ -25,7 +30,8 @@ class Base(DeclarativeBase):
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine tuned for the backend: WAL and a busy timeout on SQLite, pre-ping on PostgreSQL."""
+    """An engine tuned for the backend: WAL and a busy timeout on SQLite; on PostgreSQL a pool
+    that drops connections the server closed, without a round trip per checkout."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
@@ -53,10 +59,50 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, **kwargs)
+    # A connection is replaced after this long, so none outlives a server-side idle limit.
+    kwargs.setdefault("pool_recycle", POOL_RECYCLE_S)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        event.listen(engine, "checkout", _drop_if_closed_by_server)
+    return engine
+
+
+def _drop_if_closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Refuse a pooled connection the server has closed, without a round trip.
+
+    Pre-ping (``SELECT 1`` on every checkout) cost a round trip per transaction. An idle
+    connection has nothing to read: when its socket is readable, the server said goodbye
+    (``pg_terminate_backend``, a restart: an error message, then EOF). DisconnectionError makes
+    the pool drop it and check out another. A connection that dies after this check fails its
+    first statement: :func:`retry_on_disconnect` runs such a transaction once more.
+    """
+    try:
+        fileno = dbapi_conn.fileno()
+    except Exception:
+        raise exc.DisconnectionError("the connection is closed") from None
+    poller = select.poll()
+    poller.register(fileno, select.POLLIN | select.POLLPRI)
+    if poller.poll(0):
+        raise exc.DisconnectionError("the server closed the connection")
+
+
+def retry_on_disconnect(session: Session, work: Callable[[], T]) -> T:
+    """Run ``work``, the statements of the session's uncommitted transaction, once more on a
+    fresh connection when the first try found its connection dead.
+
+    Nothing of the first try was committed (the server rolls back a transaction whose connection
+    ends), so running it again is safe. Call it before the commit: a commit that fails on a dead
+    connection has an unknown outcome and is never retried.
+    """
+    try:
+        return work()
+    except exc.DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        session.rollback()
+    return work()
 
 
 def rowcount(result: object) -> int:

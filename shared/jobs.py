@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.capture import CaptureLimits
-from shared.db import rowcount
+from shared.db import Base, rowcount
 from shared.errors import ApiError
 from shared.models import (
     FAILED,
@@ -23,6 +24,8 @@ from shared.models import (
     RUNNING,
     SUCCEEDED,
     ApiKey,
+    CaptureSession,
+    Fingerprint,
     Job,
     JobInput,
     JobResult,
@@ -31,7 +34,7 @@ from shared.models import (
     iso,
     utcnow,
 )
-from shared.quota import charge, refund
+from shared.quota import charge, period_key, refund
 from shared.secrets import new_request_id
 from shared.sessions import CaptureFacts, UploadGrant, redeem, spend_upload_token
 from shared.settings import Settings
@@ -64,10 +67,20 @@ class Submission:
         return h.hexdigest()
 
 
-def create_job(
+@dataclass(frozen=True)
+class Accepted:
+    """A submission's job as the API answers it; ``created`` is False for an Idempotency-Key
+    replay (the original job, not charged again)."""
+
+    id: str
+    status: str
+    created: bool
+
+
+def accept_job(
     session: Session, key: ApiKey, sub: Submission, upload: UploadGrant | None = None
-) -> tuple[Job, bool]:
-    """Insert the job and its input and charge the quota (not committed); returns (job, created).
+) -> Accepted:
+    """Insert the job and its input and charge the quota (not committed).
 
     With an Idempotency-Key this key used in the last 24 h, the original job is returned
     instead (not charged again, no session redeemed again), or 422 if the payload differs.
@@ -75,47 +88,45 @@ def create_job(
     its session in the same transaction; ``upload`` (a request authenticated by an upload
     token) spends the token there too, so a refused submission spends neither. An upload
     token's Idempotency-Key names jobs of its own session only (:func:`idempotency_scope`).
+
+    The statements are Core ``INSERT``s (no unit of work), and the quota is charged last: the
+    charge locks the key's counter row until the commit, which serialises the key's
+    submissions, so nothing else of the transaction may run while it is held.
     """
     now = utcnow()
     idem = idempotency_scope(sub.idempotency_key, upload)
-    if idem:
-        existing = _by_idempotency_key(session, key.id, idem)
-        if existing is not None and existing.created_at > now - IDEMPOTENCY_WINDOW:
-            return _same_or_conflict(existing, sub), False
-        if existing is not None:
-            existing.idempotency_key = None  # expired: the key may name a new job
-            session.flush()
-    job = Job(
-        id=new_request_id(),
-        api_key_id=key.id,
-        status=QUEUED,
-        source=sub.source,
-        return_image=sub.return_image,
-        return_extra=sub.return_extra,
-        callback_url=sub.callback_url,
-        idempotency_key=idem,
-        payload_sha256=sub.fingerprint,
-        created_at=now,
-        enqueued_at=now,
-        attempts=0,
-    )
-    job.input = JobInput(job_id=job.id, payload=sub.payload, size=len(sub.payload), created_at=now)
+    job_id = new_request_id()
     if not idem:
-        _insert(session, key, job, sub, upload, now)
-        return job, True
+        _insert(session, key, job_id, sub, upload, now, None)
+        return Accepted(job_id, QUEUED, True)
+    jobs = _table(Job)
+    existing = _by_idempotency_key(session, key.id, idem)
+    if existing is not None and existing.created_at > now - IDEMPOTENCY_WINDOW:
+        return _same_or_conflict(existing, sub)
+    if existing is not None:  # expired: the key may name a new job
+        session.execute(update(jobs).where(jobs.c.id == existing.id).values(idempotency_key=None))
     try:
-        # The charge, the insert and the redemption share a savepoint: losing the race below
+        # The insert, the redemption and the charge share a savepoint: losing the race below
         # undoes all three (the winner's job redeemed the session).
         with session.begin_nested():
-            _insert(session, key, job, sub, upload, now)
-            session.flush()
+            _insert(session, key, job_id, sub, upload, now, idem)
     except IntegrityError:
         # A concurrent request with the same key won the unique index: answer with its job.
         existing = _by_idempotency_key(session, key.id, idem)
         if existing is None:
             raise
-        return _same_or_conflict(existing, sub), False
-    return job, True
+        return _same_or_conflict(existing, sub)
+    return Accepted(job_id, QUEUED, True)
+
+
+def create_job(
+    session: Session, key: ApiKey, sub: Submission, upload: UploadGrant | None = None
+) -> tuple[Job, bool]:
+    """:func:`accept_job`, answering the job as an ORM object: (job, created)."""
+    accepted = accept_job(session, key, sub, upload)
+    job = session.get(Job, accepted.id)
+    assert job is not None
+    return job, accepted.created
 
 
 def idempotency_scope(idempotency_key: str | None, upload: UploadGrant | None) -> str | None:
@@ -134,38 +145,73 @@ def idempotency_scope(idempotency_key: str | None, upload: UploadGrant | None) -
 def _insert(
     session: Session,
     key: ApiKey,
-    job: Job,
+    job_id: str,
     sub: Submission,
     upload: UploadGrant | None,
     now: datetime,
+    idem: str | None,
 ) -> None:
-    """Charge the quota, add ``job``, then spend the upload token and redeem the session for it
-    (after the job is inserted: both rows point at it)."""
-    job.charged_period = charge(session, key, now)
-    session.add(job)
-    if upload is None and not (sub.capture.nonce or key.require_session):
-        return
-    session.flush()
+    """Insert the job and its input, spend the upload token and redeem the session for it (both
+    rows point at the job), then charge the quota."""
+    # Core on the session's connection, with statements made once: no unit of work, no ORM
+    # execution layer (this is the API's hot path, every accepted request).
+    connection = session.connection()
+    connection.execute(
+        _INSERT_JOB,
+        dict(
+            id=job_id,
+            api_key_id=key.id,
+            status=QUEUED,
+            source=sub.source,
+            return_image=sub.return_image,
+            return_extra=sub.return_extra,
+            callback_url=sub.callback_url,
+            idempotency_key=idem,
+            payload_sha256=sub.fingerprint,
+            created_at=now,
+            enqueued_at=now,
+            attempts=0,
+            # The period charge() takes below, from the same clock reading.
+            charged_period=None if key.quota_limit is None else period_key(key.quota_period, now),
+        ),
+    )
+    connection.execute(
+        _INSERT_INPUT,
+        dict(job_id=job_id, payload=sub.payload, size=len(sub.payload), created_at=now),
+    )
     if upload is not None:
-        spend_upload_token(session, upload, job.id, now)
+        spend_upload_token(session, upload, job_id, now)
     if sub.capture.nonce or key.require_session:
-        job.session_check = redeem(session, key.id, job.id, sub.capture, now)
+        check = redeem(session, key.id, job_id, sub.capture, now)
+        if check is not None:
+            jobs = _table(Job)
+            session.execute(update(jobs).where(jobs.c.id == job_id).values(session_check=check))
+    charge(session, key, now)
 
 
-def _by_idempotency_key(session: Session, key_id: str, idem: str) -> Job | None:
-    return session.scalars(
-        select(Job).where(Job.api_key_id == key_id, Job.idempotency_key == idem)
+_INSERT_JOB = insert(cast(Table, Job.__table__))
+_INSERT_INPUT = insert(cast(Table, JobInput.__table__))
+
+
+def _by_idempotency_key(session: Session, key_id: str, idem: str) -> Any:
+    """The job that holds ``idem`` for this key: a row of (id, status, created_at,
+    payload_sha256), or None."""
+    jobs = _table(Job)
+    return session.execute(
+        select(jobs.c.id, jobs.c.status, jobs.c.created_at, jobs.c.payload_sha256).where(
+            jobs.c.api_key_id == key_id, jobs.c.idempotency_key == idem
+        )
     ).first()
 
 
-def _same_or_conflict(job: Job, sub: Submission) -> Job:
+def _same_or_conflict(job: Any, sub: Submission) -> Accepted:
     if job.payload_sha256 != sub.fingerprint:
         raise ApiError(
             "INVALID_ARGUMENT",
             "Idempotency-Key already used with a different payload",
             http_code=422,
         )
-    return job
+    return Accepted(str(job.id), str(job.status), False)
 
 
 def get_owned_job(session: Session, key: ApiKey, job_id: str) -> Job:
@@ -205,6 +251,20 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class ClaimedJob:
+    """A claim and what analysing its job needs, read by the statement that took it."""
+
+    claim: Claim
+    payload: bytes | None  # None: the input was deleted (retention)
+    return_image: bool
+    return_extra: bool
+    session_check: str | None  # a failed capture session check, decided at submission
+    light: Any  # the LIGHT colours of the capture session the job redeemed (JSON), or None
+    require_signed: bool
+    sdk_secret_enc: str
+
+
+@dataclass(frozen=True)
 class Finished:
     """A result recorded by the attempt that owned the job, with its webhook delivery if any."""
 
@@ -216,6 +276,20 @@ class Finished:
         return self.delivery is not None and self.delivery.status == PENDING
 
 
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one attempt records when it finishes (:func:`finish_jobs`)."""
+
+    claim: Claim
+    body: dict[str, Any]
+    reasons: list[str] | None = None
+    model_versions: dict[str, str] | None = None
+    stage_ms: dict[str, float] | None = None
+    failed_steps: list[dict[str, str]] | None = None
+    # INTERNAL_ERROR refunds of the key's day past which this one stays charged (None: no limit).
+    refund_limit: int | None = None
+
+
 def claim(
     session: Session,
     job_id: str,
@@ -224,39 +298,161 @@ def claim(
     *,
     refund_limit: int | None = None,
 ) -> Claim | None:
-    """Move a QUEUED job to RUNNING for this worker, or return None if it is not ours to run.
+    """:func:`claim_jobs` for one job, without what it read (not committed)."""
+    taken = claim_jobs(session, [job_id], lease, max_attempts, refund_limit=refund_limit)
+    return taken[job_id].claim if job_id in taken else None
+
+
+def claim_jobs(
+    session: Session,
+    job_ids: Sequence[str],
+    lease: timedelta,
+    max_attempts: int,
+    *,
+    refund_limit: int | None = None,
+) -> dict[str, ClaimedJob]:
+    """Move the QUEUED ones of ``job_ids`` to RUNNING for this worker and read what analysing
+    them needs, in one ``UPDATE … RETURNING`` (not committed). Returns the jobs that are ours to
+    run; the others are absent.
 
     A RUNNING job is never taken over here, even when redelivered: its lease may still belong to
     a live worker. The sweeper requeues it when the lease has passed. A job past
-    ``max_attempts`` is failed here (``refund_limit``: see :func:`finish`).
+    ``max_attempts`` is failed here (``refund_limit``: see :class:`AttemptResult`) and absent.
+    The claim is one statement for any number of jobs: a threads-pool worker claims the jobs
+    its threads were handed together (worker/bookkeeping.py).
     """
+    if not job_ids:
+        return {}
     now = utcnow()
-    row = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == QUEUED)
+    rows = session.execute(
+        _claim_statement(),
+        {"job_ids": list(job_ids), "claimed_at": now, "lease_until": now + lease},
+    ).all()
+    taken: dict[str, ClaimedJob] = {}
+    exhausted: list[AttemptResult] = []
+    for job_id, attempt, key_id, image, extra, check, payload, light, signed, secret in rows:
+        owned = Claim(str(job_id), int(attempt), str(key_id))
+        if owned.attempt > max_attempts:
+            body = error_body(
+                owned.job_id, "INTERNAL_ERROR", f"the job failed {max_attempts} times"
+            )
+            exhausted.append(
+                AttemptResult(
+                    owned, body, reasons=["attempts_exhausted"], refund_limit=refund_limit
+                )
+            )
+            continue
+        taken[owned.job_id] = ClaimedJob(
+            owned,
+            payload,
+            bool(image),
+            bool(extra),
+            check,
+            light,
+            bool(signed),
+            str(secret),
+        )
+    if exhausted:
+        finish_jobs(session, exhausted)
+    return taken
+
+
+@functools.cache
+def _claim_statement() -> Any:
+    """The claim of :func:`claim_jobs`, built once: a Core ``UPDATE … RETURNING`` on the tables
+    (no unit of work, no ORM synchronisation), its values bound per call."""
+    jobs, inputs, keys, sessions = map(_table, (Job, JobInput, ApiKey, CaptureSession))
+
+    def key_column(column: Any) -> Any:
+        return select(column).where(keys.c.id == jobs.c.api_key_id).scalar_subquery()
+
+    return (
+        update(jobs)
+        .where(jobs.c.id.in_(bindparam("job_ids", expanding=True)), jobs.c.status == QUEUED)
         .values(
             status=RUNNING,
-            attempts=Job.attempts + 1,
-            started_at=now,
-            lease_expires_at=now + lease,
+            attempts=jobs.c.attempts + 1,
+            started_at=bindparam("claimed_at"),
+            lease_expires_at=bindparam("lease_until"),
         )
-        .returning(Job.attempts, Job.api_key_id)
-    ).first()
-    session.commit()
-    if row is None:
-        return None
-    attempt, key_id = int(row[0]), str(row[1])
-    if attempt > max_attempts:
-        finish(
-            session,
-            Claim(job_id, attempt, key_id),
-            error_body(job_id, "INTERNAL_ERROR", f"the job failed {max_attempts} times"),
-            reasons=["attempts_exhausted"],
-            refund_limit=refund_limit,
+        .returning(
+            jobs.c.id,
+            jobs.c.attempts,
+            jobs.c.api_key_id,
+            jobs.c.return_image,
+            jobs.c.return_extra,
+            jobs.c.session_check,
+            select(inputs.c.payload).where(inputs.c.job_id == jobs.c.id).scalar_subquery(),
+            select(sessions.c.light)
+            .where(sessions.c.job_id == jobs.c.id)
+            .limit(1)
+            .scalar_subquery(),
+            key_column(keys.c.require_signed),
+            key_column(keys.c.sdk_secret_enc),
         )
-        session.commit()
-        return None
-    return Claim(job_id, attempt, key_id)
+    )
+
+
+@functools.cache
+def _finish_statement() -> Any:
+    """The move of :func:`finish_jobs`' jobs that share a result status, built once."""
+    jobs, keys = _table(Job), _table(ApiKey)
+    return (
+        update(jobs)
+        .where(
+            tuple_(jobs.c.id, jobs.c.attempts).in_(bindparam("owners", expanding=True)),
+            jobs.c.status == RUNNING,
+        )
+        .values(
+            status=bindparam("final"),
+            finished_at=bindparam("finished"),
+            lease_expires_at=None,
+            result_status=bindparam("result"),
+        )
+        .returning(
+            jobs.c.id,
+            # Whether there is an endpoint to record a webhook delivery for.
+            or_(
+                jobs.c.callback_url.is_not(None),
+                select(keys.c.webhook_url)
+                .where(keys.c.id == jobs.c.api_key_id)
+                .scalar_subquery()
+                .is_not(None),
+            ),
+        )
+    )
+
+
+def sessions_seen(session: Session, asked: Sequence[tuple[Claim, str]]) -> set[str]:
+    """The jobs of ``asked`` (a claim and its capture's session id) whose key submitted that
+    session id in another job before, in one query. Session ids are chosen by the client, so
+    two partners' ids may coincide: they are compared per key."""
+    pairs = [(owned.api_key_id, sid[:100]) for owned, sid in asked if sid]
+    if not pairs:
+        return set()
+    found: dict[tuple[str, str], set[str]] = {}
+    for key_id, value, job_id in session.execute(_seen_statement(), {"pairs": pairs}):
+        found.setdefault((str(key_id), str(value)), set()).add(str(job_id))
+    return {
+        owned.job_id
+        for owned, sid in asked
+        if found.get((owned.api_key_id, sid[:100]), set()) - {owned.job_id}
+    }
+
+
+@functools.cache
+def _seen_statement() -> Any:
+    prints = _table(Fingerprint).c
+    return select(prints.api_key_id, prints.value, prints.job_id).where(
+        prints.kind == "session",
+        tuple_(prints.api_key_id, prints.value).in_(bindparam("pairs", expanding=True)),
+    )
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 def error_body(job_id: str, status: str, reason: str) -> dict[str, Any]:
@@ -274,49 +470,79 @@ def finish(
     refund_limit: int | None = None,
     failed_steps: list[dict[str, str]] | None = None,
 ) -> Finished | None:
-    """Record the result if this attempt still owns the job; None if it lost it (not committed).
+    """:func:`finish_jobs` for one attempt: its Finished, or None if it lost the job."""
+    outcome = AttemptResult(
+        claim, body, reasons, model_versions, stage_ms, failed_steps, refund_limit
+    )
+    return finish_jobs(session, [outcome]).get(claim.job_id)
 
-    An INTERNAL_ERROR is refunded (once: ``refund`` is conditional on the job row), unless the
-    key had ``refund_limit`` refunds today already (None or negative: no limit).
+
+def finish_jobs(session: Session, outcomes: Sequence[AttemptResult]) -> dict[str, Finished]:
+    """Record each result whose attempt still owns its job (not committed); returns those
+    recorded, by job id. An attempt that lost its job (its lease ran out and another attempt
+    took it) is absent and changes nothing.
+
+    The job rows are moved by one ``UPDATE`` guarded by (id, attempt) and the results added by
+    one ``INSERT``, for any number of jobs; a job whose result has a webhook endpoint gets its
+    delivery in the same transaction (the outbox). An INTERNAL_ERROR is refunded (once:
+    ``refund`` is conditional on the job row), unless the key had the result's
+    ``refund_limit`` refunds today already (None or negative: no limit).
     """
+    if not outcomes:
+        return {}
+    if len({o.claim.job_id for o in outcomes}) != len(outcomes):
+        raise ValueError("one result per job in a call")
     now = utcnow()
-    final = SUCCEEDED if body.get("status") == "OK" else FAILED
-    updated = rowcount(
-        session.execute(
-            update(Job)
-            .where(Job.id == claim.job_id, Job.status == RUNNING, Job.attempts == claim.attempt)
-            .values(
-                status=final,
-                finished_at=now,
-                lease_expires_at=None,
-                result_status=str(body.get("status")),
-            )
+    by_status: dict[str, list[tuple[str, int]]] = {}
+    for o in outcomes:
+        by_status.setdefault(str(o.body.get("status")), []).append(
+            (o.claim.job_id, o.claim.attempt)
         )
-    )
-    if updated != 1:
-        return None
-    if body.get("status") == "INTERNAL_ERROR" and not _refund(session, claim, refund_limit, now):
-        # Failing every attempt is what a capture built to time out or crash the worker does:
-        # past the limit its sender pays for it, as for any other analysis.
-        body = {
-            **body,
-            "reason": f"{body.get('reason')}; not refunded: this API key had {refund_limit} "
-            "failed jobs refunded today (ANTIHACK_POISON_REFUND_LIMIT)",
-        }
-        reasons = [*(reasons or []), "refund_limit_reached"]
-    session.add(
-        JobResult(
-            job_id=claim.job_id,
-            body=body,
-            reasons=reasons or [],
-            model_versions=model_versions or {},
-            stage_ms=stage_ms or {},
-            failed_steps=failed_steps or [],
-            created_at=now,
+    moved: list[Any] = []
+    for result_status, owners in by_status.items():  # one statement unless the statuses differ
+        final = SUCCEEDED if result_status == "OK" else FAILED
+        params = {"owners": owners, "final": final, "finished": now, "result": result_status}
+        moved += session.execute(_finish_statement(), params).all()
+    owned = {str(job_id): bool(endpoint) for job_id, endpoint in moved}
+    if not owned:
+        return {}
+    results = []
+    for o in outcomes:
+        if o.claim.job_id not in owned:
+            continue
+        body, reasons = o.body, o.reasons or []
+        limit = o.refund_limit
+        if body.get("status") == "INTERNAL_ERROR" and not _refund(session, o.claim, limit, now):
+            # Failing every attempt is what a capture built to time out or crash the worker
+            # does: past the limit its sender pays for it, as for any other analysis.
+            body = {
+                **body,
+                "reason": f"{body.get('reason')}; not refunded: this API key had {limit} "
+                "failed jobs refunded today (ANTIHACK_POISON_REFUND_LIMIT)",
+            }
+            reasons = [*reasons, "refund_limit_reached"]
+        results.append(
+            {
+                "job_id": o.claim.job_id,
+                "body": body,
+                "reasons": reasons,
+                "model_versions": o.model_versions or {},
+                "stage_ms": o.stage_ms or {},
+                "failed_steps": o.failed_steps or [],
+                "created_at": now,
+            }
         )
-    )
-    # The webhook, in the same transaction.
-    return Finished(record_completion(session, claim.job_id))
+    session.execute(insert(_table(JobResult)), results)
+    # The webhook deliveries, in the same transaction. Their jobs and keys are loaded in one
+    # query each, so record_completion finds them in the session.
+    with_endpoint = [job_id for job_id, endpoint in owned.items() if endpoint]
+    if with_endpoint:
+        loaded = session.scalars(select(Job).where(Job.id.in_(with_endpoint))).all()
+        session.scalars(select(ApiKey).where(ApiKey.id.in_({j.api_key_id for j in loaded}))).all()
+    return {
+        job_id: Finished(record_completion(session, job_id) if endpoint else None)
+        for job_id, endpoint in owned.items()
+    }
 
 
 def _refund(session: Session, claim: Claim, limit: int | None, now: datetime) -> bool:

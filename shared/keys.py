@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -188,14 +190,68 @@ def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
 
 
-def authenticate(session: Session, secret_key: str, api_id: str, api_secret: str) -> ApiKey:
-    """The key for these credentials, or the seed's 401 error."""
+class KeyCache:
+    """Keys that authenticated recently, kept in this process for ``ttl_s`` seconds
+    (ANTIHACK_KEY_CACHE_S; 0 turns it off), so that a request does not read its key.
+
+    The bound: a change made to a key elsewhere (revoked, rotated, quota, rate or permissions
+    changed, by the CLI or another API process) takes effect here within ``ttl_s`` seconds; a
+    change made through this process's admin API at once (:meth:`forget`). Expiry is checked on
+    every request, so it is exact; so is the secret: a secret the cached key refuses is checked
+    against the database before the request is refused (a rotated key's new secret works at
+    once, its old one for at most ``ttl_s``).
+    """
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._keys: dict[str, tuple[float, ApiKey]] = {}
+
+    def get(self, api_id: str) -> ApiKey | None:
+        found = self._keys.get(api_id)
+        if found is None:
+            return None
+        if self.clock() - found[0] >= self.ttl_s:
+            self._keys.pop(api_id, None)
+            return None
+        return found[1]
+
+    def put(self, session: Session, key: ApiKey) -> None:
+        """Keep ``key``, taken out of ``session``: requests of other threads read it, and a
+        rollback of its session would otherwise expire (and reload) its attributes under them."""
+        if self.ttl_s <= 0:
+            return
+        session.expunge(key)
+        self._keys[key.id] = (self.clock(), key)
+
+    def forget(self, api_id: str) -> None:
+        self._keys.pop(api_id, None)
+
+
+def authenticate(
+    session: Session,
+    secret_key: str,
+    api_id: str,
+    api_secret: str,
+    cache: KeyCache | None = None,
+) -> ApiKey:
+    """The key for these credentials, or the seed's 401 error; ``cache`` spares the read."""
+    cached = cache.get(api_id) if cache is not None and api_id else None
+    if cached is not None and check_secret(secret_key, api_secret, cached.secret_hash):
+        return check_usable(cached, api_id)
     key = session.get(ApiKey, api_id) if api_id else None
-    # Hash even when the key is unknown so that timing does not reveal which ids exist.
-    stored = key.secret_hash if key is not None else "0" * 64
-    valid = check_secret(secret_key, api_secret, stored)
+    if cached is not None and key is not None and key.secret_hash == cached.secret_hash:
+        # The cached key refused the secret and its secret has not changed since: refused,
+        # with the one comparison every refusal makes (two stored hashes, no secret, compared).
+        valid = False
+    else:
+        # Hash even when the key is unknown so that timing does not reveal which ids exist.
+        stored = key.secret_hash if key is not None else "0" * 64
+        valid = check_secret(secret_key, api_secret, stored)
     if key is None or not valid:
         raise ApiError("UNAUTHORIZED", "invalid X-DF-API-ID / X-DF-API-SECRET")
+    if cache is not None:
+        cache.put(session, key)
     return check_usable(key, api_id)
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.db import rowcount
 from shared.errors import ApiError
 from shared.models import ApiKey, Job, QuotaCounter, iso, utcnow
 
@@ -39,36 +39,44 @@ def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime
     return None, None
 
 
-def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql if dialect == "postgresql" else sqlite).insert(QuotaCounter)
+@functools.cache
+def _charge_statement(dialect: str) -> Any:
+    """``INSERT … used = 1 ON CONFLICT DO UPDATE SET used = used + 1 WHERE used < :limit
+    RETURNING used``, made once per dialect (it runs for every accepted job)."""
+    table = QuotaCounter.__table__
+    upsert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return (
+        upsert.values(api_key_id=bindparam("api_key_id"), period=bindparam("period"), used=1)
+        .on_conflict_do_update(
+            index_elements=["api_key_id", "period"],
+            set_={"used": table.c.used + 1},
+            where=table.c.used < bindparam("limit"),
+        )
+        .returning(table.c.used)
+    )
 
 
 def charge(session: Session, key: ApiKey, now: datetime | None = None) -> str | None:
     """Take one unit of the key's quota in the caller's transaction, or raise OUT_OF_QUOTA.
 
-    The counter row is created if missing, then incremented by ``UPDATE … WHERE used < limit``:
-    the database serialises concurrent updates of one row, so the limit is never overshot.
+    One statement: insert the period's counter at 1, or add one to it ``WHERE used < limit``.
+    The database serialises concurrent statements on one row (the loser of an insert race
+    takes the update path, and an update re-checks the condition on the row's latest version),
+    so the limit is never overshot. The row stays locked until the caller's commit, which
+    serialises the key's submissions: charge last, just before committing.
     Returns the charged period (None when the key has no quota).
     """
     if key.quota_limit is None:
         return None
     period = period_key(key.quota_period, now or utcnow())
-    session.execute(
-        _insert(session)
-        .values(api_key_id=key.id, period=period, used=0)
-        .on_conflict_do_nothing(index_elements=["api_key_id", "period"])
-    )
-    result = session.execute(
-        update(QuotaCounter)
-        .where(
-            QuotaCounter.api_key_id == key.id,
-            QuotaCounter.period == period,
-            QuotaCounter.used < key.quota_limit,
-        )
-        .values(used=QuotaCounter.used + 1)
-    )
-    if rowcount(result) != 1:
+    taken = None
+    if key.quota_limit > 0:
+        connection = session.connection()
+        taken = connection.execute(
+            _charge_statement(connection.dialect.name),
+            {"api_key_id": key.id, "period": period, "limit": key.quota_limit},
+        ).first()
+    if taken is None:
         raise ApiError(
             "OUT_OF_QUOTA",
             f"quota of {key.quota_limit} per {key.quota_period} used up"

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import redis
-from celery.signals import task_postrun, task_prerun
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -22,6 +21,7 @@ from shared.logs import (
     Redactor,
     RequestIdFilter,
     TextFormatter,
+    formatter,
     resolve_format,
 )
 from shared.settings import Settings, SettingsError
@@ -129,13 +129,14 @@ def test_json_lines_with_the_request_id_bound_in_a_request(app: Flask) -> None:
 
 
 def test_a_task_binds_its_job_id(app: Flask) -> None:
-    import worker.celery_app  # noqa: F401  (connects the task signals)
+    from worker.celery_app import AntihackTask  # every task's base class binds it
 
     logger, stream = capture(JsonFormatter("worker"))
     job_id = "TID" + "a" * 32
-    task_prerun.send(sender=None, task=None, task_id="x", args=(job_id,), kwargs={})
+    task = AntihackTask()
+    task.before_start("x", (job_id,), {})
     logger.info("analyze failed")
-    task_postrun.send(sender=None, task=None, task_id="x", args=(job_id,), kwargs={})
+    task.after_return("SUCCESS", None, "x", (job_id,), {}, None)
     logger.info("after the task")
     out = lines(stream)
     assert out[0]["request_id"] == job_id
@@ -162,6 +163,31 @@ def test_secrets_never_reach_the_log(formatter_class: type[JsonFormatter]) -> No
         assert secret not in text
     assert "AK1" in text  # ids stay readable
     assert text.count("***") >= 6
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_every_secret_setting_is_masked(log_format: str) -> None:
+    """The processes' formatter masks each secret setting's value, the database password (from
+    ANTIHACK_DATABASE_PASSWORD or its _FILE) included, also where it is not inside a URL."""
+    password = "db-pa55word/with@odd%chars"
+    settings = Settings.from_env(
+        {
+            "ANTIHACK_DATABASE_URL": "postgresql+psycopg://antihack@postgres:5432/antihack",
+            "ANTIHACK_DATABASE_PASSWORD": password,
+            "ANTIHACK_ADMIN_TOKEN": ADMIN_TOKEN,
+            "ANTIHACK_SECRET_KEY": API_SECRET,
+            "ANTIHACK_METRICS_TOKEN": "metrics-token-0123456789",
+            "ANTIHACK_LOG_FORMAT": log_format,
+        }
+    )
+    logger, stream = capture(formatter(settings, "api", io.StringIO()))
+    logger.info("connecting with password %s", password)
+    logger.info("engine %s", settings.effective_database_url)
+    logger.info("keys %s %s %s", ADMIN_TOKEN, API_SECRET, settings.metrics_token)
+    text = stream.getvalue()
+    for secret in (password, ADMIN_TOKEN, API_SECRET, settings.metrics_token, "db-pa55word"):
+        assert secret not in text
+    assert "postgres:5432/antihack" in text  # the rest of the URL stays readable
 
 
 def test_log_format_setting() -> None:

@@ -1,8 +1,12 @@
-"""The Celery app, built from the same settings as the API (no heavy imports here)."""
+"""The Celery app, built from the same settings as the API (no heavy imports here), and the
+base class of its tasks."""
 
 from __future__ import annotations
 
+import importlib
+import math
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,22 +23,53 @@ from shared.queues import (
     WEBHOOK_SEND_TASK,
 )
 from shared.settings import Settings
+from worker.state import WorkerState, get_state
+
+# The modules whose tasks the worker registers (Celery imports them when a worker starts).
+TASK_MODULES = ("worker.tasks", "worker.webhook_tasks")
 
 
 class AntihackCelery(Celery):
     settings: Settings
 
+    def finalize(self, auto: bool = False) -> None:
+        """Register the tasks of ``include`` in-process too (tests, the CLI call ``app.tasks``
+        without a worker); a publisher that only sends by name never imports them."""
+        if not self.finalized:
+            for module in self.conf.include or ():
+                importlib.import_module(module)
+        super().finalize(auto)
 
-def task_settings(task: Task) -> Settings:
-    """The settings of the app a task is bound to."""
-    app = task.app
-    assert isinstance(app, AntihackCelery)
-    return app.settings
+
+class AntihackTask(Task):
+    """Every antihack task: the app's settings, this process's state (database, Redis, models),
+    and its job id bound as the request id of every log line while it runs."""
+
+    @property
+    def settings(self) -> Settings:
+        app = self.app
+        assert isinstance(app, AntihackCelery)
+        return app.settings
+
+    @property
+    def state(self) -> WorkerState:
+        """This process's resources, made on first use after the fork (worker/state.py)."""
+        return get_state(self.settings)
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        # Every analyze log line carries its job id (which is the request id) without passing it.
+        job_id = args[0] if args and isinstance(args[0], str) else None
+        request_id_var.set(job_id if job_id and job_id.startswith("TID") else None)
+
+    def after_return(self, *_: Any, **__: Any) -> None:
+        request_id_var.set(None)
 
 
 def make_celery(settings: Settings) -> AntihackCelery:
     """A Celery app whose tasks read ``app.settings``; the API uses it only to publish."""
-    app = AntihackCelery("antihack", set_as_current=True)
+    app = AntihackCelery(
+        "antihack", set_as_current=True, task_cls=AntihackTask, include=list(TASK_MODULES)
+    )
     time_limit = settings.task_time_limit_s
     dispatch_every = settings.webhook_dispatch_interval_s
     app.conf.update(
@@ -74,9 +109,6 @@ def make_celery(settings: Settings) -> AntihackCelery:
         timezone="UTC",
     )
     app.settings = settings
-    import worker.tasks  # noqa: F401  (registers the tasks on this app)
-    import worker.webhook_tasks  # noqa: F401
-
     return app
 
 
@@ -109,26 +141,27 @@ def _stop_heartbeat(**_: Any) -> None:
         _heartbeat = None
 
 
+# When this process last recorded progress, per (node, queue).
+_progress_at: dict[tuple[str, str], float] = {}
+
+
 @task_prerun.connect
 @task_postrun.connect
 def _record_progress(task: Any = None, **_: Any) -> None:
-    """Starting or finishing a task proves the node consumes its queue (/readyz, health check)."""
+    """Starting or finishing a task proves the node consumes its queue (/readyz, health check).
+
+    Recorded at most every quarter of the stall threshold (and at most every second) per process:
+    the record is a Redis round trip, twice per job otherwise, and a stall is judged in seconds.
+    """
     app = getattr(task, "app", None)
     request = getattr(task, "request", None)
     if not isinstance(app, AntihackCelery) or request is None or not request.hostname:
         return  # called in-process (tests), not consumed from a queue
     queue = (request.delivery_info or {}).get("routing_key")
-    if queue:
-        task_progress(app.settings.redis_client_url, request.hostname, queue)
-
-
-@task_prerun.connect
-def _bind_request_id(task: Any = None, args: Any = None, **_: Any) -> None:
-    # Every analyze log line carries its job id (which is the request id) without passing it.
-    job_id = args[0] if args and isinstance(args[0], str) else None
-    request_id_var.set(job_id if job_id and job_id.startswith("TID") else None)
-
-
-@task_postrun.connect
-def _unbind_request_id(**_: Any) -> None:
-    request_id_var.set(None)
+    if not queue:
+        return
+    now, which = time.monotonic(), (str(request.hostname), str(queue))
+    if now - _progress_at.get(which, -math.inf) < min(1.0, app.settings.worker_stall_after_s / 4):
+        return
+    _progress_at[which] = now
+    task_progress(app.settings.redis_client_url, request.hostname, queue)

@@ -9,35 +9,39 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from celery import Task, current_app, shared_task
+from celery import current_app, shared_task
 from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_shutdown,
 )
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from shared import retention
 from shared.broker import held_job_ids
 from shared.capture import CaptureError, parse_capture
-from shared.db import Base, transaction
+from shared.db import Base, retry_on_disconnect, transaction
 from shared.jobs import (
+    AttemptResult,
     Claim,
+    ClaimedJob,
+    Finished,
     capture_limits,
-    claim,
+    claim_jobs,
     due_for_publish,
     error_body,
-    finish,
+    finish_jobs,
     release,
+    sessions_seen,
 )
-from shared.keys import sdk_secret
 from shared.light import LightSequence
 from shared.metrics import count_attempt, count_finished, mark_dead, metrics, observe_stages
-from shared.models import ApiKey, CaptureSession, Fingerprint, Job
+from shared.models import Fingerprint
 from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK, SWEEP_TASK, done_key
-from worker.celery_app import AntihackCelery, task_settings
+from shared.secrets import decrypt
+from shared.settings import Settings
+from worker import bookkeeping
+from worker.celery_app import AntihackCelery, AntihackTask
 from worker.replay_index import DbHistory, replay_rows
 from worker.state import WorkerState, current_state, get_state
 from worker.webhook_tasks import publish_for_job
@@ -52,166 +56,171 @@ log = logging.getLogger(__name__)
     reject_on_worker_lost=True,
     ignore_result=True,
 )
-def analyze(self: Task, job_id: str) -> str:
+def analyze(self: AntihackTask, job_id: str) -> str:
     """Run the pipeline on one job; safe to deliver any number of times."""
-    settings = task_settings(self)
-    st = get_state(settings)
-    lease = timedelta(seconds=settings.task_time_limit_s + settings.lease_margin_s)
-    with transaction(st.sessions) as session:
-        owned = claim(
-            session, job_id, lease, settings.max_attempts, refund_limit=settings.poison_refund_limit
-        )
+    settings, st = self.settings, self.state
+    owned = _claim(st, settings, job_id)
     if owned is None:
         _notify(st, job_id)  # it may just have been failed for exhausted attempts
         count_attempt("skipped")
         return "skipped"
     started = time.perf_counter()
     try:
-        outcome = _run(st, owned)
+        outcome = _run(self, owned)
     except Exception as exc:
         # Our fault or a transient one (database, broker): retry while attempts remain.
-        log.exception("analyze failed", extra={"request_id": job_id, "attempt": owned.attempt})
-        if owned.attempt < settings.max_attempts:
+        attempt = owned.claim.attempt
+        log.exception("analyze failed", extra={"request_id": job_id, "attempt": attempt})
+        if attempt < settings.max_attempts:
             with transaction(st.sessions) as session:
-                released = release(session, owned)
+                released = release(session, owned.claim)
             if released:
-                self.apply_async((job_id,), countdown=min(2**owned.attempt, 30))
+                self.apply_async((job_id,), countdown=min(2**attempt, 30))
             count_attempt("retry")
             return "retry"
         body = error_body(job_id, "INTERNAL_ERROR", f"analysis failed: {type(exc).__name__}")
         outcome = _store(
-            st, owned, body, reasons=["internal_error"], refund_limit=settings.poison_refund_limit
+            self,
+            AttemptResult(
+                owned.claim,
+                body,
+                reasons=["internal_error"],
+                refund_limit=settings.poison_refund_limit,
+            ),
         )
     metrics().analysis_seconds.observe(time.perf_counter() - started)
     _notify(st, job_id)
     return outcome
 
 
-def _run(st: WorkerState, owned: Claim) -> str:
+def _claim(st: WorkerState, settings: Settings, job_id: str) -> ClaimedJob | None:
+    """Claim the job and read what analysing it needs, in one statement; with the threads
+    pool, in one statement with the other threads' claims (worker/bookkeeping.py)."""
+    keeper = bookkeeping.current()
+    if keeper is not None:
+        return keeper.claim(job_id)
+    s = settings
+    with transaction(st.sessions) as session:
+        # No pre-ping on checkout (shared/db.py): a connection found dead runs it once more.
+        taken = retry_on_disconnect(
+            session,
+            lambda: claim_jobs(
+                session, [job_id], _lease(s), s.max_attempts, refund_limit=s.poison_refund_limit
+            ),
+        )
+    return taken.get(job_id)
+
+
+def _lease(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.task_time_limit_s + settings.lease_margin_s)
+
+
+def _run(task: AntihackTask, owned: ClaimedJob) -> str:
     from worker.pipeline.run import PipelineContext
 
-    settings = st.settings
-    limits = capture_limits(settings)
-    # One read transaction: the job, its key and the key's replay history.
-    with transaction(st.sessions) as session:
-        job = session.get(Job, owned.job_id)
-        key = session.get(ApiKey, owned.api_key_id)
-        assert job is not None and key is not None
-        payload = job.input.payload if job.input is not None else None
-        require_signed = key.require_signed
-        secret = sdk_secret(key, settings.secret_key).encode()
-        return_extra, return_image = job.return_extra, job.return_image
-        session_check = job.session_check  # a failed capture session check, decided at submission
-        # The LIGHT colours of the session this job redeemed (None: no session, or no LIGHT).
-        light = LightSequence.from_json(
-            session.scalars(
-                select(CaptureSession.light).where(CaptureSession.job_id == owned.job_id)
-            ).first()
-        )
-        failure: CaptureError | None = None
-        if payload is None:
-            failure = CaptureError("INVALID_ARGUMENT", "the job's input was deleted")
-        else:
-            try:
-                capture = parse_capture(payload, limits)
-            except CaptureError as exc:
-                failure = exc
-        if failure is None:
-            seen_sessions = _history(session, owned, capture.session_id)
+    st = task.state
+    settings, claim = st.settings, owned.claim
+    failure: CaptureError | None = None
+    if owned.payload is None:
+        failure = CaptureError("INVALID_ARGUMENT", "the job's input was deleted")
+    else:
+        try:
+            capture = parse_capture(owned.payload, capture_limits(settings))
+        except CaptureError as exc:
+            failure = exc
     if failure is not None:
-        body = error_body(owned.job_id, failure.status, failure.reason)
-        return _store(st, owned, body)
+        return _store(
+            task, AttemptResult(claim, error_body(claim.job_id, failure.status, failure.reason))
+        )
     ctx = PipelineContext(
-        require_signed=require_signed,
-        sdk_secret=secret,
-        seen_session_ids=seen_sessions,
-        return_image=return_image,
+        require_signed=owned.require_signed,
+        sdk_secret=decrypt(settings.secret_key, owned.sdk_secret_enc).encode(),
+        seen_session_ids=_history(st, claim, capture.session_id),
+        return_image=owned.return_image,
         now_ms=int(time.time() * 1000),
-        limits=limits,
-        session_check=session_check,
+        limits=capture_limits(settings),
+        session_check=owned.session_check,
         step_window_ms=round(settings.step_window_s * 1000),
         pad_hack_below=settings.pad_hack_below,
-        light=light,
+        # The LIGHT colours of the session this job redeemed (None: no session, or no LIGHT).
+        light=LightSequence.from_json(owned.light),
         # Replay memory: every key's captures (deployment) or this key's, never this job's.
         history=DbHistory(
             st.sessions,
-            owned.api_key_id if settings.replay_scope == "key" else None,
-            owned.job_id,
+            claim.api_key_id if settings.replay_scope == "key" else None,
+            claim.job_id,
         ),
     )
     try:
         analysis = st.pipeline.analyze(capture, ctx)
     except CaptureError as exc:
-        body = error_body(owned.job_id, exc.status, exc.reason)
-        return _store(st, owned, body)
+        return _store(task, AttemptResult(claim, error_body(claim.job_id, exc.status, exc.reason)))
     observe_stages(analysis.stage_ms)
-    body = analysis.seed_body(owned.job_id, return_extra)
-    prints = replay_rows(owned.job_id, owned.api_key_id, analysis.frame_prints)
+    prints = replay_rows(claim.job_id, claim.api_key_id, analysis.frame_prints)
     if analysis.session_id:
         prints.append(
             Fingerprint(
                 kind="session",
                 value=analysis.session_id[:100],
-                api_key_id=owned.api_key_id,
-                job_id=owned.job_id,
+                api_key_id=claim.api_key_id,
+                job_id=claim.job_id,
             )
         )
-    return _store(
-        st,
-        owned,
-        body,
+    result = AttemptResult(
+        claim,
+        analysis.seed_body(claim.job_id, owned.return_extra),
         reasons=analysis.reasons,
         model_versions=analysis.model_versions,
         stage_ms=analysis.stage_ms,
         failed_steps=analysis.failed_steps,
-        fingerprints=prints,
     )
+    return _store(task, result, prints)
 
 
-def _history(session: Session, owned: Claim, session_id: str) -> frozenset[str]:
+def _history(st: WorkerState, owned: Claim, session_id: str) -> frozenset[str]:
     """This session id, if this key submitted it before (session ids are chosen by the
     client, so two partners' ids may coincide: they stay per key). Frame fingerprints are
     looked up by the pipeline through DbHistory (worker/replay_index.py)."""
     if not session_id:
         return frozenset()
-    return frozenset(
-        session.scalars(
-            select(Fingerprint.value).where(
-                Fingerprint.api_key_id == owned.api_key_id,
-                Fingerprint.job_id != owned.job_id,
-                Fingerprint.kind == "session",
-                Fingerprint.value == session_id[:100],
+    keeper = bookkeeping.current()
+    if keeper is not None:
+        seen = keeper.seen_before(owned, session_id)
+    else:
+        with transaction(st.sessions) as session:
+            seen = owned.job_id in sessions_seen(session, [(owned, session_id)])
+    return frozenset([session_id[:100]]) if seen else frozenset()
+
+
+def _store(task: AntihackTask, result: AttemptResult, rows: Sequence[Base] = ()) -> str:
+    """Record the result (with its replay ``rows``) if this attempt still owns the job."""
+    st = task.state
+    job_id = result.claim.job_id
+    keeper = bookkeeping.current()
+    finished: Finished | None
+    if keeper is not None:
+        finished = keeper.record(bookkeeping.Recording(result, rows))
+    else:
+        with transaction(st.sessions) as session:
+            finished = retry_on_disconnect(session, lambda: finish_jobs(session, [result])).get(
+                job_id
             )
-        )
-    )
-
-
-def _store(
-    st: WorkerState,
-    owned: Claim,
-    body: dict[str, Any],
-    *,
-    fingerprints: Sequence[Base] | None = None,
-    **extra: Any,
-) -> str:
-    with transaction(st.sessions) as session:
-        finished = finish(session, owned, body, **extra)
-        if finished is None:
-            # Another attempt owns the job now (our lease ran out); its result will stand.
-            session.rollback()
-            count_attempt("lost_lease")
-            return "lost-lease"
-        session.add_all(fingerprints or [])
-    count_finished(body)
+            if finished is not None:
+                session.add_all(rows)
+    if finished is None:
+        # Another attempt owns the job now (our lease ran out); its result will stand.
+        count_attempt("lost_lease")
+        return "lost-lease"
+    count_finished(result.body)
     if finished.webhook_due:
         # Committed: the result's webhook delivery exists; send it now, not at the next dispatch.
-        publish_for_job(st.settings, current_app, owned.job_id)
-    return str(body.get("status"))
+        publish_for_job(st.settings, task.app, job_id)
+    return str(result.body.get("status"))
 
 
 def _notify(st: WorkerState, job_id: str) -> None:
     try:
-        pipe = st.redis.pipeline()
+        pipe = st.redis.pipeline(transaction=False)
         pipe.rpush(done_key(job_id), 1)
         pipe.expire(done_key(job_id), 120)
         pipe.execute()
@@ -220,11 +229,10 @@ def _notify(st: WorkerState, job_id: str) -> None:
 
 
 @shared_task(bind=True, name=SWEEP_TASK, ignore_result=True)
-def sweep(self: Task) -> int:
+def sweep(self: AntihackTask) -> int:
     """Re-publish jobs whose message was lost: QUEUED too long and not in the broker, or
     RUNNING past their lease."""
-    settings = task_settings(self)
-    st = get_state(settings)
+    settings, st = self.settings, self.state
 
     def held() -> set[str] | None:
         try:
@@ -244,12 +252,12 @@ def sweep(self: Task) -> int:
 
 
 @shared_task(bind=True, name=PURGE_TASK, ignore_result=True)
-def purge(self: Task) -> dict[str, int]:
+def purge(self: AntihackTask) -> dict[str, int]:
     """Delete what is older than ANTIHACK_RETENTION_DAYS (shared/retention.py says what), in
     batches of ANTIHACK_PURGE_BATCH; returns the rows deleted per table."""
-    settings = task_settings(self)
+    settings = self.settings
     report = retention.purge(
-        get_state(settings).sessions,
+        self.state.sessions,
         timedelta(days=settings.retention_days),
         settings.purge_batch,
         # Stop between batches well inside the task's time limit; the next run goes on.
@@ -278,11 +286,18 @@ def _load_models_once(sender: Any = None, **_: Any) -> None:
         pool = get_implementation(pool)
     if isinstance(pool, type) and issubclass(pool, ThreadPool):
         _load_models()
+        app = current_app
+        if isinstance(app, AntihackCelery):
+            # Its threads' claims and results share statements (worker/bookkeeping.py).
+            s = app.settings
+            sessions = get_state(s).sessions
+            bookkeeping.start(sessions, _lease(s), s.max_attempts, s.poison_refund_limit)
 
 
 @worker_shutdown.connect
 def _close_models(**_: Any) -> None:
-    """After the pool has stopped: end the model batcher's threads."""
+    """After the pool has stopped: end the bookkeeping lanes and the model batcher's threads."""
+    bookkeeping.stop()
     state = current_state()
     if state is not None:
         state.close()

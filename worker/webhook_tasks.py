@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from celery import Task, shared_task
+from celery import shared_task
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared import webhooks
@@ -18,7 +18,7 @@ from shared.models import Job, utcnow
 from shared.queues import WEBHOOK_DISPATCH_TASK, WEBHOOK_SEND_TASK
 from shared.settings import Settings
 from shared.urlguard import UrlRefused, post
-from worker.celery_app import task_settings
+from worker.celery_app import AntihackTask
 from worker.state import get_state
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,9 @@ def _ms(started: float) -> int:
 
 
 @shared_task(bind=True, name=WEBHOOK_DISPATCH_TASK, ignore_result=True)
-def dispatch(self: Task) -> int:
+def dispatch(self: AntihackTask) -> int:
     """Publish a send for every delivery that is due (beat runs this every few seconds)."""
-    settings = task_settings(self)
-    st = get_state(settings)
-    published = claim_and_publish(st.sessions, settings, self.app)
+    published = claim_and_publish(self.state.sessions, self.settings, self.app)
     if published:
         log.info("webhook dispatcher published %d sends", published)
     return published
@@ -140,10 +138,9 @@ def dispatch(self: Task) -> int:
     reject_on_worker_lost=True,
     ignore_result=True,
 )
-def send(self: Task, delivery_id: str, token: str) -> str:
+def send(self: AntihackTask, delivery_id: str, token: str) -> str:
     """One attempt of one delivery; a duplicate message finds the claim taken and does nothing."""
-    settings = task_settings(self)
-    return attempt(get_state(settings).sessions, settings, delivery_id, token)
+    return attempt(self.state.sessions, self.settings, delivery_id, token)
 
 
 def publish_for_job(settings: Settings, publisher: webhooks.Publisher, job_id: str) -> None:

@@ -34,12 +34,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.scoring import HACK_THRESHOLD as HACK_THRESHOLD  # re-exported
+
 Severity = Literal["certain", "strong", "weak"]
 CERTAIN: Severity = "certain"
 STRONG: Severity = "strong"
 WEAK: Severity = "weak"
 
-HACK_THRESHOLD = 0.98  # the seed's recommended threshold
 CERTAIN_BASE, CERTAIN_STEP, CERTAIN_MAX = 0.995, 0.001, 0.999
 STRONG_BASE, STRONG_STEP, STRONG_MAX = 0.985, 0.002, 0.989
 CONTINUOUS_MAX = 0.97  # the continuous part never reaches HACK_THRESHOLD

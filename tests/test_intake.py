@@ -1,0 +1,186 @@
+"""The submission path's shortcuts keep their promises: the API loads no worker code, a cached
+key is refused within the cache's bound once revoked, a dead database connection costs no
+error and no double charge."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event, func, select
+
+from shared.db import transaction
+from shared.devstack import ROOT
+from shared.keys import revoke_key, rotate_key
+from shared.models import Job
+from shared.settings import Settings
+from tests.conftest import Key, create_test_app
+from tests.helpers import no_face_capture, quota_used
+
+HEAVY = ("worker", "cv2", "onnxruntime")
+
+IMPORTS = """
+import json, sys
+from pathlib import Path
+from api.app import create_app
+from shared.settings import Settings
+create_app(Settings(data_dir=Path(sys.argv[1])))
+loaded = sorted({name.split(".")[0] for name in sys.modules})
+print(json.dumps(loaded))
+"""
+
+
+def test_the_api_imports_no_worker_code(tmp_path: Any) -> None:
+    """The API publishes tasks by name: neither ``worker`` nor the pipeline's OpenCV and
+    onnxruntime are loaded by importing it or building the app."""
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert "api" in loaded and "celery" in loaded  # it did import the app and its publisher
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def cached_app(base_settings: Settings) -> tuple[Flask, Clock]:
+    app = create_test_app(base_settings.replace(key_cache_s=30.0))
+    clock = Clock()
+    app.extensions["antihack"].keys.clock = clock
+    return app, clock
+
+
+def _read(client: FlaskClient, headers: dict[str, str]) -> int:
+    """401 for refused credentials, 404 for accepted ones (the job does not exist)."""
+    code: int = client.get("/v1/jobs/TIDnone", headers=headers).status_code
+    return code
+
+
+def test_a_revoked_key_is_refused_within_the_cache_bound(
+    cached_app: tuple[Flask, Clock], key: Key, sessions: Any, base_settings: Settings
+) -> None:
+    app, clock = cached_app
+    client = app.test_client()
+    assert _read(client, key.headers) == 404  # authenticated: the key is now cached
+    with transaction(sessions) as s:  # revoked elsewhere (the CLI, another API process)
+        revoke_key(s, key.api_id)
+    clock.now += 29.0
+    assert _read(client, key.headers) == 404  # within ANTIHACK_KEY_CACHE_S: still cached
+    clock.now += 1.0
+    assert _read(client, key.headers) == 401  # the bound has passed: read again, refused
+
+
+def test_rotation_takes_the_new_secret_at_once_and_drops_the_old_within_the_bound(
+    cached_app: tuple[Flask, Clock], key: Key, sessions: Any, base_settings: Settings
+) -> None:
+    app, clock = cached_app
+    client = app.test_client()
+    assert _read(client, key.headers) == 404
+    with transaction(sessions) as s:
+        _, new = rotate_key(s, base_settings.secret_key, key.api_id)
+    fresh = {"X-DF-API-ID": key.api_id, "X-DF-API-SECRET": new.api_secret}
+    assert _read(client, fresh) == 404  # a secret the cached key refuses is checked again
+    clock.now += 30.0
+    assert _read(client, key.headers) == 401
+
+
+def test_the_admin_api_revokes_at_once_in_its_process(
+    cached_app: tuple[Flask, Clock], key: Key
+) -> None:
+    app, _ = cached_app
+    client = app.test_client()
+    assert _read(client, key.headers) == 404
+    admin = {"Authorization": f"Bearer {app.extensions['antihack'].settings.admin_token}"}
+    assert client.delete(f"/admin/keys/{key.api_id}", headers=admin).status_code == 200
+    assert _read(client, key.headers) == 401
+
+
+def _submit(client: FlaskClient, key: Key) -> Any:
+    return client.post(
+        "/v1/jobs",
+        data={"liveness_data_file": (io.BytesIO(no_face_capture()), "c.pb")},
+        headers=key.headers,
+        content_type="multipart/form-data",
+    )
+
+
+def _jobs(sessions: Any, api_id: str) -> int:
+    with transaction(sessions) as s:
+        n = s.scalar(select(func.count()).select_from(Job).where(Job.api_key_id == api_id))
+        return int(n or 0)
+
+
+@pytest.fixture
+def postgres(base_settings: Settings) -> Iterator[sa.Engine]:
+    if not base_settings.effective_database_url.startswith("postgresql"):
+        pytest.skip("pg_terminate_backend needs PostgreSQL (set ANTIHACK_TEST_DATABASE_URL)")
+    engine = sa.create_engine(base_settings.effective_database_url, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+def _terminate(killer: sa.Engine, pids: list[int]) -> int:
+    with killer.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT count(pg_terminate_backend(pid)) FROM unnest(:pids) AS pid"),
+                {"pids": pids},
+            ).scalar_one()
+        )
+
+
+def test_a_pooled_connection_the_server_closed_is_dropped_at_checkout(
+    base_settings: Settings, make_key: Any, sessions: Any, postgres: sa.Engine
+) -> None:
+    key = make_key(quota=10, quota_period="total")
+    app = create_test_app(base_settings)
+    client = app.test_client()
+    engine = app.extensions["antihack"].sessions.kw["bind"]
+    pids: list[int] = []
+    event.listen(engine, "connect", lambda conn, _r: pids.append(conn.info.backend_pid))
+    assert _submit(client, key).status_code == 202  # the pool now holds an idle connection
+    assert pids and _terminate(postgres, pids) == len(pids)
+    assert _submit(client, key).status_code == 202  # no pre-ping, and no error either
+    assert _jobs(sessions, key.api_id) == 2 and quota_used(sessions, key.api_id) == 2
+
+
+def test_a_connection_that_dies_mid_submission_is_retried_once_and_charged_once(
+    base_settings: Settings, make_key: Any, sessions: Any, postgres: sa.Engine
+) -> None:
+    key = make_key(quota=10, quota_period="total")
+    app = create_test_app(base_settings)
+    client = app.test_client()
+    engine = app.extensions["antihack"].sessions.kw["bind"]
+    killed: list[int] = []
+
+    def kill_at_the_first_insert(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not killed and statement.startswith("INSERT INTO jobs"):
+            # After the checkout's check: the transaction's first statement meets a dead
+            # connection, as when the server ends it between two requests' statements.
+            killed.append(conn.connection.dbapi_connection.info.backend_pid)
+            assert _terminate(postgres, killed) == 1
+
+    event.listen(engine, "before_cursor_execute", kill_at_the_first_insert)
+    resp = _submit(client, key)
+    assert killed and resp.status_code == 202, resp.get_json()
+    assert _jobs(sessions, key.api_id) == 1 and quota_used(sessions, key.api_id) == 1
