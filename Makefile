@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint migrate bench sample docs docs-serve lock
+.PHONY: help install run test test-fast lint migrate bench sample docs docs-serve lock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,10 +26,13 @@ run: install ## Migrate and start API + worker + scheduler on http://127.0.0.1:8
 test: install docs ## Build the docs (--strict), then run the whole test suite (uses ANTIHACK_TEST_DATABASE_URL / _REDIS_URL when set)
 	$(BIN)/pytest $(ARGS)
 
+test-fast: install ## The in-process tiers only: unit and integration tests, not e2e, browser or slow
+	$(BIN)/pytest -m "not e2e and not browser and not slow" $(ARGS)
+
 lint: install ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared worker api
+	$(BIN)/mypy shared worker api tests bench
 
 migrate: install ## Apply database migrations
 	$(BIN)/antihack migrate

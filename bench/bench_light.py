@@ -24,7 +24,7 @@ from shared.proto import liveness_pb2 as pb  # noqa: E402
 from tests import light_physics as lp  # noqa: E402
 from worker.pipeline.detect import detect_faces  # noqa: E402
 from worker.pipeline.landmarks import face_landmarks  # noqa: E402
-from worker.pipeline.light import light_report  # noqa: E402
+from worker.pipeline.light import Points, light_report  # noqa: E402
 from worker.pipeline.run import Pipeline  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         marks = face_landmarks(
             pipeline.models, [decoded[i] for i in found], [b for b in boxes if b is not None]
         )
-        meshes = [None] * len(decoded)
+        meshes: list[Points | None] = [None] * len(decoded)
         for i, mark in zip(found, marks, strict=True):
             meshes[i] = mark.points
         step = [f.challenge_step == pb.LIGHT or f.light_index > 0 for f in capture.frames]

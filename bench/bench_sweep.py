@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         broker = redis.Redis.from_url(settings.redis_client_url)
         sweep = make_celery(settings).tasks[SWEEP_TASK]
         if args.old:
-            tasks.held_job_ids = lambda *a: None  # type: ignore[assignment]
+            tasks.held_job_ids = lambda *a: None  # type: ignore[attr-defined, assignment]
         for n in range(1, args.passes + 1):
             sweep.apply().get()
             print(f"pass {n}: {broker.llen(ANALYZE_QUEUE)} messages for {args.jobs} jobs")

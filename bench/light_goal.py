@@ -21,14 +21,14 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     seeds = int(args[0]) if args else 6
     seen: list[LightReport] = []
-    real = run.light_report
+    real = run.light_report  # type: ignore[attr-defined]
 
     def record(*a: object, **k: object) -> LightReport:  # keep the report the pipeline made
         report = real(*a, **k)  # type: ignore[arg-type]
         seen.append(report)
         return report
 
-    run.light_report = record  # type: ignore[assignment]
+    run.light_report = record  # type: ignore[attr-defined]
     pipeline = run.Pipeline.load()
     rows: dict[str, list[tuple[float, float, bool]]] = {}
     for seed in range(seeds):

@@ -3,12 +3,15 @@ and real worker / API processes."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ import redis
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
 
 from shared import devstack
 from shared.db import make_engine, make_sessionmaker, transaction
@@ -82,7 +86,12 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
     )
     if not redis_url:
         proc = start_redis(settings)
-        cleanups.append(lambda: (proc.terminate(), proc.wait()))
+
+        def stop_redis() -> None:
+            proc.terminate()
+            proc.wait()
+
+        cleanups.append(stop_redis)
     redis.Redis.from_url(settings.redis_client_url).flushdb()
     upgrade(db_url)
     yield settings
@@ -95,6 +104,25 @@ def sessions(base_settings: Settings) -> Any:
     engine = make_engine(base_settings.effective_database_url)
     yield make_sessionmaker(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def db(sessions: Any) -> Iterator[Session]:
+    """A session whose work is rolled back after the test (warehouse's ``db_session``): one
+    connection, an outer transaction, and the session joined to it through a savepoint, so the code
+    under test may commit (that releases the savepoint) and still nothing reaches the next test.
+    Only for code that takes its session from the caller: the app, the CLI and the workers open
+    their own connections and see none of it (on SQLite they would wait for its write lock)."""
+    with sessions.kw["bind"].connect() as conn:
+        outer = conn.begin()
+        session = Session(
+            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
 
 
 @dataclass(frozen=True)
@@ -190,3 +218,125 @@ def start_beat(tmp_path: Path) -> Iterator[Callable[[Settings], Proc]]:
     yield start
     for p in procs:
         p.stop()
+
+
+# --- tiers ------------------------------------------------------------------------------------
+# Every test gets one of the markers pyproject.toml registers, from what it uses, so that test
+# files need no marks (a tier marker written on a test wins):
+#   browser      drives headless Chromium (tests.browser.chromium);
+#   e2e          starts processes: the API, workers, beat, Redis, the CLI, docker compose, ...;
+#   integration  in process, on the test database and Redis (base_settings and what builds on it:
+#                sessions, db, app, client, make_key, key);
+#   unit         none of these.
+# "Starts processes" is read from the code: the test, its fixtures and the tests.* helpers they
+# name (transitively) refer to subprocess or devstack's process starters. `make test-fast` runs
+# unit and integration, less the `slow` ones below.
+
+TIERS = ("unit", "integration", "e2e", "browser")
+PROCESS_FIXTURES = frozenset({"start_worker", "start_api", "start_beat"})
+SERVICE_FIXTURES = frozenset(
+    {"base_settings", "sessions", "db", "app", "client", "make_key", "key"}
+)
+_STARTERS = {
+    id(x) for x in (subprocess, devstack.start_api, devstack.start_worker, Proc, start_redis)
+}
+
+# In-process but seconds each: the ONNX models over rendered or recorded videos, and the fuzzers.
+# By module ("*": all of its tests) and test name. `make test-fast` leaves them out.
+SLOW: dict[str, frozenset[str]] = {
+    name: frozenset({"*"})
+    for name in (
+        "test_attacks.py",
+        "test_blink.py",
+        "test_challenges.py",
+        "test_directional.py",
+        "test_eval.py",
+        "test_fas_optimized.py",
+        "test_light.py",
+        "test_model_stages.py",
+        "test_motion.py",
+        "test_pipeline.py",
+        "test_replay.py",
+        "test_sample_steps.py",
+    )
+} | {
+    "test_abuse.py": frozenset(
+        {
+            "test_the_app_conforms_to_its_openapi_document",
+            "test_random_multipart_bodies_get_a_seed_error_in_bounded_memory",
+            "test_hostile_captures_are_refused_quickly_in_bounded_memory",
+        }
+    ),
+    "test_batching.py": frozenset(
+        {"test_the_pipeline_gets_the_same_analysis_when_jobs_share_batches"}
+    ),
+    "test_cli.py": frozenset({"test_eval_json_prints_the_summary"}),
+}
+
+
+def _codes(code: CodeType) -> Iterator[CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _codes(const)
+
+
+def _reaches(obj: Any, seen: set[CodeType]) -> str | None:
+    """What ``obj`` (a function, or a class's methods) or a tests.* helper it names reaches:
+    "browser" if one launches Chromium, "e2e" if one starts a process, else None."""
+    if isinstance(obj, type):
+        methods = [_reaches(v, seen) for v in vars(obj).values() if inspect.isfunction(v)]
+        return "browser" if "browser" in methods else "e2e" if "e2e" in methods else None
+    obj = inspect.unwrap(obj)
+    code = getattr(obj, "__code__", None)
+    if code is None or code in seen:
+        return None
+    seen.add(code)
+    env = obj.__globals__
+    found: str | None = None
+    for c in _codes(code):
+        for name in c.co_names:
+            value = env.get(name)
+            module = getattr(value, "__module__", None) or ""
+            if module == "tests.browser" and getattr(value, "__name__", "") == "chromium":
+                return "browser"
+            if id(value) in _STARTERS or (
+                value is devstack and {"start_api", "start_worker", "Proc"} & set(c.co_names)
+            ):
+                found = "e2e"
+            elif module.startswith("tests.") and (
+                inspect.isroutine(value) or isinstance(value, type)
+            ):
+                reached = _reaches(value, seen)
+                if reached == "browser":
+                    return reached
+                found = found or reached
+    return found
+
+
+def tier_of(item: pytest.Function) -> str:
+    """The tier a test belongs to by what it uses (see above)."""
+    used = set(item.fixturenames)
+    defs = item._fixtureinfo.name2fixturedefs
+    seen: set[CodeType] = set()
+    reached = [_reaches(item.obj, seen)]
+    # base_settings starts the embedded Redis where no server is named: infrastructure, not e2e.
+    reached += [
+        _reaches(defs[name][-1].func, seen) for name in used - SERVICE_FIXTURES if defs.get(name)
+    ]
+    if "browser" in reached:
+        return "browser"
+    if "e2e" in reached or used & PROCESS_FIXTURES:
+        return "e2e"
+    return "integration" if used & SERVICE_FIXTURES else "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(tier_of(item))
+        slow = SLOW.get(item.path.name, frozenset())
+        if "*" in slow or item.originalname in slow:
+            item.add_marker("slow")

@@ -86,10 +86,12 @@ def _rotation(yaw: float, pitch: float, roll: float) -> NDArray[np.float64]:
     turn = np.array([[math.cos(a), 0, -math.sin(a)], [0, 1, 0], [math.sin(a), 0, math.cos(a)]])
     tilt = np.array([[1, 0, 0], [0, math.cos(b), math.sin(b)], [0, -math.sin(b), math.cos(b)]])
     spin = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
-    return spin @ tilt @ turn
+    return spin @ tilt @ turn  # type: ignore[no-any-return]
 
 
-def _smooth(rng: np.random.Generator, n: int, fps: float, amp: float, hz: float) -> NDArray:
+def _smooth(
+    rng: np.random.Generator, n: int, fps: float, amp: float, hz: float
+) -> NDArray[np.float64]:
     """A smooth random wave: two sines near ``hz`` with random phases, peak about ``amp``."""
     t = np.arange(n) / fps
     out = np.zeros(n)
@@ -103,16 +105,16 @@ def _smooth(rng: np.random.Generator, n: int, fps: float, amp: float, hz: float)
 class _Motion:
     """Per-frame parameters of one capture."""
 
-    yaw: NDArray
-    pitch: NDArray
-    roll: NDArray
-    shift: NDArray  # (n, 2) head translation, px
-    scale: NDArray  # head scale
-    camera: NDArray  # (n, 3) camera shake: dx, dy, rotation (deg)
-    closure: NDArray  # eyelid closure 0-1
-    gap: NDArray  # inner-lip gap, px
-    bumps: NDArray  # (n, k) weights of the micro-expression bumps
-    gain: NDArray  # exposure gain
+    yaw: NDArray[np.float64]
+    pitch: NDArray[np.float64]
+    roll: NDArray[np.float64]
+    shift: NDArray[np.float64]  # (n, 2) head translation, px
+    scale: NDArray[np.float64]  # head scale
+    camera: NDArray[np.float64]  # (n, 3) camera shake: dx, dy, rotation (deg)
+    closure: NDArray[np.float64]  # eyelid closure 0-1
+    gap: NDArray[np.float64]  # inner-lip gap, px
+    bumps: NDArray[np.float64]  # (n, k) weights of the micro-expression bumps
+    gain: NDArray[np.float64]  # exposure gain
     noise: float  # sensor noise sigma
     quality: int  # JPEG quality
 
@@ -124,7 +126,7 @@ def _step_spans(n: int, challenges: Sequence[str]) -> list[tuple[str, int, int]]
     return [(c, int(edges[i]), int(edges[i + 1])) for i, c in enumerate(challenges)]
 
 
-def _bell(n: int, start: int, stop: int) -> NDArray:
+def _bell(n: int, start: int, stop: int) -> NDArray[np.float64]:
     """0 outside [start, stop), rising to 1 and back inside (a smooth raised-cosine pulse)."""
     out = np.zeros(n)
     length = stop - start
@@ -241,7 +243,7 @@ def _border(width: int, height: int) -> Points:
     )
 
 
-def _micro_basis(mesh: Mesh, k: int, seed: int) -> NDArray:
+def _micro_basis(mesh: Mesh, k: int, seed: int) -> NDArray[np.float64]:
     """``k`` smooth displacement patterns over the landmarks, (k, 468, 2), unit peak."""
     rng = np.random.default_rng(seed + 7919)
     xy = mesh.points[:, :2]
@@ -257,7 +259,7 @@ def _micro_basis(mesh: Mesh, k: int, seed: int) -> NDArray:
 def _camera_map(points: Points, dx: float, dy: float, deg: float, cx: float, cy: float) -> Points:
     a = math.radians(deg)
     rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    return (points - [cx, cy]) @ rot.T + [cx + dx, cy + dy]
+    return (points - [cx, cy]) @ rot.T + [cx + dx, cy + dy]  # type: ignore[no-any-return]
 
 
 def _render(
@@ -290,7 +292,8 @@ def _render(
         # The hair and neck turn with the head, as a shell just behind the face's edge.
         ring = (ring_rel @ rot.T)[:, :2] * motion.scale[i] + mesh.center[:2] + motion.shift[i]
         dest = np.vstack([turned, ring, background, border])
-        dest = _camera_map(dest, *motion.camera[i], cx, cy)
+        dx, dy, deg = motion.camera[i]
+        dest = _camera_map(dest, dx, dy, deg, cx, cy)
         # Backward map: each output pixel samples the photo where its content came from.
         field = LinearNDInterpolator(dest, source - dest, fill_value=0.0)(gx, gy)
         map_x = cv2.resize((gx + field[..., 0]).astype(np.float32), (width, height))
@@ -317,6 +320,7 @@ def _jpegs(
 
 def _decode(data: bytes) -> Image:
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    assert bgr is not None, "not a JPEG"
     return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
@@ -371,7 +375,7 @@ def genuine_capture(
         capture.frames.add(
             image=data,
             timestamp_ms=start + round(i * 1000 / fps),
-            challenge_step=steps[i],  # type: ignore[arg-type]
+            challenge_step=steps[i],
             best=i == n // 2,
         )
     return capture

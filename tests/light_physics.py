@@ -98,7 +98,7 @@ class Geometry:
 
 
 def _linear(image: Image) -> NDArray[np.float32]:
-    return np.power(image.astype(np.float32) / 255.0, 2.2)
+    return np.power(image.astype(np.float32) / 255.0, 2.2)  # type: ignore[no-any-return]
 
 
 _SRGB_LUT = (np.power(np.arange(4096, dtype=np.float32) / 4095, 1 / 2.2) * 255.0).astype(np.float32)
@@ -107,7 +107,7 @@ _SRGB_LUT = (np.power(np.arange(4096, dtype=np.float32) / 4095, 1 / 2.2) * 255.0
 def _srgb(linear: NDArray[np.float32]) -> NDArray[np.float32]:
     """Back to sRGB levels (a 12-bit table: finer than the 8-bit output)."""
     index = np.clip(linear * 4095.0 + 0.5, 0, 4095).astype(np.int32)
-    return _SRGB_LUT[index]
+    return _SRGB_LUT[index]  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,12 @@ def live(frames: Sequence[Image], points: Sequence[NDArray[np.float32] | None], 
             )
         if matrix is None:
             matrix = np.eye(2, 3)
-        near.append(cv2.warpAffine(geo.near, matrix, FRAME_SIZE, flags=cv2.INTER_LINEAR))
+        near.append(
+            np.asarray(
+                cv2.warpAffine(geo.near, matrix, FRAME_SIZE, flags=cv2.INTER_LINEAR),
+                dtype=np.float32,
+            )
+        )
         heads.append(cv2.warpAffine(head, matrix, FRAME_SIZE, flags=cv2.INTER_NEAREST) > 0)
     return Live(frames=tuple(frames), near=tuple(near), head=tuple(heads), ready=ready)
 
@@ -254,7 +259,7 @@ def _lit(
 
 def render(
     geo: Geometry | Live, sequence: LightSequence, scene: Scene, seed: int
-) -> tuple[list[Image], list[float], list[int]]:
+) -> tuple[list[Image], list[int], list[int]]:
     """The LIGHT step's frames, their stamps (ms from the start) and light indices.
 
     With a ``Geometry`` (one photo) the frames are that photo with a +-1 px shake; with ``Live``
@@ -271,7 +276,8 @@ def render(
         else:
             lit = _lit(geo.base, geo.near, geo.head, screen, scene) * flicker
             shift = np.array([[1, 0, rng.uniform(-1, 1)], [0, 1, rng.uniform(-1, 1)]])
-            lit = cv2.warpAffine(lit, shift, FRAME_SIZE, borderMode=cv2.BORDER_REFLECT)
+            moved = cv2.warpAffine(lit, shift, FRAME_SIZE, borderMode=cv2.BORDER_REFLECT)
+            lit = np.asarray(moved, dtype=lit.dtype)  # the same array: typed as lit
         out = _srgb(lit) + rng.normal(0, scene.noise, lit.shape).astype(np.float32)
         frames.append(np.clip(out, 0, 255).astype(np.uint8))
         stamps.append(round(jitter))

@@ -110,7 +110,7 @@ def mouth_gap(image: Image, gap_px: float) -> Image:
     interior = np.array(MOUTH_RGB) * (1 - depth) + np.array(THROAT_RGB) * depth
     mask = cv2.GaussianBlur(opening, (0, 0), FEATHER_SIGMA)[..., None]
     out = moved.astype(np.float32) * (1 - mask) + interior * mask
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return np.clip(out, 0, 255).astype(np.uint8)  # type: ignore[no-any-return]
 
 
 # Inner-lip gap per frame (px): closed, opening, wide open x3, closing, closed (about 1 s at

@@ -430,8 +430,14 @@ HOSTILE_IMAGES = {
     "jpeg claiming 65535x65535": lambda: jpeg_claiming(65_535, 65_535),
 }
 
-HOSTILE_CAPTURES = {
-    **{f"capture with a {k}": (lambda f=f: capture_of(f())) for k, f in HOSTILE_IMAGES.items()},
+
+def captured(make: Callable[[], bytes]) -> Callable[[], bytes]:
+    """A capture of the one image ``make`` makes, made when called."""
+    return lambda: capture_of(make())
+
+
+HOSTILE_CAPTURES: dict[str, Callable[[], bytes]] = {
+    **{f"capture with a {k}": captured(f) for k, f in HOSTILE_IMAGES.items()},
     # 64 frames of 4096 x 4096 (each at the frame limit): 1.07 Gpx in all, over 100 Mpx
     "64 frames of 4096x4096": lambda: capture_of(*[png_bomb(4096, 4096)] * 64),
     # thousands of frames, each a valid 32 x 32 PNG

@@ -311,6 +311,7 @@ def test_a_person_follows_a_three_step_session(
     start_worker(settings, concurrency=1)
     runs: dict[tuple[str, ...], dict[str, Any]] = {}
     with chromium() as browser:
+        skip: tuple[str, ...]
         for skip in ((), ("TURN_LEFT",)):
             context = browser.new_context(viewport={"width": 1000, "height": 1400})
             install(context, acting_clips, skip)
@@ -362,6 +363,7 @@ def test_a_person_follows_a_three_step_session(
             assert run["failed"] == []
             continue
         # The ignored step, and only it, is named; /demo says which step, in words.
+        assert failed is not None
         assert [f["step"] for f in failed] == ["TURN_LEFT"]
         assert re.fullmatch(r"yaw reached -?\d+°, needs \d+°", failed[0]["why"])
         number = drawn.index("TURN_LEFT") + 1

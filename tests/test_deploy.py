@@ -586,8 +586,8 @@ def test_the_gpu_worker_reserves_one_nvidia_device_and_runs_one_process() -> Non
     assert option(cmd, "--queues") == ANALYZE_QUEUE
     # One process (threads pool) whose jobs' model calls are batched for the GPU.
     assert option(cmd, "--pool") == "threads"
-    assert int(option(cmd, "--concurrency")) >= 16
-    assert int(option(cmd, "--batch-max")) >= 16
+    assert int(option(cmd, "--concurrency") or 0) >= 16
+    assert int(option(cmd, "--batch-max") or 0) >= 16
     providers = svc["environment"]["ANTIHACK_ORT_PROVIDERS"].split(",")
     assert providers[0] == "CUDAExecutionProvider"
     assert svc["build"]["target"] == "runtime-gpu"

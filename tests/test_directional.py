@@ -265,7 +265,7 @@ def test_prompts_are_bounded_at_parse() -> None:
     capture.prompts.add(step=pb.TURN_LEFT, shown_at_ms=T0)
     parse_capture(capture.SerializeToString(), CaptureLimits())
     for bad in (
-        pb.StepPrompt(step=0, shown_at_ms=T0),
+        pb.StepPrompt(step=pb.CHALLENGE_UNSPECIFIED, shown_at_ms=T0),
         pb.StepPrompt(step=pb.BLINK, shown_at_ms=-5),
     ):
         broken = pb.Capture.FromString(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -72,7 +73,7 @@ def pipeline() -> Pipeline:
     return Pipeline.load()
 
 
-def context(**changes: object) -> PipelineContext:
+def context(**changes: Any) -> PipelineContext:
     return PipelineContext.fresh(**{"sdk_secret": SECRET, **changes})
 
 
@@ -137,7 +138,7 @@ def test_seed_body_has_exactly_the_seed_fields(genuine: Analysis) -> None:
     assert body["extra"]["is_live"] == (body["extra"]["live_proba"] > 0.5)
     jpeg = base64.b64decode(body["image_base64"])
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert image.shape == (512, 512, 3)
+    assert image is not None and image.shape == (512, 512, 3)
     assert set(genuine.seed_body("TID1", return_extra=False)) == {
         "request_id",
         "status",
@@ -248,15 +249,13 @@ def test_replayed_frames_are_a_certain_hack(
     pipeline: Pipeline, genuine: Analysis, genuine_frames: list[np.ndarray], record: Record
 ) -> None:
     # The same pictures re-encoded at another quality, under a fresh session id.
-    frames = [
-        cv2.cvtColor(
-            cv2.imdecode(
-                cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1], cv2.IMREAD_COLOR
-            ),
-            cv2.COLOR_BGR2RGB,
-        )
-        for f in genuine_frames
-    ]
+    def reencoded(frame: np.ndarray) -> np.ndarray:
+        jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1]
+        bgr = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+        assert bgr is not None
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    frames = [reencoded(f) for f in genuine_frames]
     history = MemoryHistory()
     history.add("genuine", "key", genuine.frame_prints)
     ctx = context(history=history)

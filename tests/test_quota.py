@@ -14,12 +14,15 @@ import pytest
 import redis
 from click.testing import CliRunner
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from shared.cli import main
 from shared.db import transaction
 from shared.devstack import free_port
+from shared.errors import ApiError
 from shared.jobs import claim, error_body, finish
-from shared.models import ApiKey, Job
+from shared.keys import KeyOptions, create_key
+from shared.models import Job
 from shared.quota import charge, refund
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
@@ -43,20 +46,17 @@ def test_500_concurrent_submissions_against_a_quota_of_100(
     assert job_count(sessions, key.api_id) == 100
 
 
-def test_periods_roll_over_at_utc_midnight(make_key: Any, sessions: Any) -> None:
-    key = make_key(quota=1, quota_period="day")
+def test_periods_roll_over_at_utc_midnight(db: Session, base_settings: Settings) -> None:
+    # charge() works in the caller's transaction: the rolled-back db session is enough.
+    key, _ = create_key(
+        db, base_settings.secret_key, KeyOptions(name="periods", quota=1, quota_period="day")
+    )
     late = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        assert charge(s, api_key, late) == "day:2026-03-01"  # type: ignore[arg-type]
-    from shared.errors import ApiError
-
-    with transaction(sessions) as s, pytest.raises(ApiError) as err:
-        charge(s, s.get(ApiKey, key.api_id), late)  # type: ignore[arg-type]
+    assert charge(db, key, late) == "day:2026-03-01"
+    with pytest.raises(ApiError) as err:
+        charge(db, key, late)
     assert err.value.status == "OUT_OF_QUOTA"
-    with transaction(sessions) as s:
-        api_key = s.get(ApiKey, key.api_id)
-        assert charge(s, api_key, late + timedelta(seconds=1)) == "day:2026-03-02"  # type: ignore[arg-type]
+    assert charge(db, key, late + timedelta(seconds=1)) == "day:2026-03-02"
 
 
 def test_refund_exactly_once_under_retry(make_key: Any, sessions: Any) -> None:
@@ -158,7 +158,7 @@ def test_usage_numbers_equal_what_was_submitted(
 ) -> None:
     key = make_key(quota=10, quota_period="month")
     ids = new_jobs(sessions, key.api_id, 3)
-    outcomes = [
+    outcomes: list[dict[str, Any]] = [
         {"status": "OK", "score": 0.1},
         {"status": "DETETION_FAILED", "reason": "x"},
         {"status": "INTERNAL_ERROR", "reason": "x"},

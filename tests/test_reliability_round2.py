@@ -99,6 +99,7 @@ def messages_for(client: redis.Redis, ids: list[str]) -> Counter[str]:
     raw = [m for name in queue_lists(ANALYZE_QUEUE) for m in client.lrange(name, 0, -1)]
     raw += list(client.hvals(UNACKED_KEY))
     for message in raw:
+        assert isinstance(message, bytes)  # the client does not decode responses
         match = TID.search(message)
         if match and match.group().decode() in wanted:
             found[match.group().decode()] += 1
@@ -119,9 +120,9 @@ def test_the_sweeper_republishes_a_backlog_once_and_again_after_the_broker_lost_
     assert held == dict.fromkeys(ids, 1), held  # 12 messages, not 12 x 4
 
     # A worker took one (kombu keeps it in the unacked hash until the ack): still held.
-    taken = broker.lrange(ANALYZE_QUEUE, 0, -1)
+    taken = [m for m in broker.lrange(ANALYZE_QUEUE, 0, -1) if isinstance(m, bytes)]
     message = next(m for m in taken if (match := TID.search(m)) and match.group().decode() in ids)
-    broker.lrem(ANALYZE_QUEUE, 1, message)
+    broker.lrem(ANALYZE_QUEUE, 1, message)  # type: ignore[arg-type]  # redis-py takes bytes too
     tag = "test-" + ids[0]
     broker.hset(UNACKED_KEY, tag, json.dumps([json.loads(message), "", ANALYZE_QUEUE]))
     try:
@@ -234,7 +235,9 @@ def test_a_worker_that_stops_consuming_turns_readyz_and_its_health_check_red(
         return resp.status_code, resp.get_json()
 
     wait_until(lambda: readyz()[0] == 200, 60, "ready")
-    member = broker.zrange(HEARTBEAT_KEY, 0, -1)[0].decode()
+    first = broker.zrange(HEARTBEAT_KEY, 0, -1)[0]
+    assert isinstance(first, bytes)
+    member = first.decode()
     node = member.rsplit(":", 1)[0]
     health = (settings.redis_client_url, settings.worker_stall_after_s, 20.0)
     here = node == "celery@" + socket.gethostname()  # else container_health is not ours to ask

@@ -4,6 +4,7 @@ for the browser SDK, and the key option, CLI and client that go with them."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -141,7 +142,7 @@ def finished(base: str, headers: dict[str, str], ids: list[str]) -> dict[str, di
 
     out: dict[str, dict[str, Any]] = {}
     for rid in ids:
-        out[rid] = devstack.wait_until(lambda rid=rid: read(rid), 180, f"job {rid}")
+        out[rid] = devstack.wait_until(functools.partial(read, rid), 180, f"job {rid}")
     return out
 
 
@@ -295,7 +296,7 @@ def test_every_misuse_of_a_session_is_a_certain_hack(
     clean = accepted(submit(api_url, honest.headers, blinking(good["nonce"])))
 
     wrong_order = new_session(api_url, ordered)
-    steps: list[str | None] = ["BLINK"] * 12 + ["NOD"] * 3  # a step the session never asked for
+    steps: list[str | None] = [*["BLINK"] * 12, *["NOD"] * 3]  # a step the session never asked for
     out_of_order = accepted(submit(api_url, ordered.headers, blinking(wrong_order["nonce"], steps)))
 
     used = new_session(api_url, key)

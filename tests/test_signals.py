@@ -230,7 +230,9 @@ def test_challenges_are_judged_on_their_marked_frames() -> None:
 
 
 def decode(data: bytes) -> np.ndarray:
-    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), 1), cv2.COLOR_BGR2RGB)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), 1)
+    assert bgr is not None, "not an image"
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def test_phash_distances() -> None:
