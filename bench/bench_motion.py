@@ -18,7 +18,7 @@ from shared.sample import build_capture
 from tests.blink import close_eyes
 from tests.fixtures_images import astronaut
 from tests.genuine import genuine_frames
-from tests.stills import STILL_VARIANTS, cycled_frames, still_frames
+from tests.stills import STILL_VARIANTS, cycled_frames, held_pattern, still_frames
 from worker.pipeline.fusion import HACK_THRESHOLD
 from worker.pipeline.motion import motion_report
 from worker.pipeline.run import Pipeline, PipelineContext
@@ -36,6 +36,12 @@ def cases(seed: int) -> list[tuple[str, list[np.ndarray]]]:
     out.append(("two_stills", cycled_frames([opened, closed], pattern, seed=seed)))
     three = [0, 0, 0, 0, 2, 1, 1, 2, 0, 0, 0, 0, 0, 2, 1, 2]
     out.append(("three_stills", cycled_frames([opened, closed, half], three, seed=seed)))
+    # Held 1-4 frames each, the per-copy change drawn from noise / shift / JPEG / all.
+    rng = np.random.default_rng(50 + seed)
+    variant = ("noise", "shift", "jpeg", "all")[seed % 4]
+    held2 = cycled_frames([opened, closed], held_pattern(2, 16, rng), variant, seed=seed)
+    held3 = cycled_frames([opened, closed, half], held_pattern(3, 16, rng), variant, seed=seed)
+    out += [("two_stills_held", held2), ("three_stills_held", held3)]
     genuine = out[0][1]
     order = np.random.default_rng(seed).permutation(len(genuine))
     out.append(("genuine_shuffled", [genuine[i] for i in order]))
@@ -62,7 +68,10 @@ def main() -> None:
             report = motion_report(frames, meshes, stamps)
             check_ms.append((time.perf_counter() - start) * 1000)
             stats[name].append((analysis.score, analysis.score >= HACK_THRESHOLD, report))
-    print(f"{'case':18s} hack@0.98  nonrigid_px   states  coherence  order_ratio  reasons")
+    print(
+        f"{'case':18s} hack@0.98  nonrigid_px   states  coherence     state_coh     "
+        "order_ratio  order_rank  reasons"
+    )
     for name, rows in stats.items():
         reps = [r for _, _, r in rows]
 
@@ -75,7 +84,9 @@ def main() -> None:
         print(
             f"{name:18s} {hacks:2d}/{len(rows):<2d}     {rng([r.nonrigid_px for r in reps]):13s}"  # type: ignore[attr-defined]
             f" {rng([r.states for r in reps]):11s} {rng([r.coherence for r in reps]):13s}"  # type: ignore[attr-defined]
-            f" {rng([r.order_ratio for r in reps]):11s} {' '.join(codes)}"  # type: ignore[attr-defined]
+            f" {rng([r.state_coherence for r in reps]):13s}"  # type: ignore[attr-defined]
+            f" {rng([r.order_ratio for r in reps]):11s}"  # type: ignore[attr-defined]
+            f" {rng([r.order_rank for r in reps]):11s} {' '.join(codes)}"  # type: ignore[attr-defined]
         )
     print(
         f"motion check median {np.median(check_ms):.1f} ms, pipeline median "

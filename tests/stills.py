@@ -61,6 +61,18 @@ def still_frames(photo: Image, variant: str, n: int = 16, seed: int = 0) -> list
     return [perturbed(photo, variant, rng) for _ in range(n)]
 
 
+def held_pattern(photos: int, n: int, rng: np.random.Generator, max_hold: int = 4) -> list[int]:
+    """Which photo each of ``n`` frames shows: the photos in turn (with three, sometimes one
+    skipped), each held for 1..``max_hold`` frames, as an attacker clicking through stills."""
+    order: list[int] = []
+    current = 0
+    while len(order) < n:
+        order += [current] * int(rng.integers(1, max_hold + 1))
+        skip = rng.random() >= 0.7 and photos > 2
+        current = (current + (2 if skip else 1)) % photos
+    return order[:n]
+
+
 def cycled_frames(
     photos: Sequence[Image], pattern: Sequence[int], variant: str = "all", seed: int = 0
 ) -> list[Image]:

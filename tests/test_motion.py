@@ -1,6 +1,7 @@
-"""Natural motion (issue #13): a still re-noised, moved or re-encoded per frame, or two stills
-cycled, is an injected still; genuine captures (tests/genuine.py), including a person sitting
-very still, are not. Real models throughout; measured values print with ``pytest -s``."""
+"""Natural motion (issue #13): a still re-noised, moved or re-encoded per frame, or two or three
+stills cycled (held 1-4 frames each), is an injected still; shuffled frames are a hack; genuine
+captures (tests/genuine.py), including a person sitting very still, are not. Real models
+throughout; measured values print with ``pytest -s``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from shared.sample import build_capture, encode_jpeg
 from tests.blink import close_eyes
 from tests.fixtures_images import astronaut, coffee, resized
 from tests.genuine import genuine_capture, genuine_frames
-from tests.stills import STILL_VARIANTS, cycled_frames, still_frames
+from tests.stills import STILL_VARIANTS, cycled_frames, held_pattern, still_frames
 from worker.pipeline.fusion import HACK_THRESHOLD
 from worker.pipeline.run import Analysis, Pipeline, PipelineContext
 
@@ -47,6 +48,40 @@ def test_two_stills_cycled_are_injected(pipeline: Pipeline) -> None:
     analysis = analyze(pipeline, build_capture(frames))
     assert "still_image_injected" in analysis.reasons
     assert analysis.score >= HACK_THRESHOLD
+
+
+@pytest.mark.parametrize(("photos", "variant"), [(2, "shift"), (3, "jpeg"), (3, "noise")])
+def test_stills_held_one_to_four_frames_are_injected(
+    pipeline: Pipeline, photos: int, variant: str
+) -> None:
+    # Held for several frames, two photos whose faces barely differ (frames of a person sitting
+    # still) or three whose groups are as loose as a live face's: only the noise-floor states
+    # (each photo's copies differ by fresh noise, with no drift) give them away.
+    frames = genuine_frames(21, n=16, still=photos == 2)
+    chosen = [frames[8], frames[0], frames[15]][:photos]
+    pattern = held_pattern(photos, 16, np.random.default_rng(photos))
+    assert max(pattern.count(k) for k in range(photos)) < 16 and len(set(pattern)) == photos
+    analysis = analyze(pipeline, build_capture(cycled_frames(chosen, pattern, variant, seed=5)))
+    assert "still_image_injected" in analysis.reasons
+    assert analysis.score >= HACK_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    ("seed", "still", "code"),
+    [(9, False, "frames_out_of_order"), (12, True, "still_image_injected")],
+    ids=["moving", "sitting-still"],
+)
+def test_shuffled_frames_are_a_hack(pipeline: Pipeline, seed: int, still: bool, code: str) -> None:
+    # Moving: the face's path in timestamp order is far longer than through the same frames in
+    # another order. Sitting still (no readable path): shuffled, the face's fields keep no drift
+    # from one frame to the next, as copies of one photo.
+    frames = genuine_frames(seed, n=16, still=still)
+    order = np.random.default_rng(1000 + seed).permutation(16)
+    analysis = analyze(pipeline, build_capture([frames[i] for i in order]))
+    assert code in analysis.reasons
+    assert analysis.score >= HACK_THRESHOLD
+    # The same frames in their order: a pass.
+    assert analyze(pipeline, build_capture(frames)).score < HACK_THRESHOLD
 
 
 @pytest.mark.parametrize("still", [False, True], ids=["moving", "sitting-still"])
