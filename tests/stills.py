@@ -22,6 +22,7 @@ STILL_VARIANTS = ("noise", "shift", "scale", "rotate", "jpeg", "all")
 
 def _decode(data: bytes) -> Image:
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    assert bgr is not None, "not an image"
     return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
