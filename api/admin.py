@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
@@ -13,7 +10,6 @@ from api.auth import admin_only
 from api.context import db, services
 from shared.errors import ApiError
 from shared.keys import (
-    KeyOptions,
     create_key,
     get_key,
     key_view,
@@ -23,24 +19,13 @@ from shared.keys import (
     secrets_view,
     update_key,
 )
+from shared.schemas import KeyCreate, KeyOptions
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-_TYPES: dict[str, type] = {
-    "name": str,
-    "quota": int,
-    "quota_period": str,
-    "rate": float,
-    "burst": int,
-    "expires_at": str,
-    "permissions": str,
-    "webhook_url": str,
-    "require_signed": bool,
-    "require_session": bool,
-}
 
-
-def _options(*, creating: bool = False) -> KeyOptions:
+def _options(model: type[KeyOptions] = KeyOptions) -> KeyOptions:
+    """The JSON body as ``model``; after ``admin_only``, so a bad token is 401 before any 400."""
     body = request.get_json(silent=True)
     if body is None and request.get_data(cache=True):
         raise ApiError("INVALID_ARGUMENT", "the body must be a JSON object")
@@ -48,30 +33,7 @@ def _options(*, creating: bool = False) -> KeyOptions:
         body = {}
     if not isinstance(body, dict):
         raise ApiError("INVALID_ARGUMENT", "the body must be a JSON object")
-    if creating and not (isinstance(body.get("name"), str) and body["name"].strip()):
-        # As `antihack keys create --name` and the OpenAPI document require.
-        raise ApiError("INVALID_ARGUMENT", "name is required (a non-empty string)")
-    unknown = set(body) - set(_TYPES)
-    if unknown:
-        raise ApiError("INVALID_ARGUMENT", f"unknown fields {sorted(unknown)}")
-    values: dict[str, Any] = {}
-    for name, value in body.items():
-        kind = _TYPES[name]
-        if value is None:
-            continue
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if name == "permissions" and isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ApiError("INVALID_ARGUMENT", f"{name} must be {kind.__name__}")
-        if name == "expires_at":
-            try:
-                value = datetime.fromisoformat(str(value))
-            except ValueError:
-                raise ApiError("INVALID_ARGUMENT", "expires_at must be ISO 8601") from None
-        values[name] = value
-    return KeyOptions(**values)
+    return model.parse(body)
 
 
 @bp.post("/keys")
@@ -82,7 +44,7 @@ def create() -> ResponseReturnValue:
     key, new = create_key(
         session,
         settings.secret_key,
-        _options(creating=True),
+        _options(KeyCreate),
         allow_private_urls=settings.allow_private_urls,
     )
     session.commit()

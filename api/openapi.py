@@ -1,8 +1,11 @@
 """The OpenAPI 3.1 document (``/openapi.json``) and Swagger UI (``/docs``, assets from the
 ``flask-swagger-ui`` wheel, served from its installed directory: no CDN).
 
-The document is written by hand as a dict; ``tests/test_openapi.py`` validates it and checks
-that every URL rule of the app is in it.
+The request and response bodies of the admin key and capture-session endpoints, and the
+named vocabularies (Challenge, QuotaPeriod, Permission, RequestId, ...), are generated from the
+pydantic models in ``shared/schemas.py`` (the same models validate the requests); the paths and
+the other schemas are written here as a dict. ``tests/test_openapi.py`` validates the document
+and checks that every URL rule of the app is in it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ from flask.typing import ResponseReturnValue
 
 from api.app_helpers import json_response
 from shared.errors import HTTP_CODES
-from shared.keys import ENDPOINTS
 from shared.models import DELIVERY_STATES
-from shared.settings import SESSION_CHALLENGES
+from shared.schemas import component_schemas
 
 bp = Blueprint("openapi", __name__)
 
@@ -148,13 +150,9 @@ def _extra_schema() -> dict[str, Any]:
     }
 
 
+# Hand-written below; the models of shared/schemas.py generate the rest (component_schemas).
 SCHEMAS: dict[str, Any] = {
-    "RequestId": {
-        "type": "string",
-        "pattern": "^TID[0-9a-f]{32}$",
-        "description": "Unique id of the request; for a submission it is also the job id.",
-        "examples": ["TID8bf47ab6eda64476973cc5f5b6ebf57e"],
-    },
+    **component_schemas(),
     "ErrorStatus": {
         "type": "string",
         "enum": list(HTTP_CODES),
@@ -357,7 +355,6 @@ SCHEMAS: dict[str, Any] = {
         },
         "required": ["date", "accepted", "succeeded", "failed", "refunded"],
     },
-    "QuotaPeriod": {"type": "string", "enum": ["day", "month", "total"]},
     "Usage": {
         "type": "object",
         "properties": {
@@ -377,172 +374,6 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {"keys": {"type": "array", "items": _schema("Usage")}},
         "required": ["keys"],
-    },
-    "Permission": {"type": "string", "enum": list(ENDPOINTS)},
-    "Key": {
-        "type": "object",
-        "description": "An API key as admins see it: never a secret.",
-        "properties": {
-            "api_id": {"type": "string"},
-            "name": {"type": "string"},
-            "created_at": DATE_TIME,
-            "expires_at": NULLABLE_DATE_TIME,
-            "revoked": {"type": "boolean"},
-            "permissions": {"type": "array", "items": _schema("Permission")},
-            "quota": _nullable("integer"),
-            "quota_period": _schema("QuotaPeriod"),
-            "rate": _nullable("number", description="requests per second"),
-            "burst": _nullable("integer"),
-            "webhook_url": _nullable("string", format="uri"),
-            "webhook_disabled_at": NULLABLE_DATE_TIME,
-            "webhook_secret_rotated_at": NULLABLE_DATE_TIME,
-            "require_signed": {"type": "boolean"},
-            "require_session": {
-                "type": "boolean",
-                "description": "Every capture must carry a capture session's nonce.",
-            },
-        },
-        "required": ["api_id", "name", "created_at", "revoked", "permissions"],
-    },
-    "KeyWithSecrets": {
-        "description": "A key with its secrets: shown only when created or rotated.",
-        "allOf": [
-            _schema("Key"),
-            {
-                "type": "object",
-                "properties": {
-                    "api_secret": {"type": "string"},
-                    "webhook_secret": {"type": "string", "pattern": "^whsec_"},
-                    "sdk_secret": {"type": "string"},
-                },
-                "required": ["api_secret", "webhook_secret", "sdk_secret"],
-            },
-        ],
-    },
-    "KeyList": {
-        "type": "object",
-        "properties": {"keys": {"type": "array", "items": _schema("Key")}},
-        "required": ["keys"],
-    },
-    "KeyOptions": {
-        "type": "object",
-        "description": "The CLI's `keys create|update` options; null or absent: unchanged.",
-        "additionalProperties": False,
-        "properties": {
-            "name": _nullable("string"),
-            "quota": _nullable("integer", minimum=0),
-            "quota_period": {"oneOf": [_schema("QuotaPeriod"), {"type": "null"}]},
-            "rate": _nullable("number", exclusiveMinimum=0),
-            "burst": _nullable("integer", minimum=1),
-            "expires_at": _nullable("string", format="date-time"),
-            "permissions": {
-                "description": "Comma-separated or a list; empty: every endpoint.",
-                "oneOf": [
-                    {"type": "string"},
-                    {"type": "array", "items": _schema("Permission")},
-                    {"type": "null"},
-                ],
-            },
-            "webhook_url": _nullable("string", format="uri"),
-            "require_signed": _nullable("boolean"),
-            "require_session": _nullable("boolean"),
-        },
-    },
-    "Challenge": {
-        "type": "string",
-        "enum": list(SESSION_CHALLENGES),
-        "description": "An action the person performs: BLINK (close and reopen both eyes), "
-        "MOUTH (open the mouth), NOD (tilt the head), YAW (turn the head).",
-    },
-    "SessionChallenge": {
-        "type": "array",
-        "items": _schema("Challenge"),
-        "minItems": 1,
-        "uniqueItems": True,
-        "description": "The steps the capture must show, in this order: the capture's "
-        "`challenges` must be exactly this list, and its frames tagged with a "
-        "`challenge_step` must show these steps in this order.",
-        "examples": [["BLINK", "YAW"]],
-    },
-    "SessionId": {"type": "string", "pattern": "^ses_[0-9a-f]{32}$"},
-    "LightSequence": {
-        "type": "object",
-        "description": "Only when the challenge has a LIGHT step: the colours the SDK fills "
-        "the screen with, in order, and how long each is shown.",
-        "properties": {
-            "colors": {"type": "array", "items": {"type": "string", "pattern": "^#[0-9a-f]{6}$"}},
-            "durations_ms": {"type": "array", "items": {"type": "integer", "minimum": 1}},
-        },
-        "required": ["colors", "durations_ms"],
-    },
-    "NewSession": {
-        "type": "object",
-        "description": "A capture session. Give `nonce`, `challenge` and `upload_token` to "
-        "the capture SDK; the capture carries the nonce as `session_nonce`.",
-        "properties": {
-            "request_id": _schema("RequestId"),
-            "status": {"type": "string", "const": "OK"},
-            "session_id": _schema("SessionId"),
-            "nonce": {
-                "type": "string",
-                "minLength": 22,
-                "pattern": "^[A-Za-z0-9_-]+$",
-                "description": "URL-safe random (192 bits); redeemable by one capture.",
-            },
-            "challenge": _schema("SessionChallenge"),
-            "expires_at": DATE_TIME,
-            "upload_token": {
-                "type": "string",
-                "description": "Opaque bearer token: submits this session's capture once "
-                "(`Authorization: Bearer`), before expires_at, and reads the job it created "
-                "until 10 minutes after expires_at. Shown only here.",
-            },
-            "light": _schema("LightSequence"),
-        },
-        "required": [
-            "request_id",
-            "status",
-            "session_id",
-            "nonce",
-            "challenge",
-            "expires_at",
-            "upload_token",
-        ],
-    },
-    "Session": {
-        "type": "object",
-        "properties": {
-            "request_id": _schema("RequestId"),
-            "status": {"type": "string", "const": "OK"},
-            "session_id": _schema("SessionId"),
-            "challenge": _schema("SessionChallenge"),
-            "expires_at": DATE_TIME,
-            "state": {
-                "type": "string",
-                "enum": ["PENDING", "USED", "EXPIRED"],
-                "description": "USED once a submission redeemed its nonce.",
-            },
-            "job_id": {
-                "oneOf": [_schema("RequestId"), {"type": "null"}],
-                "description": "The job that redeemed the nonce.",
-            },
-            "light": _schema("LightSequence"),
-        },
-        "required": [
-            "request_id",
-            "status",
-            "session_id",
-            "challenge",
-            "expires_at",
-            "state",
-            "job_id",
-        ],
-    },
-    "SessionOptions": {
-        "type": "object",
-        "description": "No options yet: send no body, or `{}`.",
-        "additionalProperties": False,
-        "maxProperties": 0,
     },
     "DeliveryState": {"type": "string", "enum": list(DELIVERY_STATES)},
     "WebhookAttempt": {
@@ -993,15 +824,7 @@ PATHS: dict[str, Any] = {
             security=ADMIN,
             body={
                 "required": True,
-                "content": {
-                    JSON: {
-                        "schema": {
-                            "allOf": [_schema("KeyOptions")],
-                            "properties": {"name": {"type": "string", "pattern": "\\S"}},
-                            "required": ["name"],
-                        }
-                    }
-                },
+                "content": {JSON: {"schema": _schema("KeyCreate")}},
             },
         ),
     },

@@ -3,16 +3,25 @@ capture SDK shows, records and submits (see shared/sessions.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, g, request
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel
 
 from api.app_helpers import json_response
 from api.auth import client_key, current_key
 from api.context import db, services
 from shared.errors import ApiError
+from shared.schemas import NewSession, Session
 from shared.sessions import create_session, get_owned_session, session_view
 
 bp = Blueprint("sessions", __name__)
+
+
+def _shown(body: BaseModel) -> dict[str, Any]:
+    """A response model as JSON; ``light`` is absent, not null, for a session without LIGHT."""
+    return body.model_dump(mode="json", exclude_unset=True)
 
 
 def _no_options() -> None:
@@ -35,11 +44,13 @@ def create() -> ResponseReturnValue:
     session = db()
     new = create_session(session, current_key(), services().settings)
     session.commit()
-    return json_response({"request_id": g.request_id, "status": "OK", **new.body()}, 201)
+    body = NewSession.model_validate({"request_id": g.request_id, "status": "OK", **new.body()})
+    return json_response(_shown(body), 201)
 
 
 @bp.get("/v1/sessions/<session_id>")
 @client_key("sessions")
 def show(session_id: str) -> ResponseReturnValue:
     row = get_owned_session(db(), current_key(), session_id)
-    return json_response({"request_id": g.request_id, "status": "OK", **session_view(row)})
+    body = Session.model_validate({"request_id": g.request_id, "status": "OK", **session_view(row)})
+    return json_response(_shown(body))

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from shared.choices import CHALLENGES
 from shared.proto import liveness_pb2 as pb
 
 Capture = pb.Capture
@@ -46,12 +47,7 @@ _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 # DRI, APP0-15 and COM. Any other marker there is an error to libjpeg, and so to us.
 _JPEG_BEFORE_SOF = frozenset({0xC4, 0xCC, 0xDB, 0xDC, 0xDD, *range(0xE0, 0xF0), 0xFE})
 # Only challenges the pipeline knows how to observe are accepted.
-_KNOWN_CHALLENGES = frozenset(
-    {
-        pb.BLINK, pb.MOUTH, pb.NOD, pb.YAW, pb.LIGHT, pb.TURN_LEFT, pb.TURN_RIGHT, pb.LOOK_UP,
-        pb.LOOK_DOWN, pb.OPEN_MOUTH, pb.SMILE, pb.MOVE_CLOSER,
-    }
-)  # fmt: skip
+_KNOWN_CHALLENGES = frozenset(pb.Challenge.Value(name) for name in CHALLENGES)
 # A step prompt's time is Unix epoch ms: before 2100-01-01 (a sane client clock).
 MAX_EPOCH_MS = 4_102_444_800_000
 

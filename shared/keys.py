@@ -8,20 +8,20 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.choices import ENDPOINTS as ENDPOINTS
+from shared.choices import QUOTA_PERIODS as QUOTA_PERIODS
 from shared.errors import ApiError
-from shared.models import ApiKey, iso, utcnow
+from shared.models import ApiKey, utcnow
+from shared.schemas import MAX_NAME as MAX_NAME
+from shared.schemas import Key, KeyWithSecrets
+from shared.schemas import KeyOptions as KeyOptions  # the models also generate the document
 from shared.secrets import check_secret, decrypt, encrypt, hash_secret
 from shared.urlguard import UrlRefused, UrlUnresolvable, resolve
-
-QUOTA_PERIODS = ("day", "month", "total")
-ENDPOINTS = ("liveness_anti_hack", "jobs", "liveness_image", "sessions")
-MAX_NAME = 200  # api_keys.name
 
 
 @dataclass(frozen=True)
@@ -29,45 +29,6 @@ class NewSecrets:
     api_secret: str
     webhook_secret: str
     sdk_secret: str
-
-
-@dataclass(frozen=True)
-class KeyOptions:
-    """Options of ``keys create`` / ``keys update``; ``None`` leaves a value as it is."""
-
-    name: str | None = None
-    quota: int | None = None
-    quota_period: str | None = None
-    rate: float | None = None
-    burst: int | None = None
-    expires_at: datetime | None = None
-    permissions: str | None = None
-    webhook_url: str | None = None
-    require_signed: bool | None = None
-    require_session: bool | None = None
-
-    def validate(self) -> None:
-        if self.name is not None and (len(self.name) > MAX_NAME or not self.name.isprintable()):
-            raise ApiError(
-                "INVALID_ARGUMENT", f"name must be at most {MAX_NAME} printable characters"
-            )
-        if self.quota_period is not None and self.quota_period not in QUOTA_PERIODS:
-            raise ApiError("INVALID_ARGUMENT", f"quota period must be one of {QUOTA_PERIODS}")
-        if self.quota is not None and self.quota < 0:
-            raise ApiError("INVALID_ARGUMENT", "quota must be >= 0")
-        if self.rate is not None and self.rate <= 0:
-            raise ApiError("INVALID_ARGUMENT", "rate must be > 0 requests per second")
-        if self.burst is not None and self.burst < 1:
-            raise ApiError("INVALID_ARGUMENT", "burst must be >= 1")
-        if self.expires_at is not None and self.expires_at.tzinfo is None:
-            raise ApiError("INVALID_ARGUMENT", "expires_at must carry a time zone")
-        if self.permissions:
-            unknown = {p.strip() for p in self.permissions.split(",") if p.strip()} - set(ENDPOINTS)
-            if unknown:
-                raise ApiError(
-                    "INVALID_ARGUMENT",
-                    f"unknown permissions {sorted(unknown)}; known: {', '.join(ENDPOINTS)}",
-                )
 
 
 def _new_secrets() -> NewSecrets:
@@ -92,7 +53,7 @@ def _check_webhook_url(url: str, allow_private_urls: bool) -> None:
 
 
 def _apply(key: ApiKey, opts: KeyOptions, allow_private_urls: bool) -> None:
-    opts.validate()
+    # ``opts`` is valid (the model checked it); the URL's check needs the setting.
     if opts.webhook_url:
         _check_webhook_url(opts.webhook_url, allow_private_urls)
     if opts.name is not None:
@@ -272,29 +233,37 @@ def sdk_secret(key: ApiKey, secret_key: str) -> str:
 
 def key_view(key: ApiKey) -> dict[str, Any]:
     """A key as shown to admins: never any secret."""
-    return {
-        "api_id": key.id,
-        "name": key.name,
-        "created_at": key.created_at.isoformat(),
-        "expires_at": iso(key.expires_at),
-        "revoked": key.revoked_at is not None,
-        "permissions": [p for p in key.permissions.split(",") if p] or list(ENDPOINTS),
-        "quota": key.quota_limit,
-        "quota_period": key.quota_period,
-        "rate": key.rate_per_s,
-        "burst": key.burst,
-        "webhook_url": key.webhook_url,
-        "webhook_disabled_at": iso(key.webhook_disabled_at),
-        "webhook_secret_rotated_at": iso(key.webhook_secret_rotated_at),
-        "require_signed": key.require_signed,
-        "require_session": key.require_session,
-    }
+    return _key(key).model_dump(mode="json")
+
+
+def _key(key: ApiKey) -> Key:
+    return Key.model_validate(
+        {
+            "api_id": key.id,
+            "name": key.name,
+            "created_at": key.created_at,
+            "expires_at": key.expires_at,
+            "revoked": key.revoked_at is not None,
+            "permissions": [p for p in key.permissions.split(",") if p] or list(ENDPOINTS),
+            "quota": key.quota_limit,
+            "quota_period": key.quota_period,
+            "rate": key.rate_per_s,
+            "burst": key.burst,
+            "webhook_url": key.webhook_url,
+            "webhook_disabled_at": key.webhook_disabled_at,
+            "webhook_secret_rotated_at": key.webhook_secret_rotated_at,
+            "require_signed": key.require_signed,
+            "require_session": key.require_session,
+        }
+    )
 
 
 def secrets_view(key: ApiKey, new: NewSecrets) -> dict[str, Any]:
-    return {
-        **key_view(key),
-        "api_secret": new.api_secret,
-        "webhook_secret": new.webhook_secret,
-        "sdk_secret": new.sdk_secret,
-    }
+    """A key with its new secrets: only on create and rotate."""
+    shown = KeyWithSecrets(
+        **_key(key).model_dump(),
+        api_secret=new.api_secret,
+        webhook_secret=new.webhook_secret,
+        sdk_secret=new.sdk_secret,
+    )
+    return shown.model_dump(mode="json")

@@ -11,14 +11,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shared.capture import CAPTURE_VERSION, CaptureLimits, parse_capture, sign_capture
+from shared.choices import FILE_CHALLENGES
 from shared.proto import liveness_pb2 as pb
 
 SDK_VERSION = "antihack-make-sample/1"
-# Every step a capture can show (LIGHT needs the session's colours on a screen: not from files).
-CHALLENGES = (
-    "TURN_LEFT", "TURN_RIGHT", "LOOK_UP", "LOOK_DOWN", "BLINK", "OPEN_MOUTH", "SMILE",
-    "MOVE_CLOSER", "MOUTH", "NOD", "YAW",
-)  # fmt: skip
+# Every step a capture built from files can show (shared/choices.py: all but LIGHT).
+CHALLENGES = FILE_CHALLENGES
 # The fewest frames a step's run must have for its action to be visible at all: a blink needs
 # open, closed and open again; any other action a starting pose and the pose it reaches.
 MIN_STEP_FRAMES = {"BLINK": 3}

@@ -11,15 +11,13 @@ from pydantic import BeforeValidator, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.choices import CHALLENGES
 from shared.light import MAX_COLORS, MIN_COLORS
 
 MiB = 1024 * 1024
 # The challenges the pipeline can observe (worker/pipeline/challenges.py); sessions draw theirs
 # from a configured subset.
-SESSION_CHALLENGES = (
-    "TURN_LEFT", "TURN_RIGHT", "LOOK_UP", "LOOK_DOWN", "BLINK", "OPEN_MOUTH", "SMILE",
-    "MOVE_CLOSER", "MOUTH", "NOD", "YAW", "LIGHT",
-)  # fmt: skip
+SESSION_CHALLENGES = CHALLENGES
 # What each challenge moves: a session never draws two steps of one axis in a row (a person
 # turning left then right would pass the second step on the first's return).
 CHALLENGE_AXES = {

@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from shared.choices import QUOTA_PERIODS
 from shared.cli.common import iso, json_option, with_session
 from shared.cli.output import emit_json, record, table
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from shared.keys import KeyOptions
+    from shared.schemas import KeyOptions
     from shared.settings import Settings
 
 # `keys list` columns, in this order, and the key_view field each shows.
@@ -33,7 +34,7 @@ def key_options(fn: Any) -> Any:
     """The options ``keys create`` and ``keys update`` share."""
     opts = [
         click.option("--quota", type=int, help="Requests allowed per quota period."),
-        click.option("--quota-period", type=click.Choice(["day", "month", "total"])),
+        click.option("--quota-period", type=click.Choice(QUOTA_PERIODS)),
         click.option("--rate", type=float, help="Requests per second."),
         click.option("--burst", type=int, help="Requests allowed at once above the rate."),
         click.option("--expires-at", help="ISO 8601 expiry with a time zone."),
@@ -53,20 +54,12 @@ def key_options(fn: Any) -> Any:
 
 
 def _options(name: str | None, kw: dict[str, Any]) -> KeyOptions:
-    from shared.keys import KeyOptions
+    """The options as the admin API's model, checked by it (its errors become messages inside
+    ``with_session``); each option's name is its field's (a test checks they stay the same)."""
+    from shared.schemas import KeyOptions
 
-    return KeyOptions(
-        name=name,
-        quota=kw["quota"],
-        quota_period=kw["quota_period"],
-        rate=kw["rate"],
-        burst=kw["burst"],
-        expires_at=iso(kw["expires_at"]),
-        permissions=kw["permissions"],
-        webhook_url=kw["webhook_url"],
-        require_signed=kw["require_signed"],
-        require_session=kw["require_session"],
-    )
+    fields = {field: kw[field] for field in KeyOptions.model_fields if field in kw}
+    return KeyOptions.parse({**fields, "name": name, "expires_at": iso(kw["expires_at"])})
 
 
 def _show(data: dict[str, Any], as_json: bool) -> None:
@@ -91,10 +84,12 @@ def keys_create(name: str, **kw: Any) -> None:
     """Create a key and print its secrets once."""
     from shared.keys import create_key, secrets_view
 
-    opts = _options(name, kw)
+    iso(kw["expires_at"])  # a usage error (exit 2) before any database work
     data = with_session(
         lambda s, st: secrets_view(
-            *create_key(s, st.secret_key, opts, allow_private_urls=st.allow_private_urls)
+            *create_key(
+                s, st.secret_key, _options(name, kw), allow_private_urls=st.allow_private_urls
+            )
         )
     )
     _show(data, kw["as_json"])
@@ -137,10 +132,10 @@ def keys_update(api_id: str, name: str | None, **kw: Any) -> None:
     """Change a key's limits, expiry, permissions or webhook."""
     from shared.keys import key_view, update_key
 
-    opts = _options(name, kw)
+    iso(kw["expires_at"])  # a usage error (exit 2) before any database work
     data = with_session(
         lambda s, st: key_view(
-            update_key(s, api_id, opts, allow_private_urls=st.allow_private_urls)
+            update_key(s, api_id, _options(name, kw), allow_private_urls=st.allow_private_urls)
         )
     )
     _show(data, kw["as_json"])

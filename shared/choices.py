@@ -1,0 +1,31 @@
+"""Closed vocabularies of the API, each written once as a ``Literal`` with its values as a tuple.
+
+Only ``typing`` is imported here, so that the CLI can build its ``click.Choice`` options from
+these at import time (``tests/test_cli_imports.py``); the pydantic models in
+``shared/schemas.py`` name the same types, and the OpenAPI document is generated from those.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# Every step a capture can be asked to show (proto/liveness.proto's ``Challenge`` enum without
+# CHALLENGE_UNSPECIFIED; a test checks the two agree). The pipeline can observe each
+# (worker/pipeline/challenges.py); sessions draw theirs from ANTIHACK_SESSION_CHALLENGES.
+Challenge = Literal[
+    "TURN_LEFT", "TURN_RIGHT", "LOOK_UP", "LOOK_DOWN", "BLINK", "OPEN_MOUTH", "SMILE",
+    "MOVE_CLOSER", "MOUTH", "NOD", "YAW", "LIGHT",
+]  # fmt: skip
+CHALLENGES: tuple[Challenge, ...] = get_args(Challenge)
+# LIGHT needs the session's colours on a screen: a capture built from files cannot show it.
+FILE_CHALLENGES: tuple[Challenge, ...] = tuple(c for c in CHALLENGES if c != "LIGHT")
+
+QuotaPeriod = Literal["day", "month", "total"]
+QUOTA_PERIODS: tuple[QuotaPeriod, ...] = get_args(QuotaPeriod)
+
+# The endpoints a key's ``permissions`` can name (empty: every one).
+Permission = Literal["liveness_anti_hack", "jobs", "liveness_image", "sessions"]
+ENDPOINTS: tuple[Permission, ...] = get_args(Permission)
+
+JobState = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]
+SessionState = Literal["PENDING", "USED", "EXPIRED"]
