@@ -18,6 +18,7 @@ All workers but the threads-pool one: 2 processes (prefork); all acks_late, pref
 
     python -m bench bench_queue
     python bench/bench_queue.py --skip-api    # the peers and the job path only
+    python bench/bench_queue.py --cpu-only    # the worker's CPU per job only
 """
 
 from __future__ import annotations
@@ -293,27 +294,31 @@ def bookkeeping_cpu(st: Stack, **submission: Any) -> float:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--skip-api", action="store_true", help="leave out the end-to-end run")
+    parser.add_argument(
+        "--cpu-only", action="store_true", help="only the worker's CPU per job (no Celery runs)"
+    )
     args = parser.parse_args(list(argv) if argv is not None else [])
     print(f"load average {load_average()} (1/5/15 min)")
+    figures: dict[str, Figures] = {}
     with stack() as st:
-        figures = {
-            "bare Celery no-op": bare(st.settings),
-            "Celery + database results": celery_db(st.settings),
-            "antihack job path": job_path(st),
-            f"job path, {THREADS} threads": job_path(st, THREADS),
-        }
-        if not args.skip_api:
+        if not args.cpu_only:
+            figures["bare Celery no-op"] = bare(st.settings)
+            figures["Celery + database results"] = celery_db(st.settings)
+            figures["antihack job path"] = job_path(st)
+            figures[f"job path, {THREADS} threads"] = job_path(st, THREADS)
+        if not (args.skip_api or args.cpu_only):
             figures["antihack end to end (API)"] = antihack(st)
         hook = {"callback_url": "http://127.0.0.1:9/hook"}
         cpu, cpu_hook = worker_cpu(st), worker_cpu(st, **hook)
         books, books_hook = bookkeeping_cpu(st), bookkeeping_cpu(st, **hook)
-    print(f"{'':<28} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s':>8} {'vs bare':>8}")
-    bare_rate = figures["bare Celery no-op"][1]
-    for name, (lat, rate) in figures.items():
-        print(f"{name:<28} {median(lat) * 1000:>8.1f} {pct(lat, 0.99) * 1000:>8.1f} "
-              f"{rate:>8.0f} {rate / bare_rate:>7.2f}x")  # fmt: skip
-    print(f"{SEQUENTIAL} sequential round trips, {THROUGHPUT} jobs from {CLIENTS} clients; "
-          "goal: antihack job path >= 0.5x bare")  # fmt: skip
+    if figures:
+        print(f"{'':<28} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s':>8} {'vs bare':>8}")
+        bare_rate = figures["bare Celery no-op"][1]
+        for name, (lat, rate) in figures.items():
+            print(f"{name:<28} {median(lat) * 1000:>8.1f} {pct(lat, 0.99) * 1000:>8.1f} "
+                  f"{rate:>8.0f} {rate / bare_rate:>7.2f}x")  # fmt: skip
+        print(f"{SEQUENTIAL} sequential round trips, {THROUGHPUT} jobs from {CLIENTS} clients; "
+              "goal: antihack job path >= 0.5x bare")  # fmt: skip
     print(f"\nworker CPU per job, in-process, {CPU_JOBS} jobs one after another "
           "(goal <= 2 ms of bookkeeping)")  # fmt: skip
     print(f"{'':<28} {'task CPU ms':>12} {'task wall ms':>13} {'bookkeeping CPU ms':>19}")

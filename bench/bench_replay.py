@@ -73,7 +73,7 @@ def _capture(rng: random.Random) -> list[int]:
 def _prints(hashes: list[int], rng: random.Random) -> list[FramePrint]:
     body = bytes(DESCRIPTOR * DESCRIPTOR)
     return [
-        FramePrint(i, h, rng.getrandbits(64), body, 100.0 + i, 100.0, 60.0)
+        FramePrint(i, h, rng.getrandbits(64), body, 100.0 + i, 100.0, 60.0, registered=True)
         for i, h in enumerate(hashes)
     ]
 

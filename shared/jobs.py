@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -38,7 +38,7 @@ from shared.quota import charge, period_key, refund
 from shared.secrets import new_request_id
 from shared.sessions import CaptureFacts, UploadGrant, redeem, spend_upload_token
 from shared.settings import Settings
-from shared.webhooks import record_completion
+from shared.webhooks import Completion, completion_row
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # An upload token's Idempotency-Key is stored under this prefix, its session id and a digest of
@@ -266,14 +266,16 @@ class ClaimedJob:
 
 @dataclass(frozen=True)
 class Finished:
-    """A result recorded by the attempt that owned the job, with its webhook delivery if any."""
+    """A result recorded by the attempt that owned the job, with its webhook delivery if any:
+    its id and status (``pending``, or ``disabled`` for an endpoint that may not receive)."""
 
-    delivery: WebhookDelivery | None
+    delivery_id: str | None = None
+    delivery_status: str | None = None
 
     @property
     def webhook_due(self) -> bool:
         """A delivery to send now (not one recorded as disabled)."""
-        return self.delivery is not None and self.delivery.status == PENDING
+        return self.delivery_id is not None and self.delivery_status == PENDING
 
 
 @dataclass(frozen=True)
@@ -324,10 +326,13 @@ def claim_jobs(
     if not job_ids:
         return {}
     now = utcnow()
-    rows = session.execute(
-        _claim_statement(),
-        {"job_ids": list(job_ids), "claimed_at": now, "lease_until": now + lease},
-    ).all()
+    params: dict[str, Any] = {"claimed_at": now, "lease_until": now + lease}
+    if len(job_ids) == 1:
+        params.update(job_id=job_ids[0])
+    else:
+        params.update(job_ids=list(job_ids))
+    # On the session's connection: a Core statement needs none of the session's execution layer.
+    rows = session.connection().execute(_claim_statement(len(job_ids) == 1), params).all()
     taken: dict[str, ClaimedJob] = {}
     exhausted: list[AttemptResult] = []
     for job_id, attempt, key_id, image, extra, check, payload, light, signed, secret in rows:
@@ -358,9 +363,10 @@ def claim_jobs(
 
 
 @functools.cache
-def _claim_statement() -> Any:
+def _claim_statement(one: bool) -> Any:
     """The claim of :func:`claim_jobs`, built once: a Core ``UPDATE … RETURNING`` on the tables
-    (no unit of work, no ORM synchronisation), its values bound per call."""
+    (no unit of work, no ORM synchronisation), its values bound per call. ``one``: for a single
+    job, ``id = :id`` rather than an expanding ``IN`` (rendered anew on every execution)."""
     jobs, inputs, keys, sessions = map(_table, (Job, JobInput, ApiKey, CaptureSession))
 
     def key_column(column: Any) -> Any:
@@ -368,7 +374,12 @@ def _claim_statement() -> Any:
 
     return (
         update(jobs)
-        .where(jobs.c.id.in_(bindparam("job_ids", expanding=True)), jobs.c.status == QUEUED)
+        .where(
+            jobs.c.id == bindparam("job_id")
+            if one
+            else jobs.c.id.in_(bindparam("job_ids", expanding=True)),
+            jobs.c.status == QUEUED,
+        )
         .values(
             status=RUNNING,
             attempts=jobs.c.attempts + 1,
@@ -394,15 +405,18 @@ def _claim_statement() -> Any:
 
 
 @functools.cache
-def _finish_statement() -> Any:
-    """The move of :func:`finish_jobs`' jobs that share a result status, built once."""
+def _finish_statement(one: bool) -> Any:
+    """The move of :func:`finish_jobs`' jobs that share a result status, built once (``one``:
+    see :func:`_claim_statement`)."""
     jobs, keys = _table(Job), _table(ApiKey)
+    owner = (
+        and_(jobs.c.id == bindparam("job_id"), jobs.c.attempts == bindparam("attempt"))
+        if one
+        else tuple_(jobs.c.id, jobs.c.attempts).in_(bindparam("owners", expanding=True))
+    )
     return (
         update(jobs)
-        .where(
-            tuple_(jobs.c.id, jobs.c.attempts).in_(bindparam("owners", expanding=True)),
-            jobs.c.status == RUNNING,
-        )
+        .where(owner, jobs.c.status == RUNNING)
         .values(
             status=bindparam("final"),
             finished_at=bindparam("finished"),
@@ -411,16 +425,34 @@ def _finish_statement() -> Any:
         )
         .returning(
             jobs.c.id,
-            # Whether there is an endpoint to record a webhook delivery for.
-            or_(
-                jobs.c.callback_url.is_not(None),
-                select(keys.c.webhook_url)
-                .where(keys.c.id == jobs.c.api_key_id)
-                .scalar_subquery()
-                .is_not(None),
+            # What deciding the job's webhook delivery needs (webhooks.Completion): no query
+            # of the job or its key afterwards.
+            jobs.c.api_key_id,
+            jobs.c.callback_url,
+            *(
+                select(column).where(keys.c.id == jobs.c.api_key_id).scalar_subquery()
+                for column in (keys.c.webhook_url, keys.c.revoked_at, keys.c.webhook_disabled_at)
             ),
         )
     )
+
+
+def _insert_rows(connection: Connection, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``model``'s table with one Core statement, built once per table."""
+    if len(rows) == 1:
+        connection.execute(_insert_statement(model, False), rows[0])
+    elif rows:
+        connection.execute(_insert_statement(model, True), rows)
+
+
+@functools.cache
+def _insert_statement(model: type[Base], many: bool) -> Any:
+    """``many``: with a ``RETURNING``, which makes a list of rows one multi-row
+    ``INSERT … VALUES (…), (…)`` (SQLAlchemy's "insertmanyvalues") rather than one statement
+    per row."""
+    table = _table(model)
+    statement = insert(table)
+    return statement.returning(*table.primary_key.columns) if many else statement
 
 
 def sessions_seen(session: Session, asked: Sequence[tuple[Claim, str]]) -> set[str]:
@@ -484,7 +516,10 @@ def finish_jobs(session: Session, outcomes: Sequence[AttemptResult]) -> dict[str
 
     The job rows are moved by one ``UPDATE`` guarded by (id, attempt) and the results added by
     one ``INSERT``, for any number of jobs; a job whose result has a webhook endpoint gets its
-    delivery in the same transaction (the outbox). An INTERNAL_ERROR is refunded (once:
+    delivery in the same transaction (the outbox), decided by ``webhooks.completion_row`` from
+    what the ``UPDATE … RETURNING`` read (the callback_url, the key's webhook fields) and
+    written by one more ``INSERT``. All Core statements built once, on the session's
+    connection (no unit of work). An INTERNAL_ERROR is refunded (once:
     ``refund`` is conditional on the job row), unless the key had the result's
     ``refund_limit`` refunds today already (None or negative: no limit).
     """
@@ -493,6 +528,7 @@ def finish_jobs(session: Session, outcomes: Sequence[AttemptResult]) -> dict[str
     if len({o.claim.job_id for o in outcomes}) != len(outcomes):
         raise ValueError("one result per job in a call")
     now = utcnow()
+    connection = session.connection()  # Core statements: no unit of work, no ORM layer
     by_status: dict[str, list[tuple[str, int]]] = {}
     for o in outcomes:
         by_status.setdefault(str(o.body.get("status")), []).append(
@@ -501,11 +537,15 @@ def finish_jobs(session: Session, outcomes: Sequence[AttemptResult]) -> dict[str
     moved: list[Any] = []
     for result_status, owners in by_status.items():  # one statement unless the statuses differ
         final = SUCCEEDED if result_status == "OK" else FAILED
-        params = {"owners": owners, "final": final, "finished": now, "result": result_status}
-        moved += session.execute(_finish_statement(), params).all()
-    owned = {str(job_id): bool(endpoint) for job_id, endpoint in moved}
-    if not owned:
+        params = {"final": final, "finished": now, "result": result_status}
+        if len(owners) == 1:
+            params.update(job_id=owners[0][0], attempt=owners[0][1])
+        else:
+            params.update(owners=owners)
+        moved += connection.execute(_finish_statement(len(owners) == 1), params).all()
+    if not moved:
         return {}
+    owned = {str(row[0]) for row in moved}
     results = []
     for o in outcomes:
         if o.claim.job_id not in owned:
@@ -532,17 +572,23 @@ def finish_jobs(session: Session, outcomes: Sequence[AttemptResult]) -> dict[str
                 "created_at": now,
             }
         )
-    session.execute(insert(_table(JobResult)), results)
-    # The webhook deliveries, in the same transaction. Their jobs and keys are loaded in one
-    # query each, so record_completion finds them in the session.
-    with_endpoint = [job_id for job_id, endpoint in owned.items() if endpoint]
-    if with_endpoint:
-        loaded = session.scalars(select(Job).where(Job.id.in_(with_endpoint))).all()
-        session.scalars(select(ApiKey).where(ApiKey.id.in_({j.api_key_id for j in loaded}))).all()
-    return {
-        job_id: Finished(record_completion(session, job_id) if endpoint else None)
-        for job_id, endpoint in owned.items()
-    }
+    _insert_rows(connection, JobResult, results)
+    # The webhook deliveries (the outbox), in the same transaction, decided from what the
+    # UPDATE returned: one INSERT for all of them, nothing read.
+    finished: dict[str, Finished] = {}
+    deliveries = []
+    for job_id, key_id, callback_url, webhook_url, revoked_at, disabled_at in moved:
+        done = Completion(
+            str(job_id), str(key_id), callback_url, webhook_url, revoked_at, disabled_at
+        )
+        row = completion_row(done, now)
+        if row is None:
+            finished[done.job_id] = Finished()
+            continue
+        deliveries.append(row)
+        finished[done.job_id] = Finished(row["id"], row["status"])
+    _insert_rows(connection, WebhookDelivery, deliveries)
+    return finished
 
 
 def _refund(session: Session, claim: Claim, limit: int | None, now: datetime) -> bool:

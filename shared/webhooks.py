@@ -91,7 +91,17 @@ def new_delivery_id() -> str:
     return "msg_" + secrets.token_hex(16)
 
 
-def _stop_reason(key: ApiKey, target: str) -> str | None:
+class KeyState(Protocol):
+    """What a key's webhook state is read from: an :class:`ApiKey`, or a :class:`Completion`."""
+
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+    @property
+    def webhook_disabled_at(self) -> datetime | None: ...
+
+
+def _stop_reason(key: KeyState, target: str) -> str | None:
     """Why nothing may be sent for this key now, or None."""
     if key.revoked_at is not None:
         return "the API key is revoked"
@@ -103,50 +113,91 @@ def _stop_reason(key: ApiKey, target: str) -> str | None:
     return None
 
 
-def _endpoint(job: Job, key: ApiKey) -> tuple[str, str] | None:
-    if job.callback_url:
-        return job.callback_url, TARGET_CALLBACK
-    if key.webhook_url:
-        return key.webhook_url, TARGET_KEY
+def _endpoint(callback_url: str | None, webhook_url: str | None) -> tuple[str, str] | None:
+    if callback_url:
+        return callback_url, TARGET_CALLBACK
+    if webhook_url:
+        return webhook_url, TARGET_KEY
     return None
 
 
-def _new_delivery(job: Job, key: ApiKey, url: str, target: str) -> WebhookDelivery:
-    now = utcnow()
-    return WebhookDelivery(
-        id=new_delivery_id(),
-        api_key_id=key.id,
-        job_id=job.id,
-        event_type=EVENT_COMPLETED,
-        target=target,
-        url=url,
-        status=PENDING,
-        attempts=0,
-        step=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
+def _delivery_values(
+    job_id: str, api_key_id: str, url: str, target: str, now: datetime
+) -> dict[str, Any]:
+    """A new ``liveness.completed`` delivery's row, due now."""
+    return {
+        "id": new_delivery_id(),
+        "api_key_id": api_key_id,
+        "job_id": job_id,
+        "event_type": EVENT_COMPLETED,
+        "target": target,
+        "url": url,
+        "status": PENDING,
+        "attempts": 0,
+        "step": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "last_error": None,
+    }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What deciding a finished job's delivery needs: the job's and its key's webhook fields
+    (``shared.jobs.finish_jobs`` reads them in the ``UPDATE … RETURNING`` that finishes it)."""
+
+    job_id: str
+    api_key_id: str
+    callback_url: str | None
+    webhook_url: str | None
+    revoked_at: datetime | None
+    webhook_disabled_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job, key: ApiKey) -> Completion:
+        return cls(
+            job.id,
+            key.id,
+            job.callback_url,
+            key.webhook_url,
+            key.revoked_at,
+            key.webhook_disabled_at,
+        )
+
+
+def completion_row(done: Completion, now: datetime) -> dict[str, Any] | None:
+    """The ``liveness.completed`` delivery row of a job that has just finished, or None when it
+    has no endpoint (pure: no database; the caller writes it in the job's transaction).
+
+    The endpoint is the job's callback_url, else the key's webhook_url. A delivery for a
+    disabled endpoint is still recorded (as ``disabled``) so that the partner can see what it
+    missed and ask for a redelivery.
+    """
+    endpoint = _endpoint(done.callback_url, done.webhook_url)
+    if endpoint is None:
+        return None
+    row = _delivery_values(done.job_id, done.api_key_id, *endpoint, now)
+    reason = _stop_reason(done, row["target"])
+    if reason is not None:
+        row.update(status=DISABLED, next_attempt_at=None, last_error=reason)
+    return row
 
 
 def record_completion(session: Session, job_id: str) -> WebhookDelivery | None:
-    """Add the ``liveness.completed`` delivery for a job that has just finished (not committed).
+    """Add the ``liveness.completed`` delivery for a job that has just finished (not committed),
+    through the ORM: :func:`completion_row` of the job and its key as the session has them.
 
-    Called by ``shared.jobs.finish`` inside its transaction. The endpoint is the job's
-    callback_url, else the key's webhook_url; with neither there is nothing to deliver. A
-    delivery for a disabled endpoint is still recorded (as ``disabled``) so that the partner
-    can see what it missed and ask for a redelivery.
+    The worker's ``shared.jobs.finish_jobs`` writes the same rows with one Core ``INSERT``
+    from what its ``UPDATE … RETURNING`` read; this is the one-job way for everyone else.
     """
     job = session.get(Job, job_id)
     key = session.get(ApiKey, job.api_key_id) if job is not None else None
     if job is None or key is None:
         return None
-    endpoint = _endpoint(job, key)
-    if endpoint is None:
+    row = completion_row(Completion.of(job, key), utcnow())
+    if row is None:
         return None
-    delivery = _new_delivery(job, key, *endpoint)
-    reason = _stop_reason(key, delivery.target)
-    if reason is not None:
-        delivery.status, delivery.next_attempt_at, delivery.last_error = DISABLED, None, reason
+    delivery = WebhookDelivery(**row)
     session.add(delivery)
     return delivery
 
@@ -455,12 +506,12 @@ def redeliver_job(session: Session, key: ApiKey, job: Job) -> WebhookDelivery:
     """A new delivery of a finished job's result (not committed)."""
     if job.status not in FINAL_STATES:
         raise ApiError("INVALID_ARGUMENT", f"job {job.id} has not finished yet")
-    endpoint = _endpoint(job, key)
+    endpoint = _endpoint(job.callback_url, key.webhook_url)
     if endpoint is None:
         raise ApiError(
             "INVALID_ARGUMENT", "the job has no callback_url and this API key no webhook_url"
         )
-    delivery = _new_delivery(job, key, *endpoint)
+    delivery = WebhookDelivery(**_delivery_values(job.id, key.id, *endpoint, utcnow()))
     reason = _stop_reason(key, delivery.target)
     if reason is not None:
         raise ApiError("INVALID_ARGUMENT", f"cannot redeliver: {reason}")

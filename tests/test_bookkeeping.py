@@ -144,3 +144,35 @@ def test_a_session_id_is_seen_when_its_key_sent_it_in_another_job(
     finally:
         keeper.close()
     assert seen == [False, True, False]
+
+
+def test_result_charge_and_webhook_row_commit_together_or_not_at_all(
+    sessions: Any, key: Key
+) -> None:
+    """A record whose transaction fails after finish_jobs (the commit never comes) leaves
+    neither the result nor the webhook delivery, and the job RUNNING for its attempt: a
+    redelivery's attempt records it once."""
+    from shared.models import WebhookDelivery
+
+    [job_id] = new_jobs(sessions, key.api_id)
+    with transaction(sessions) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(callback_url="http://127.0.0.1:9/h"))
+        [owned] = claim_jobs(s, [job_id], LEASE, 3).values()
+    body = {"status": "OK", "request_id": job_id, "score": 0.5}
+    with pytest.raises(RuntimeError, match="crash"), transaction(sessions) as s:
+        assert finish_jobs(s, [AttemptResult(owned.claim, body)])[job_id].webhook_due
+        raise RuntimeError("crash before the commit")
+
+    def state() -> tuple[Any, int, int]:
+        with transaction(sessions) as s:
+            status = s.scalar(select(Job.status).where(Job.id == job_id))
+            results = len(s.scalars(select(JobResult).where(JobResult.job_id == job_id)).all())
+            hooks = s.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id))
+            return status, results, len(hooks.all())
+
+    assert state() == ("RUNNING", 0, 0)
+    with transaction(sessions) as s:
+        assert finish_jobs(s, [AttemptResult(owned.claim, body)])[job_id].webhook_due
+    with transaction(sessions) as s:
+        assert finish_jobs(s, [AttemptResult(owned.claim, body)]) == {}  # recorded already
+    assert state() == ("SUCCEEDED", 1, 1)

@@ -8,6 +8,7 @@ with head sway, blinks and camera noise; ``still=True`` is a person sitting very
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import cv2
@@ -29,12 +30,13 @@ from worker.pipeline.replay import (
     FramePrint,
     MemoryHistory,
     band_keys,
+    frame_print,
     hamming,
     pack_prints,
     replay_signals,
     unpack_prints,
 )
-from worker.pipeline.run import Analysis, Pipeline, PipelineContext
+from worker.pipeline.run import Analysis, Pipeline, PipelineContext, _Timer
 from worker.replay_index import DbHistory, replay_rows
 
 Image = NDArray[np.uint8]
@@ -109,6 +111,16 @@ TRANSFORMS: dict[str, Callable[[Image], Image]] = {
 }
 
 
+def _facemesh_prints(pipeline: Pipeline, frames: list[Image]) -> list[FramePrint]:
+    """Fingerprints placed by each frame's own FaceMesh points: what version 1 stored."""
+    faces = pipeline._faces(frames, _Timer())
+    return [
+        frame_print(i, frame, mark.points)
+        for i, (frame, mark) in enumerate(zip(frames, faces.marks, strict=True))
+        if mark is not None
+    ]
+
+
 def analyse(pipeline: Pipeline, frames: list[Image], history: Any) -> Analysis:
     capture = parse_capture(build_capture(frames), CaptureLimits())
     return pipeline.analyze(capture, PipelineContext.fresh(history=history))
@@ -161,16 +173,30 @@ def test_a_transformed_replay_is_a_certain_hack_through_any_key(
     assert certain_replay(analysis.frame_prints, history, PARTNER_B) == []
 
 
-@pytest.mark.parametrize("name", ["jpeg q30", "mirror+rotate+scale+jpeg"])
-def test_a_transformed_replay_of_a_very_still_person_is_only_weak(
+STILL_TRANSFORMS = [
+    "mirror",
+    "rotate -10",
+    "scale 0.8",
+    "crop 10% left/top",
+    "jpeg q30",
+    "mirror+rotate+scale+jpeg",
+]
+
+
+@pytest.mark.parametrize("name", STILL_TRANSFORMS)
+def test_a_transformed_replay_of_a_very_still_person_is_a_certain_hack(
     pipeline: Pipeline, originals: dict[bool, list[Image]], history: MemoryHistory, name: str
 ) -> None:
-    """The known limit: a person who barely moved (sway under the landmarks' noise) leaves no
-    motion to recognise once the recording is transformed; the same face is seen again
-    (frames_similar), as for a still retry. Sent again unchanged, it is a certain replay."""
+    """A person who barely moved (sway ~0.007 inter-ocular distances, under FaceMesh's jitter):
+    registered across frames, that sway is still the recording's own, and a transformed replay
+    keeps it under one rigid relation."""
     frames = [TRANSFORMS[name](f) for f in originals[True]]
     analysis = analyse(pipeline, frames, history.scoped(None))
-    assert "frames_similar" in analysis.reasons, analysis.signals
+    assert analysis.score >= 0.99, analysis.signals
+    assert "frames_replayed" in analysis.reasons
+    detail = next(s.detail for s in analysis.signals if s.code == "frames_replayed")
+    print(detail)
+    assert "earlier capture" in detail
 
 
 @pytest.mark.parametrize(
@@ -208,15 +234,51 @@ def test_prints_pack_and_bands_find_near_hashes() -> None:
         FramePrint(i, (0xF0F0_1234_5678_9ABC * (i + 1)) & (2**64 - 1), 0, bytes(256), i, 2.0, 60)
         for i in range(3)
     ]
-    back = unpack_prints(pack_prints(prints))
-    assert [(p.index, p.hash, p.descriptor, p.x, p.y, p.iod) for p in back] == [
-        (p.index, p.hash, p.descriptor, p.x, p.y, p.iod) for p in prints
-    ]
+    fields = [(p.index, p.hash, p.descriptor, p.x, p.y, p.iod, p.registered) for p in prints]
+    # Version 1 (FaceMesh placements): bare records, as stored before registration.
+    old = pack_prints(prints)
+    assert len(old) == 3 * 282
+    assert [
+        (p.index, p.hash, p.descriptor, p.x, p.y, p.iod, p.registered) for p in unpack_prints(old)
+    ] == fields
+    # Version 2 (registered placements): a leading version byte, read back as registered.
+    registered = [replace(p, registered=True) for p in prints]
+    new = pack_prints(registered)
+    assert new[0] == 2 and len(new) == 3 * 282 + 1
+    assert all(p.registered for p in unpack_prints(new))
+    assert [p.x for p in unpack_prints(new)] == [p.x for p in prints]
     # Up to 3 differing bits leave at least one of the 4 bands intact (pigeonhole).
     value = prints[0].hash
     near = value ^ (1 << 3) ^ (1 << 20) ^ (1 << 40)
     assert hamming(value, near) == 3
     assert len(set(band_keys(value)) & set(band_keys(near))) == BANDS - 3
+
+
+def test_fingerprints_stored_before_registration_still_catch_a_replay(
+    pipeline: Pipeline, originals: dict[bool, list[Image]]
+) -> None:
+    """A capture remembered as a version-1 blob (FaceMesh placements) is judged by the legacy
+    thresholds: a transformed replay of a moving person is still caught, a still retry is not."""
+    legacy = _facemesh_prints(pipeline, originals[False])
+    stored = unpack_prints(pack_prints(legacy))
+    assert not any(p.registered for p in stored)
+    memory = MemoryHistory()
+    memory.add("old", PARTNER_A, stored)
+    replay = analyse(pipeline, [TRANSFORMS["rotate +10"](f) for f in originals[False]], memory)
+    assert "frames_replayed" in replay.reasons and replay.score >= 0.99, replay.signals
+    retry = analyse(pipeline, genuine_frames(1316, still=True), memory)
+    assert "frames_replayed" not in retry.reasons and retry.score < HACK_THRESHOLD
+
+
+def test_frames_of_different_sizes_keep_facemesh_placements(pipeline: Pipeline) -> None:
+    """One crop window cannot register frames of different sizes: their fingerprints keep the
+    FaceMesh placements (the legacy thresholds), and the capture is analysed, never a 500."""
+    frames = genuine_frames(1317)
+    frames = [f if i % 2 else TRANSFORMS["scale 0.8"](f) for i, f in enumerate(frames)]
+    analysis = analyse(pipeline, frames, MemoryHistory())
+    assert analysis.frame_prints and not any(p.registered for p in analysis.frame_prints)
+    same = analyse(pipeline, genuine_frames(1317), MemoryHistory())
+    assert all(p.registered for p in same.frame_prints)
 
 
 def test_the_database_index_finds_replays_per_scope(

@@ -501,3 +501,118 @@ def test_a_bad_retry_schedule_is_refused_at_start(schedule: str) -> None:
         Settings().replace(webhook_schedule_s=schedule)
     with pytest.raises(SettingsError, match="ANTIHACK_WEBHOOK_SCHEDULE_S"):
         Settings.from_env({"ANTIHACK_WEBHOOK_SCHEDULE_S": schedule})
+
+
+def test_a_batch_of_finished_jobs_gets_its_deliveries_from_one_insert(
+    sessions: Any, base_settings: Settings, make_key: Any
+) -> None:
+    """finish_jobs decides each delivery from what its UPDATE returned (no query of the job or
+    its key) and writes them all with one INSERT: the callback_url first, else the key's
+    webhook_url; a revoked key's or a 410-disabled endpoint's recorded as disabled; none
+    without an endpoint, none for an attempt that lost its job."""
+    from sqlalchemy import event
+
+    from shared.jobs import AttemptResult, claim_jobs, finish_jobs
+    from shared.models import Job
+
+    hooked = key_with_webhook(sessions, base_settings, "http://127.0.0.1:9/key-hook")
+    gone = key_with_webhook(sessions, base_settings, "http://127.0.0.1:9/gone")
+    revoked = key_with_webhook(sessions, base_settings, "http://127.0.0.1:9/revoked")
+    plain = make_key()
+    key_only, key_and_callback = new_jobs(sessions, hooked.api_id, 2)
+    [nothing, callback_only] = new_jobs(sessions, plain.api_id, 2)
+    [disabled_job] = new_jobs(sessions, gone.api_id)
+    [revoked_job] = new_jobs(sessions, revoked.api_id)
+    [stale] = new_jobs(sessions, hooked.api_id)
+    callback = "http://127.0.0.1:9/callback"
+    with transaction(sessions) as s:
+        s.execute(
+            update(Job)
+            .where(Job.id.in_([key_and_callback, callback_only]))
+            .values(callback_url=callback)
+        )
+        s.execute(
+            update(ApiKey).where(ApiKey.id == gone.api_id).values(webhook_disabled_at=utcnow())
+        )
+        s.execute(update(ApiKey).where(ApiKey.id == revoked.api_id).values(revoked_at=utcnow()))
+    ids = [key_only, key_and_callback, nothing, callback_only, disabled_job, revoked_job, stale]
+    with transaction(sessions) as s:
+        claims = {j: c.claim for j, c in claim_jobs(s, ids, timedelta(seconds=60), 3).items()}
+    assert sorted(claims) == sorted(ids)
+    with transaction(sessions) as s:  # the stale job was taken again by another attempt
+        s.execute(update(Job).where(Job.id == stale).values(attempts=Job.attempts + 1))
+
+    inserts: list[tuple[str, bool]] = []
+
+    def seen(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, many: bool) -> None:
+        if "webhook_deliveries" in statement or "SELECT" in statement.split("RETURNING")[0]:
+            inserts.append((statement, many))
+
+    engine = sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with transaction(sessions) as s:
+            finished = finish_jobs(
+                s,
+                [
+                    AttemptResult(claims[j], {"status": "OK", "request_id": j, "score": 0.5})
+                    for j in ids
+                ],
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    # One statement wrote every delivery (one INSERT of five rows); nothing was read.
+    [(statement, _)] = inserts
+    assert statement.startswith("INSERT INTO webhook_deliveries")
+    assert statement.count("), (") == 4, statement
+    assert stale not in finished
+    with transaction(sessions) as s:
+        rows = {
+            d.job_id: d
+            for d in s.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id.in_(ids)))
+        }
+    assert sorted(rows) == sorted(
+        [key_only, key_and_callback, callback_only, disabled_job, revoked_job]
+    )
+    want = {
+        key_only: ("key", "http://127.0.0.1:9/key-hook", "pending", hooked.api_id),
+        key_and_callback: ("callback", callback, "pending", hooked.api_id),
+        callback_only: ("callback", callback, "pending", plain.api_id),
+        disabled_job: ("key", "http://127.0.0.1:9/gone", "disabled", gone.api_id),
+        revoked_job: (
+            "key",
+            "http://127.0.0.1:9/revoked",
+            "disabled",
+            revoked.api_id,
+        ),
+    }
+    for job_id, (target, url, status, api_id) in want.items():
+        row = rows[job_id]
+        assert (row.target, row.url, row.status, row.api_key_id) == (target, url, status, api_id)
+        assert row.event_type == "liveness.completed" and row.attempts == row.step == 0
+        assert finished[job_id].delivery_id == row.id
+        assert finished[job_id].webhook_due == (status == "pending")
+        assert (row.next_attempt_at is None) == (status == "disabled")
+    assert "410 Gone" in (rows[disabled_job].last_error or "")
+    assert rows[revoked_job].last_error == "the API key is revoked"
+    assert finished[nothing].delivery_id is None and not finished[nothing].webhook_due
+
+
+def test_record_completion_writes_the_row_completion_row_decides(
+    sessions: Any, base_settings: Settings
+) -> None:
+    """The ORM way (one job) and the worker's Core way share the decision."""
+    from shared.models import Job
+
+    hooked = key_with_webhook(sessions, base_settings, "http://127.0.0.1:9/key-hook")
+    [job_id] = new_jobs(sessions, hooked.api_id)
+    with transaction(sessions) as s:
+        job, api_key = s.get(Job, job_id), s.get(ApiKey, hooked.api_id)
+        assert job is not None and api_key is not None
+        decided = webhooks.completion_row(webhooks.Completion.of(job, api_key), utcnow())
+        delivery = webhooks.record_completion(s, job_id)
+        assert decided is not None and delivery is not None
+        same = [c for c in decided if c not in ("id", "created_at", "next_attempt_at")]
+        assert {c: getattr(delivery, c) for c in same} == {c: decided[c] for c in same}
+        assert decided["status"] == "pending" and delivery.next_attempt_at == delivery.created_at
+        s.rollback()

@@ -38,7 +38,7 @@ from worker.pipeline.replay import (
     FramePrint,
     NoHistory,
     ReplayHistory,
-    frame_print,
+    capture_prints,
     replay_signals,
 )
 
@@ -269,11 +269,9 @@ class Pipeline:
                 )
                 signals += light.signals
         with timer.stage("replay"):
-            prints = [
-                frame_print(i, frame, mark.points)
-                for i, (frame, mark) in enumerate(zip(frames, faces.marks, strict=True))
-                if mark is not None
-            ]
+            prints = capture_prints(
+                frames, [m.points if m is not None else None for m in faces.marks]
+            )
             candidates = ctx.history.lookup(prints) if prints else []
             signals += replay_signals(capture.session_id, prints, ctx.seen_session_ids, candidates)
         with timer.stage("fusion"):
