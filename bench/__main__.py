@@ -7,6 +7,7 @@ import sys
 
 BENCHES = [
     "bench_submit",
+    "bench_intake",
     "bench_queue",
     "bench_burst",
     "bench_quota",

@@ -332,7 +332,15 @@ def claim_jobs(
     else:
         params.update(job_ids=list(job_ids))
     # On the session's connection: a Core statement needs none of the session's execution layer.
-    rows = session.connection().execute(_claim_statement(len(job_ids) == 1), params).all()
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # The claim's commit need not wait for the disk. A claim lost in a database crash leaves
+        # the job as it was (QUEUED, its attempts and any exhausted-attempts failure with it: a
+        # transaction is lost whole or not at all); the worker's record then matches no RUNNING
+        # attempt and writes nothing, and the sweeper publishes the job again. The result's
+        # commit (finish_jobs) stays synchronous: that one must not be lost once acknowledged.
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+    rows = connection.execute(_claim_statement(len(job_ids) == 1), params).all()
     taken: dict[str, ClaimedJob] = {}
     exhausted: list[AttemptResult] = []
     for job_id, attempt, key_id, image, extra, check, payload, light, signed, secret in rows:
