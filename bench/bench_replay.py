@@ -94,7 +94,7 @@ def _load(engine: sa.Engine, keys: list[str], start: int, count: int, rng: rando
         cur = raw.cursor()
         if engine.dialect.name == "postgresql":
             cur.execute("SET session_replication_role = replica")  # no job rows: FKs off
-            with cur.copy(  # type: ignore[attr-defined]
+            with cur.copy(
                 "COPY replay_captures (job_id, api_key_id, prints, created_at) FROM STDIN"
             ) as copy:
                 for row in captures:
@@ -102,7 +102,7 @@ def _load(engine: sa.Engine, keys: list[str], start: int, count: int, rng: rando
             buf = io.StringIO()
             for job, band, key, created in bands:
                 buf.write(f"{job}\t{band}\t{key}\t{created.isoformat()}\n")
-            with cur.copy(  # type: ignore[attr-defined]
+            with cur.copy(
                 "COPY replay_bands (job_id, band, api_key_id, created_at) FROM STDIN"
             ) as copy:
                 copy.write(buf.getvalue())

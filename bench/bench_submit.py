@@ -25,7 +25,7 @@ def capture_100k() -> bytes:
     """A ~100 KiB capture of a real photo without a face (fast through the pipeline)."""
     from skimage import data
 
-    img = cv2.resize(data.coffee(), (480, 320))
+    img = np.asarray(cv2.resize(data.coffee(), (480, 320)), dtype=np.uint8)  # type: ignore[no-untyped-call]
     frames = [np.roll(img, i, axis=1) for i in range(2)]
     return build_capture(frames, jpeg_quality=92)
 

@@ -18,7 +18,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.bench_batching import OUTPUTS, model_rows
+from bench.bench_batching import OUTPUTS
+from bench.bench_models import model_rows
 from shared.capture import parse_capture
 from shared.db import transaction
 from shared.devstack import free_port, wait_until

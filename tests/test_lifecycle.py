@@ -23,7 +23,7 @@ def expire_lease(sessions: Any, job_id: str) -> None:
     with transaction(sessions) as s:
         job = s.get(Job, job_id)
         assert job is not None
-        job.lease_expires_at = job.started_at - timedelta(seconds=1)  # type: ignore[operator]
+        job.lease_expires_at = job.started_at - timedelta(seconds=1)  # type: ignore[operator,assignment]
 
 
 def test_models_and_migrations_agree(base_settings: Settings) -> None:
