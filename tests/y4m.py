@@ -1,7 +1,8 @@
 """A YUV4MPEG2 writer, for Chromium's fake camera (``--use-file-for-fake-video-capture``).
 
-Chromium reads 4:2:0 Y4M files and loops them; this writes the synthetic blink of tests/blink.py
-as a camera would see it: 640x480 at 15 fps, a blink every second.
+Chromium reads 4:2:0 Y4M files and loops them; this writes a generated live person
+(tests/genuine.py: the astronaut animated through its face mesh, blinking once a second) as a
+camera would see it: 640x480 at 15 fps.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from tests.blink import blink_frames
+from tests.genuine import genuine_frames
 
 Image = NDArray[np.uint8]
 
@@ -50,15 +51,14 @@ def camera_view(image: Image) -> Image:
     return np.asarray(cv2.resize(band, CAMERA_SIZE, interpolation=cv2.INTER_LINEAR), np.uint8)
 
 
-def write_blink_camera(path: Path, seconds: int = 4) -> Path:
-    """``seconds`` of the astronaut blinking once a second (a 330 ms blink mid-second).
+def write_blink_camera(path: Path, seconds: int = 4, seed: int = 21) -> Path:
+    """``seconds`` of a live person blinking once a second (tests/genuine.py, one BLINK step a
+    second), as a webcam frames it.
 
-    Each second has its own sensor noise and sway (a different seed), so frames repeat only when
-    Chromium loops the whole file.
+    Not tests/blink.py's painted stills: a photo whose eyelids are painted shut and open again is
+    the cycled-stills attack, which the motion check calls an injected still.
     """
-    frames = (
-        camera_view(frame)
-        for second in range(seconds)
-        for frame in blink_frames(CAMERA_FPS, blink=True, seed=second)
+    frames = genuine_frames(
+        seed, n=CAMERA_FPS * seconds, fps=CAMERA_FPS, challenges=("BLINK",) * seconds
     )
-    return write_y4m(path, frames, CAMERA_FPS)
+    return write_y4m(path, (camera_view(frame) for frame in frames), CAMERA_FPS)
