@@ -1,9 +1,10 @@
 """The browser capture SDK (/sdk/antihack.js) and the /demo page, in a real headless Chromium.
 
 Chromium's fake camera plays a Y4M file the test writes: a generated live person blinking once a
-second (tests/genuine.py: the astronaut animated through its face mesh). The demo test runs everything for real: the
-API and a worker as processes, the page asking its backend for a session, the SDK recording and
-submitting with the upload token, the pipeline judging the capture.
+second (tests/genuine.py: the astronaut animated through its face mesh). The demo test runs
+everything for real: the API and a worker as processes, the page asking its backend for a
+session, the SDK recording and submitting with the upload token, the pipeline judging the
+capture.
 """
 
 from __future__ import annotations
