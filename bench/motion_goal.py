@@ -33,7 +33,7 @@ from tests.genuine import genuine_frames
 from tests.stills import STILL_VARIANTS, held_pattern, perturbed, still_frames
 from worker.pipeline.fusion import CERTAIN, STRONG
 from worker.pipeline.motion import MotionReport, motion_report
-from worker.pipeline.run import Pipeline
+from worker.pipeline.run import Pipeline, _Timer
 
 Frames = list[np.ndarray]
 CYCLED_VARIANTS = ("noise", "shift", "jpeg", "all")
@@ -99,17 +99,6 @@ def cases(seeds: int, cycled: int, holdout: int = 24) -> Iterator[tuple[str, str
             yield f"still_{n}", f"s{seed}/{variant}", still_frames(photo, variant, n, seed)
 
 
-class _NoTimer:
-    def stage(self, name: str) -> _NoTimer:
-        return self
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _hack(report: MotionReport) -> bool:
     return any(s.severity in (CERTAIN, STRONG) for s in report.signals)
 
@@ -129,7 +118,7 @@ def main() -> None:
     rows: dict[str, list[tuple[str, MotionReport]]] = defaultdict(list)
     spent = []
     for case, name, frames in cases(args.seeds, args.cycled, args.holdout):
-        faces = pipeline._faces(frames, _NoTimer())  # type: ignore[arg-type]
+        faces = pipeline._faces(frames, _Timer())
         meshes = [m.points if m is not None else None for m in faces.marks]
         start = time.perf_counter()
         report = motion_report(frames, meshes, [67 * i for i in range(len(frames))])

@@ -119,6 +119,13 @@ def _compare(prints: Sequence[FramePrint], source: Sequence[FramePrint]) -> Comp
     return best_comparison(prints, [StoredCapture("source", "k", tuple(source))])
 
 
+def _row(title: str, name: str, analysis: Analysis, source: Sequence[FramePrint]) -> Row:
+    """An attack's row: its verdict and its comparison with the capture it was made from."""
+    return Row(
+        title, name, analysis.score, analysis.reasons, _compare(analysis.frame_prints, source)
+    )
+
+
 def _span(values: Sequence[float], fmt: str = "{:.2f}") -> str:
     if not values:
         return "-"
@@ -183,26 +190,13 @@ def main(argv: list[str] | None = None) -> None:
         for name, capture in genuine.items():
             frames = decode_frames(capture, CaptureLimits())
             made, _ = make_attack(capture, frames, attack, attack_rng(args.seed, name, attack))
-            analysis = _analyse(pipeline, made, history.scoped(None))
-            row = Row(
-                attack,
-                name,
-                analysis.score,
-                analysis.reasons,
-                _compare(analysis.frame_prints, prints[name]),
-            )
+            row = _row(attack, name, _analyse(pipeline, made, history.scoped(None)), prints[name])
             attack_rows.setdefault(f"{attack}{'_still' if 'still' in name else ''}", []).append(row)
     if args.extra:
         for label, (edit, quality) in EXTRA.items():
             for name, capture in genuine.items():
                 analysis = _analyse(pipeline, _transformed(capture, edit, quality), history)
-                row = Row(
-                    label,
-                    name,
-                    analysis.score,
-                    analysis.reasons,
-                    _compare(analysis.frame_prints, prints[name]),
-                )
+                row = _row(label, name, analysis, prints[name])
                 attack_rows.setdefault(label, []).append(row)
 
     rule = DEFAULT_RULE

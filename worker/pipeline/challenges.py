@@ -65,13 +65,13 @@ DEFAULT_WINDOW_MS = 4000
 START_SPAN_MS = 400
 
 # Directional thresholds, in measured degrees from the step's starting pose. FaceMesh follows a
-# turn only partly: a rendered 25-degree turn reads 17-21, a 15-degree tilt 8-10 (its depth
+# turn only partly: a rendered 25-degree turn reads 17-21, a 15-degree tilt 8-12 (its depth
 # profile is deeper than a head's). A still or talking person's sway reads under ~4 / ~3.
 TURN_MIN_DEG = 12.0
 LOOK_MIN_DEG = 6.0
 # OPEN_MOUTH: inner-lip gap over the inner mouth width (78-308). Measured on the painted mouth
 # (tests/mouth.py): closed 0.03-0.06, her teeth-showing smile 0.17, 16 px apart 0.23, 26 px
-# 0.33-0.37. Over the face height the same openings read 0.02 / 0.07-0.09 / - / 0.11-0.14:
+# 0.33-0.39. Over the face height the same openings read 0.02 / 0.07-0.09 / - / 0.11-0.14:
 # a smile widens the mouth, an opening narrows it, so the width ratio parts them twice as far.
 OPEN_MOUTH_MIN = 0.27
 OPEN_MOUTH_MIN_RISE = 0.12

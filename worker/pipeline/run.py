@@ -245,12 +245,10 @@ class Pipeline:
         with timer.stage("pad"):
             if best_box is not None:
                 pad_raw = pad_scores(self.models, [frames[best]], [best_box])[0]
+        meshes = [m.points if m is not None else None for m in faces.marks]
+        stamps = [f.timestamp_ms for f in capture.frames]
         with timer.stage("crossframe"):
-            cross = crossframe_report(
-                frames,
-                [m.points if m is not None else None for m in faces.marks],
-                [f.timestamp_ms for f in capture.frames],
-            )
+            cross = crossframe_report(frames, meshes, stamps)
             signals += cross.signals
         with timer.stage("challenges"):
             steps = judge_capture(capture, faces.eyes, faces.marks, ctx.step_window_ms)
@@ -261,17 +259,15 @@ class Pipeline:
                 light = light_report(
                     frames,
                     faces.boxes,
-                    [m.points if m is not None else None for m in faces.marks],
-                    [f.timestamp_ms for f in capture.frames],
+                    meshes,
+                    stamps,
                     [f.light_index for f in capture.frames],
                     light_step,
                     ctx.light,
                 )
                 signals += light.signals
         with timer.stage("replay"):
-            prints = capture_prints(
-                frames, [m.points if m is not None else None for m in faces.marks]
-            )
+            prints = capture_prints(frames, meshes)
             candidates = ctx.history.lookup(prints) if prints else []
             signals += replay_signals(capture.session_id, prints, ctx.seen_session_ids, candidates)
         with timer.stage("fusion"):
