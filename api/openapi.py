@@ -13,12 +13,13 @@ from __future__ import annotations
 from functools import cache
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from flask import Blueprint, Response, send_from_directory
 from flask.typing import ResponseReturnValue
 
 from api.app_helpers import json_response
+from shared.choices import JobState
 from shared.errors import HTTP_CODES
 from shared.models import DELIVERY_STATES
 from shared.schemas import component_schemas
@@ -225,7 +226,7 @@ SCHEMAS: dict[str, Any] = {
         "description": "Exactly the body the seed endpoint answers: a result or an error.",
         "oneOf": [_schema("SeedResult"), _schema("Error")],
     },
-    "JobState": {"type": "string", "enum": ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]},
+    "JobState": {"type": "string", "enum": list(get_args(JobState))},
     "Accepted": {
         "type": "object",
         "description": "A submission accepted as a job; poll `job_url`.",

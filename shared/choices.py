@@ -1,4 +1,5 @@
-"""Closed vocabularies of the API, each written once as a ``Literal`` with its values as a tuple.
+"""Closed vocabularies of the API and its settings, each written once as a ``Literal`` with its
+values as a tuple.
 
 Only ``typing`` is imported here, so that the CLI can build its ``click.Choice`` options from
 these at import time (``tests/test_cli_imports.py``); the pydantic models in
@@ -29,3 +30,9 @@ ENDPOINTS: tuple[Permission, ...] = get_args(Permission)
 
 JobState = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]
 SessionState = Literal["PENDING", "USED", "EXPIRED"]
+
+# Settings (shared/settings.py): Celery pools `antihack worker` runs with, and log formats.
+WorkerPool = Literal["prefork", "threads", "solo"]
+WORKER_POOLS: tuple[WorkerPool, ...] = get_args(WorkerPool)
+LogFormat = Literal["auto", "json", "text"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)

@@ -11,7 +11,7 @@ from pydantic import BeforeValidator, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from shared.choices import CHALLENGES
+from shared.choices import CHALLENGES, LogFormat, WorkerPool
 from shared.light import MAX_COLORS, MIN_COLORS
 
 MiB = 1024 * 1024
@@ -63,12 +63,9 @@ def _choice(value: object) -> object:
 
 Bool = Annotated[bool, BeforeValidator(_bool)]
 ReplayScope = Literal["deployment", "key"]
-# Celery pools `antihack worker` runs with.
-WorkerPool = Annotated[Literal["prefork", "threads", "solo"], BeforeValidator(_choice)]
-# Empty is auto, as unset is.
-LogFormat = Annotated[
-    Literal["auto", "json", "text"], BeforeValidator(lambda v: _choice(v) or "auto")
-]
+# The choices' text without case or blanks; an empty log format is auto, as unset is.
+WorkerPoolSetting = Annotated[WorkerPool, BeforeValidator(_choice)]
+LogFormatSetting = Annotated[LogFormat, BeforeValidator(lambda v: _choice(v) or "auto")]
 
 
 class Settings(BaseSettings):
@@ -129,7 +126,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = 0
     # Celery pool of `antihack worker`: prefork (CPU: one process per core, models in each) or
     # threads (GPU: one process holds the models once, its threads share them, see batch_max).
-    worker_pool: WorkerPool = "prefork"
+    worker_pool: WorkerPoolSetting = "prefork"
     # Micro-batching of model calls across a worker's threads (worker/pipeline/batching.py):
     # at most this many rows per run (0 = off, right for prefork: one job per process), and
     # how long a call waits for others to join its batch.
@@ -154,7 +151,7 @@ class Settings(BaseSettings):
     bench_noop_pipeline: Bool = False
     log_level: str = "INFO"
     # auto: text when stderr is a terminal, one JSON object per line otherwise.
-    log_format: LogFormat = "auto"
+    log_format: LogFormatSetting = "auto"
     # Workers refresh a heartbeat in Redis this often; /readyz wants one younger than max age.
     worker_heartbeat_s: float = 5.0
     worker_heartbeat_max_age_s: float = 20.0

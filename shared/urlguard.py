@@ -170,7 +170,6 @@ class _Deadline:
     """
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.at = time.monotonic() + seconds
         self.passed = False
         self._sock: socket.socket | None = None

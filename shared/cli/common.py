@@ -19,13 +19,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def load_settings() -> Settings:
     """The settings from the environment, prepared; a bad value is a message, not a traceback."""
-    from shared.logs import resolve_format
     from shared.runtime import prepare
     from shared.settings import Settings, SettingsError
 
     try:
         settings = prepare(Settings.from_env())
-        resolve_format(settings.log_format)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     return settings

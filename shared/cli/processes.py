@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from shared.choices import WORKER_POOLS
 from shared.cli.common import load_settings
 
 if TYPE_CHECKING:
     from shared.settings import Settings
-
-WORKER_POOLS = ("prefork", "threads", "solo")  # Celery pools `antihack worker` runs with
 
 
 @click.command()
@@ -117,8 +116,6 @@ def worker(
         settings = settings.replace(worker_pool=pool)
     if batch_max is not None:
         settings = settings.replace(batch_max=batch_max)
-    if settings.worker_pool not in WORKER_POOLS:
-        raise click.ClickException(f"unknown worker pool {settings.worker_pool!r}")
     if settings.batch_max < 0 or settings.batch_wait_ms < 0:
         raise click.ClickException("ANTIHACK_BATCH_MAX and ANTIHACK_BATCH_WAIT_MS must be >= 0")
     if settings.batch_max and settings.worker_pool != "threads":
