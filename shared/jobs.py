@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -157,7 +157,7 @@ def _insert(
     # execution layer (this is the API's hot path, every accepted request).
     connection = session.connection()
     connection.execute(
-        _INSERT_JOB,
+        _insert_statement(Job, False),
         dict(
             id=job_id,
             api_key_id=key.id,
@@ -176,7 +176,7 @@ def _insert(
         ),
     )
     connection.execute(
-        _INSERT_INPUT,
+        _insert_statement(JobInput, False),
         dict(job_id=job_id, payload=sub.payload, size=len(sub.payload), created_at=now),
     )
     if upload is not None:
@@ -187,10 +187,6 @@ def _insert(
             jobs = _table(Job)
             session.execute(update(jobs).where(jobs.c.id == job_id).values(session_check=check))
     charge(session, key, now)
-
-
-_INSERT_JOB = insert(cast(Table, Job.__table__))
-_INSERT_INPUT = insert(cast(Table, JobInput.__table__))
 
 
 def _by_idempotency_key(session: Session, key_id: str, idem: str) -> Any:

@@ -12,6 +12,7 @@ do not reference a job and have their own rules.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -57,9 +58,10 @@ class Dependent:
         return or_(*(fk.parent.in_(select(fk.column).where(owners)) for fk in self.fks))
 
 
-def job_dependents() -> list[Dependent]:
+@functools.cache
+def job_dependents() -> tuple[Dependent, ...]:
     """Every table whose rows hang off a job, through any chain of foreign keys, children
-    before their parents (the order to delete them in)."""
+    before their parents (the order to delete them in); walked once (the schema is fixed)."""
     out: list[Dependent] = []
 
     def visit(parent_table: Table, parent: Dependent | None, path: frozenset[Table]) -> None:
@@ -73,7 +75,7 @@ def job_dependents() -> list[Dependent]:
                 out.append(dep)
 
     visit(JOBS, None, frozenset({JOBS}))
-    return out
+    return tuple(out)
 
 
 def delete_jobs(session: Session, job_ids: Sequence[str]) -> Counter[str]:
