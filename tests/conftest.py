@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,6 +54,37 @@ def _postgres_database(server_url: str) -> tuple[str, Callable[[], None]]:
 def _redis_url(server_url: str) -> str:
     # Our own db number so that a run never sees (or flushes) anyone else's keys.
     return re.sub(r"/\d*$", "", server_url.rstrip("/")) + f"/{TEST_REDIS_DB}"
+
+
+_getaddrinfo = socket.getaddrinfo
+
+
+def _local_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+    """getaddrinfo that never asks a DNS server: numeric hosts (in any form the C library
+    reads) and ``localhost`` (answered from /etc/hosts) resolve as usual; any other name is
+    "no such name", as if the resolver had answered NXDOMAIN."""
+    name = host.decode("ascii", "replace") if isinstance(host, bytes) else host
+    if name is None:
+        return _getaddrinfo(host, port, *args, **kwargs)
+    try:
+        _getaddrinfo(name, None, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError, ValueError):
+        local = str(name).rstrip(".").lower()
+        if local != "localhost" and not local.endswith(".localhost"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+    return _getaddrinfo(host, port, *args, **kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_dns_query() -> Iterator[None]:
+    """No test sends a DNS query off the machine (glibc would ask the configured server for any
+    name, e.g. the fuzzer's generated URLs or an ``.invalid`` webhook host). Only the resolver
+    changes: the SSRF guard still calls getaddrinfo and meets "no such name" for names, the real
+    answer for numeric hosts and localhost (in this process; API and worker processes the tests
+    start are given loopback URLs)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", _local_getaddrinfo)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +174,10 @@ def make_key(base_settings: Settings, sessions: Any) -> Callable[..., Key]:
     def make(**opts: Any) -> Key:
         with transaction(sessions) as session:
             key, new = create_key(
-                session, base_settings.secret_key, KeyOptions(name=opts.pop("name", "test"), **opts)
+                session,
+                base_settings.secret_key,
+                KeyOptions(name=opts.pop("name", "test"), **opts),
+                allow_private_urls=base_settings.allow_private_urls,
             )
             return Key(key.id, new.api_secret, new.sdk_secret, new.webhook_secret)
 

@@ -59,7 +59,7 @@ def capture_file() -> tuple[io.BytesIO, str]:
 def tenant_b(client: FlaskClient, make_key: Callable[..., Key], sessions: Any) -> Tenant:
     """Key B with a quota, a webhook URL, a finished job with its delivery, a queued job and an
     H5 image. The delivery is parked an hour out so that no dispatcher sends it meanwhile."""
-    b = make_key(quota=10, quota_period="total", webhook_url="https://hooks.b.invalid/antihack")
+    b = make_key(quota=10, quota_period="total", webhook_url="http://127.0.0.1:9/antihack")
     finished = submit(client, b, liveness_data_file=capture_file())
     queued = submit(client, b, liveness_data_file=capture_file())
     assert finished.status_code == queued.status_code == 202, finished.get_json()
