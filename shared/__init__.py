@@ -8,3 +8,8 @@ import os
 # first. 8192 x 8192 is the largest frame a capture may declare (CaptureLimits.max_side); an
 # operator's own value wins.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(8192 * 8192))
+# onnxruntime's official builds (1.29 and later) send usage telemetry to Microsoft from Linux too
+# (a worker was seen asking DNS for mobile.events.data.microsoft.com); it reads this variable
+# before its first session. A self-hosted service sends nothing anywhere on its own; an
+# operator's own value wins.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

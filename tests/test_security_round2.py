@@ -268,6 +268,18 @@ def test_opencv_itself_refuses_more_pixels_than_a_frame_may_have() -> None:
     assert out.stdout.decode().strip() in ("refused", "True"), out
 
 
+def test_onnxruntime_telemetry_is_off_in_every_process_of_ours() -> None:
+    """onnxruntime's official builds phone home (1DS telemetry) unless ORT_DISABLE_TELEMETRY is
+    set before their first session; importing ``shared`` sets it, an operator's value wins."""
+    code = "import os, shared; print(os.environ.get('ORT_DISABLE_TELEMETRY'))"
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, check=True)
+    assert out.stdout.decode().strip() == "1"
+    env["ORT_DISABLE_TELEMETRY"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, check=True)
+    assert out.stdout.decode().strip() == "0"
+
+
 # --- 2. downloads that trickle --------------------------------------------------------------
 
 
