@@ -46,6 +46,8 @@ COPY worker ./worker
 COPY shared ./shared
 COPY models ./models
 COPY migrations ./migrations
+# antihack/ links to the five folders above: the wheel installs them as antihack.api, ...
+COPY antihack ./antihack
 # The locked setuptools and wheel build it (no isolated build fetching unpinned ones).
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
@@ -78,7 +80,7 @@ COPY --from=deps-gpu /opt/antihack /opt/antihack
 # antihack without its dependencies: the lock has them, with onnxruntime-gpu for onnxruntime.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --no-deps /wheels/antihack-*.whl \
- && python -c "from shared.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
+ && python -c "from antihack.shared.infra.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
  && antihack --help >/dev/null \
  && python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()" \
  && find /opt/antihack -path '*/nvidia/*' -name 'lib*.so*' -printf '%h\n' | sort -u \
@@ -98,7 +100,7 @@ COPY --from=deps /opt/antihack /opt/antihack
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --no-deps /wheels/antihack-*.whl \
  && pip check \
- && python -c "from shared.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
+ && python -c "from antihack.shared.infra.migrate import MIGRATIONS as m; assert (m / 'env.py').is_file(), m" \
  && antihack --help >/dev/null
 USER 10001:10001
 WORKDIR /data

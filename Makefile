@@ -32,7 +32,7 @@ test-fast: install ## The in-process tiers only: unit and integration tests, not
 lint: install ## ruff and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared worker api tests bench
+	$(BIN)/mypy antihack tests bench
 
 migrate: install ## Apply database migrations
 	$(BIN)/antihack migrate

@@ -1,5 +1,5 @@
 """The HTTP front: a Flask app factory."""
 
-from api.app import create_app
+from antihack.api.app import create_app
 
 __all__ = ["create_app"]

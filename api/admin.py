@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from api.app_helpers import json_response
-from api.auth import admin_only
-from api.context import db, services
-from shared.errors import ApiError
-from shared.keys import (
+from antihack.api.app_helpers import json_response
+from antihack.api.auth import admin_only
+from antihack.api.context import db, services
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.keys import (
     create_key,
     get_key,
     key_view,
@@ -19,7 +19,7 @@ from shared.keys import (
     secrets_view,
     update_key,
 )
-from shared.schemas import KeyCreate, KeyOptions
+from antihack.shared.domain.schemas import KeyCreate, KeyOptions
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

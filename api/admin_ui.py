@@ -28,8 +28,9 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
-from api.context import db, services
-from shared.models import (
+from antihack.api.context import db, services
+from antihack.shared.domain.quota import daily_usage, used_now
+from antihack.shared.infra.tables import (
     DELIVERY_FAILED,
     DISABLED,
     FAILED,
@@ -40,7 +41,6 @@ from shared.models import (
     WebhookDelivery,
     utcnow,
 )
-from shared.quota import daily_usage, used_now
 
 bp = Blueprint("admin_ui", __name__)
 

@@ -16,7 +16,7 @@ from flask import Flask, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from api import (
+from antihack.api import (
     admin,
     admin_ui,
     demo,
@@ -30,15 +30,15 @@ from api import (
     usage,
     webhooks,
 )
-from api.context import Services
-from shared.db import make_engine, make_sessionmaker
-from shared.errors import ApiError
-from shared.keys import KeyCache
-from shared.publisher import TaskPublisher
-from shared.ratelimit import RateLimiter
-from shared.runtime import prepare
-from shared.secrets import new_request_id
-from shared.settings import Settings
+from antihack.api.context import Services
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.keys import KeyCache
+from antihack.shared.domain.ratelimit import RateLimiter
+from antihack.shared.infra.db import make_engine, make_sessionmaker
+from antihack.shared.infra.publisher import TaskPublisher
+from antihack.shared.infra.runtime import prepare
+from antihack.shared.infra.secrets import new_request_id
+from antihack.shared.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from typing import ParamSpec, TypeVar
 
 from flask import g, request
 
-from api.context import db, services
-from shared.errors import ApiError
-from shared.keys import authenticate, check_usable
-from shared.models import ApiKey
-from shared.sessions import UploadGrant, authorize_upload
+from antihack.api.context import db, services
+from antihack.shared.domain.capture_sessions import UploadGrant, authorize_upload
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.keys import authenticate, check_usable
+from antihack.shared.infra.tables import ApiKey
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -9,10 +9,10 @@ import redis
 from flask import current_app, g
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.keys import KeyCache
-from shared.publisher import TaskPublisher
-from shared.ratelimit import RateLimiter
-from shared.settings import Settings
+from antihack.shared.domain.keys import KeyCache
+from antihack.shared.domain.ratelimit import RateLimiter
+from antihack.shared.infra.publisher import TaskPublisher
+from antihack.shared.infra.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from flask import Blueprint, Response, g, render_template
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
-from api.app_helpers import json_response
-from api.auth import rate_limit
-from api.context import db, services
-from shared.errors import ApiError
-from shared.models import ApiKey, utcnow
-from shared.scoring import HACK_THRESHOLD
-from shared.sessions import create_session
+from antihack.api.app_helpers import json_response
+from antihack.api.auth import rate_limit
+from antihack.api.context import db, services
+from antihack.shared.domain.capture_sessions import create_session
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.scoring import HACK_THRESHOLD
+from antihack.shared.infra.tables import ApiKey, utcnow
 
 bp = Blueprint("demo", __name__)
 

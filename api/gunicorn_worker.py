@@ -17,8 +17,8 @@ from typing import Any
 import gunicorn.util
 from gunicorn.workers.gthread import ThreadWorker
 
-from shared.jobs import error_body
-from shared.secrets import new_request_id
+from antihack.shared.domain.jobs import error_body
+from antihack.shared.infra.secrets import new_request_id
 
 # gunicorn's status -> the seed's status string (codes it never writes fall back by class).
 SEED_STATUS = {403: "NO_PERMISSION", 500: "INTERNAL_ERROR"}

@@ -12,18 +12,24 @@ import redis
 from flask import Blueprint, Response, g, request, url_for
 from flask.typing import ResponseReturnValue
 
-from api.app_helpers import json_response
-from api.auth import client_key, current_key, current_upload
-from api.context import db, services
-from api.submission import read_submission
-from shared.capture import CaptureError, capture_from_image
-from shared.db import retry_on_disconnect, transaction
-from shared.errors import HTTP_CODES, ApiError
-from shared.jobs import Accepted, accept_job, capture_limits, get_owned_job, job_resource
-from shared.models import FINAL_STATES, Image, Job, utcnow
-from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, done_key
-from shared.retention import delete_owned_job
-from shared.secrets import new_request_id
+from antihack.api.app_helpers import json_response
+from antihack.api.auth import client_key, current_key, current_upload
+from antihack.api.context import db, services
+from antihack.api.submission import read_submission
+from antihack.shared.domain.capture import CaptureError, capture_from_image
+from antihack.shared.domain.errors import HTTP_CODES, ApiError
+from antihack.shared.domain.jobs import (
+    Accepted,
+    accept_job,
+    capture_limits,
+    get_owned_job,
+    job_resource,
+)
+from antihack.shared.domain.retention import delete_owned_job
+from antihack.shared.infra.db import retry_on_disconnect, transaction
+from antihack.shared.infra.queues import ANALYZE_QUEUE, ANALYZE_TASK, done_key
+from antihack.shared.infra.secrets import new_request_id
+from antihack.shared.infra.tables import FINAL_STATES, Image, Job, utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)

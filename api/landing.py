@@ -6,7 +6,7 @@ from html import escape
 
 from flask import Blueprint, Response, request
 
-from api.context import services
+from antihack.api.context import services
 
 bp = Blueprint("landing", __name__)
 

@@ -17,13 +17,13 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, request
 from sqlalchemy import func, select
 
-from api.context import services
-from shared.errors import ApiError
-from shared.heartbeat import fresh_workers
-from shared.metrics import metrics, recorded_registry
-from shared.models import FAILED, QUEUED, RUNNING, SUCCEEDED, ApiKey, Job, utcnow
-from shared.queues import ALL_QUEUES
-from shared.quota import used_now
+from antihack.api.context import services
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.quota import used_now
+from antihack.shared.infra.heartbeat import fresh_workers
+from antihack.shared.infra.metrics import metrics, recorded_registry
+from antihack.shared.infra.queues import ALL_QUEUES
+from antihack.shared.infra.tables import FAILED, QUEUED, RUNNING, SUCCEEDED, ApiKey, Job, utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)

@@ -3,7 +3,8 @@
 
 The request and response bodies of the admin key and capture-session endpoints, and the
 named vocabularies (Challenge, QuotaPeriod, Permission, RequestId, ...), are generated from the
-pydantic models in ``shared/schemas.py`` (the same models validate the requests); the paths and
+pydantic models in ``shared/domain/schemas.py`` (the same models validate the requests); the paths
+and
 the other schemas are written here as a dict. ``tests/test_openapi.py`` validates the document
 and checks that every URL rule of the app is in it.
 """
@@ -18,11 +19,11 @@ from typing import Any, get_args
 from flask import Blueprint, Response, send_from_directory
 from flask.typing import ResponseReturnValue
 
-from api.app_helpers import json_response
-from shared.choices import JobState
-from shared.errors import HTTP_CODES
-from shared.models import DELIVERY_STATES
-from shared.schemas import component_schemas
+from antihack.api.app_helpers import json_response
+from antihack.shared.domain.choices import JobState
+from antihack.shared.domain.errors import HTTP_CODES
+from antihack.shared.domain.schemas import component_schemas
+from antihack.shared.infra.tables import DELIVERY_STATES
 
 bp = Blueprint("openapi", __name__)
 
@@ -151,7 +152,7 @@ def _extra_schema() -> dict[str, Any]:
     }
 
 
-# Hand-written below; the models of shared/schemas.py generate the rest (component_schemas).
+# Hand-written below; the models of shared/domain/schemas.py generate the rest (component_schemas).
 SCHEMAS: dict[str, Any] = {
     **component_schemas(),
     "ErrorStatus": {

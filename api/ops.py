@@ -6,10 +6,10 @@ from flask import Blueprint
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from api.app_helpers import json_response
-from api.context import db, services
-from shared.heartbeat import fresh_workers, stalled
-from shared.queues import ANALYZE_QUEUE
+from antihack.api.app_helpers import json_response
+from antihack.api.context import db, services
+from antihack.shared.infra.heartbeat import fresh_workers, stalled
+from antihack.shared.infra.queues import ANALYZE_QUEUE
 
 bp = Blueprint("ops", __name__)
 

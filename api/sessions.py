@@ -1,5 +1,5 @@
 """Capture sessions: the integrator's backend asks for a nonce and a random challenge that the
-capture SDK shows, records and submits (see shared/sessions.py)."""
+capture SDK shows, records and submits (see shared/domain/capture_sessions.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from flask import Blueprint, g, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
-from api.app_helpers import json_response
-from api.auth import client_key, current_key
-from api.context import db, services
-from shared.errors import ApiError
-from shared.schemas import NewSession, Session
-from shared.sessions import create_session, get_owned_session, session_view
+from antihack.api.app_helpers import json_response
+from antihack.api.auth import client_key, current_key
+from antihack.api.context import db, services
+from antihack.shared.domain.capture_sessions import create_session, get_owned_session, session_view
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.schemas import NewSession, Session
 
 bp = Blueprint("sessions", __name__)
 

@@ -7,14 +7,14 @@ import math
 from flask import request
 from sqlalchemy.orm import Session
 
-from api.context import services
-from shared.capture import CaptureError, capture_from_image, parse_capture
-from shared.errors import ApiError
-from shared.jobs import Submission, capture_limits
-from shared.models import ApiKey, Image, utcnow
-from shared.sessions import CaptureFacts
-from shared.settings import Settings
-from shared.urlguard import UrlRefused, fetch, resolve
+from antihack.api.context import services
+from antihack.shared.domain.capture import CaptureError, capture_from_image, parse_capture
+from antihack.shared.domain.capture_sessions import CaptureFacts
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.jobs import Submission, capture_limits
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import ApiKey, Image, utcnow
+from antihack.shared.infra.urlguard import UrlRefused, fetch, resolve
 
 SOURCES = ("liveness_data_file", "liveness_data_url", "image_id")
 MAX_IDEMPOTENCY_KEY = 255

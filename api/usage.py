@@ -6,12 +6,12 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from api.app_helpers import json_response
-from api.auth import admin_only, client_key, current_key
-from api.context import db
-from shared.errors import ApiError
-from shared.models import ApiKey
-from shared.quota import key_usage
+from antihack.api.app_helpers import json_response
+from antihack.api.auth import admin_only, client_key, current_key
+from antihack.api.context import db
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.quota import key_usage
+from antihack.shared.infra.tables import ApiKey
 
 bp = Blueprint("usage", __name__)
 MAX_DAYS = 366

@@ -7,13 +7,13 @@ import logging
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from api.app_helpers import json_response
-from api.auth import admin_only, client_key, current_key
-from api.context import db, services
-from shared import webhooks
-from shared.errors import ApiError
-from shared.jobs import get_owned_job
-from shared.models import WebhookDelivery
+from antihack.api.app_helpers import json_response
+from antihack.api.auth import admin_only, client_key, current_key
+from antihack.api.context import db, services
+from antihack.shared.domain import webhooks
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.jobs import get_owned_job
+from antihack.shared.infra.tables import WebhookDelivery
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)

@@ -41,14 +41,14 @@ if __package__ in (None, ""):
 
 import onnxruntime as ort  # noqa: E402
 
+from antihack.shared.domain.capture import CaptureLimits, parse_capture  # noqa: E402
+from antihack.shared.proto import liveness_pb2 as pb  # noqa: E402
+from antihack.shared.sdk.sample import build_capture  # noqa: E402
+from antihack.worker.pipeline.models import MODEL_NAMES, ModelSet  # noqa: E402
+from antihack.worker.pipeline.run import Pipeline  # noqa: E402
 from bench.bench_models import add_providers_option, model_rows  # noqa: E402
 from bench.bench_pipeline import MODEL_STAGES, context, shifted  # noqa: E402
 from bench.stack import load_average, ms_since  # noqa: E402
-from shared.capture import CaptureLimits, parse_capture  # noqa: E402
-from shared.proto import liveness_pb2 as pb  # noqa: E402
-from shared.sample import build_capture  # noqa: E402
-from worker.pipeline.models import MODEL_NAMES, ModelSet  # noqa: E402
-from worker.pipeline.run import Pipeline  # noqa: E402
 
 Batch = npt.NDArray[np.float32]
 SIZES = (1, 2, 4, 8, 16, 32)
@@ -155,12 +155,12 @@ def bench_bookkeeping(threads: int, jobs: int, rounds: int, sizes: Sequence[int]
     bookkeeping off (one statement per job) and batched up to each of ``sizes`` jobs."""
     from datetime import timedelta
 
+    from antihack.shared.infra.queues import ANALYZE_TASK
+    from antihack.worker import bookkeeping
+    from antihack.worker.celery_app import make_celery
+    from antihack.worker.state import get_state
     from bench.bench_queue import new_jobs
     from bench.stack import stack
-    from shared.queues import ANALYZE_TASK
-    from worker import bookkeeping
-    from worker.celery_app import make_celery
-    from worker.state import get_state
 
     with stack() as st, ThreadPoolExecutor(threads) as pool:
         settings = st.settings.replace(bench_noop_pipeline=True)

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from sqlalchemy import func, select
 
+from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
+from antihack.shared.infra.tables import Job
 from bench.stack import median, pct, stack
-from shared.db import make_engine, make_sessionmaker, transaction
-from shared.devstack import start_api, start_worker, wait_until
-from shared.models import Job
+from tests.devstack import start_api, start_worker, wait_until
 from tests.helpers import no_face_capture
 
 CLIENTS = 32

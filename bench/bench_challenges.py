@@ -26,17 +26,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shared.sessions import draw_steps
-from shared.settings import Settings
+from antihack.shared.domain.capture_sessions import draw_steps
+from antihack.shared.infra.settings import Settings
+from antihack.worker.pipeline import challenges as ch
+from antihack.worker.pipeline.detect import detect_faces
+from antihack.worker.pipeline.eyes import eye_states
+from antihack.worker.pipeline.landmarks import face_landmarks
+from antihack.worker.pipeline.models import ModelSet
 from tests.blink import close_eyes
 from tests.fixtures_images import astronaut
 from tests.genuine import _step_spans, genuine_frames
 from tests.mouth import photo_turned
-from worker.pipeline import challenges as ch
-from worker.pipeline.detect import detect_faces
-from worker.pipeline.eyes import eye_states
-from worker.pipeline.landmarks import face_landmarks
-from worker.pipeline.models import ModelSet
 
 FPS = 15.0
 STEP_FRAMES = 20  # 1.33 s per step at 15 fps

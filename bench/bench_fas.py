@@ -32,16 +32,16 @@ if __package__ in (None, ""):
 
 import onnxruntime as ort  # noqa: E402
 
-from tests import fixtures_images as fx  # noqa: E402
-from worker.pipeline.detect import detect_faces  # noqa: E402
-from worker.pipeline.models import (  # noqa: E402
+from antihack.worker.pipeline.detect import detect_faces  # noqa: E402
+from antihack.worker.pipeline.models import (  # noqa: E402
     CPU,
     ModelSet,
     load_session,
     read_manifest,
     session_options,
 )
-from worker.pipeline.pad import pad_batch  # noqa: E402
+from antihack.worker.pipeline.pad import pad_batch  # noqa: E402
+from tests import fixtures_images as fx  # noqa: E402
 
 Batch = npt.NDArray[np.float32]
 BATCHES = (1, 4)

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
 from bench.stack import load_average, median, pct, stack
-from shared.db import make_engine, make_sessionmaker, transaction
-from shared.devstack import start_api
-from shared.keys import KeyOptions, create_key
+from tests.devstack import start_api
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "32"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
@@ -194,7 +194,7 @@ def capture_140k() -> bytes:
     import numpy as np
     from skimage import data
 
-    from shared.sample import build_capture
+    from antihack.shared.sdk.sample import build_capture
 
     img = cv2.resize(data.coffee(), (480, 320))  # type: ignore[no-untyped-call]
     return build_capture([np.roll(img, i, axis=1) for i in range(3)], jpeg_quality=92)

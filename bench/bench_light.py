@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from antihack.shared.domain.capture import CaptureLimits, decode_frames, parse_capture  # noqa: E402
+from antihack.shared.proto import liveness_pb2 as pb  # noqa: E402
+from antihack.worker.pipeline.detect import detect_faces  # noqa: E402
+from antihack.worker.pipeline.landmarks import face_landmarks  # noqa: E402
+from antihack.worker.pipeline.light import Points, light_report  # noqa: E402
+from antihack.worker.pipeline.run import Pipeline  # noqa: E402
 from bench.stack import load_average, median  # noqa: E402
-from shared.capture import CaptureLimits, decode_frames, parse_capture  # noqa: E402
-from shared.proto import liveness_pb2 as pb  # noqa: E402
 from tests import light_physics as lp  # noqa: E402
-from worker.pipeline.detect import detect_faces  # noqa: E402
-from worker.pipeline.landmarks import face_landmarks  # noqa: E402
-from worker.pipeline.light import Points, light_report  # noqa: E402
-from worker.pipeline.run import Pipeline  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

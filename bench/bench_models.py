@@ -25,11 +25,11 @@ if __package__ in (None, ""):
 
 import onnxruntime as ort  # noqa: E402
 
-from worker.pipeline import detect, eyes, landmarks, mask, pad  # noqa: E402
-from worker.pipeline.detect import FaceBox  # noqa: E402
-from worker.pipeline.geometry import Frame, crop_box, letterbox, to_nchw, warp_rect  # noqa: E402
-from worker.pipeline.landmarks import FaceLandmarks  # noqa: E402
-from worker.pipeline.models import ModelSet  # noqa: E402
+from antihack.worker.pipeline import detect, eyes, landmarks, mask, pad  # noqa: E402
+from antihack.worker.pipeline.detect import FaceBox  # noqa: E402
+from antihack.worker.pipeline.geometry import Frame, crop_box, letterbox, to_nchw, warp_rect  # noqa: E402
+from antihack.worker.pipeline.landmarks import FaceLandmarks  # noqa: E402
+from antihack.worker.pipeline.models import ModelSet  # noqa: E402
 
 BATCHES = (1, 8)
 Batch = npt.NDArray[np.float32]

@@ -13,15 +13,15 @@ from collections import defaultdict
 
 import numpy as np
 
-from shared.capture import CaptureLimits, parse_capture
-from shared.sample import build_capture
+from antihack.shared.domain.capture import CaptureLimits, parse_capture
+from antihack.shared.sdk.sample import build_capture
+from antihack.worker.pipeline.fusion import HACK_THRESHOLD
+from antihack.worker.pipeline.motion import motion_report
+from antihack.worker.pipeline.run import Pipeline, PipelineContext
 from tests.blink import close_eyes
 from tests.fixtures_images import astronaut
 from tests.genuine import genuine_frames
 from tests.stills import STILL_VARIANTS, cycled_frames, held_pattern, still_frames
-from worker.pipeline.fusion import HACK_THRESHOLD
-from worker.pipeline.motion import motion_report
-from worker.pipeline.run import Pipeline, PipelineContext
 
 
 def cases(seed: int) -> list[tuple[str, list[np.ndarray]]]:

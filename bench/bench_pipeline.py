@@ -33,6 +33,12 @@ if __package__ in (None, ""):
 
 import onnxruntime as ort  # noqa: E402
 
+from antihack.shared.domain.capture import CaptureLimits, decode_frames, parse_capture  # noqa: E402
+from antihack.shared.proto import liveness_pb2 as pb  # noqa: E402
+from antihack.shared.sdk.sample import build_capture  # noqa: E402
+from antihack.worker.pipeline import detect, landmarks, pad  # noqa: E402
+from antihack.worker.pipeline.geometry import Frame  # noqa: E402
+from antihack.worker.pipeline.run import Pipeline, PipelineContext  # noqa: E402
 from bench.bench_models import (  # noqa: E402
     add_providers_option,
     detector_batch,
@@ -41,12 +47,6 @@ from bench.bench_models import (  # noqa: E402
     mask_batch,
 )
 from bench.stack import load_average, median, ms_since  # noqa: E402
-from shared.capture import CaptureLimits, decode_frames, parse_capture  # noqa: E402
-from shared.proto import liveness_pb2 as pb  # noqa: E402
-from shared.sample import build_capture  # noqa: E402
-from worker.pipeline import detect, landmarks, pad  # noqa: E402
-from worker.pipeline.geometry import Frame  # noqa: E402
-from worker.pipeline.run import Pipeline, PipelineContext  # noqa: E402
 
 Batch = npt.NDArray[np.float32]
 

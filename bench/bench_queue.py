@@ -43,14 +43,14 @@ if __package__ in (None, ""):
     # Run as `python bench/bench_queue.py`: import from the repository root.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from antihack.shared.domain.jobs import Submission, create_job
+from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
+from antihack.shared.infra.queues import ANALYZE_QUEUE, ANALYZE_TASK, done_key
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import ApiKey, Job
 from bench.bare_celery import DONE
 from bench.stack import Stack, load_average, median, pct, stack
-from shared.db import make_engine, make_sessionmaker, transaction
-from shared.devstack import ROOT, start_api, start_worker, wait_until
-from shared.jobs import Submission, create_job
-from shared.models import ApiKey, Job
-from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, done_key
-from shared.settings import Settings
+from tests.devstack import ROOT, start_api, start_worker, wait_until
 from tests.helpers import no_face_capture
 
 SEQUENTIAL = 50
@@ -160,7 +160,7 @@ def job_path(st: Stack, threads: int = 0) -> Figures:
     worker's completion notice (sequential); a backlog published from the clients, timed until
     every job is SUCCEEDED (throughput). ``threads``: one process of Celery's threads pool
     (a GPU worker: claims and records batched, worker/bookkeeping.py) instead of 2 processes."""
-    from worker.celery_app import make_celery
+    from antihack.worker.celery_app import make_celery
 
     settings = st.settings.replace(bench_noop_pipeline=True)
     if threads:
@@ -244,7 +244,7 @@ def antihack(st: Stack) -> Figures:
 def worker_cpu(st: Stack, **submission: Any) -> tuple[float, float]:
     """CPU ms and wall ms per job of the analyze task run in this process, one job after
     another (median of 5 rounds of CPU_JOBS / 5 jobs)."""
-    from worker.celery_app import make_celery
+    from antihack.worker.celery_app import make_celery
 
     settings = st.settings.replace(bench_noop_pipeline=True)
     task: Any = make_celery(settings).tasks[ANALYZE_TASK]
@@ -266,7 +266,7 @@ def worker_cpu(st: Stack, **submission: Any) -> tuple[float, float]:
 def bookkeeping_cpu(st: Stack, **submission: Any) -> float:
     """CPU ms per job of the bookkeeping alone: claim + read (``claim_jobs``), then result,
     refund check and webhook outbox (``finish_jobs``), a transaction each, one job at a time."""
-    from shared.jobs import AttemptResult, claim_jobs, finish_jobs
+    from antihack.shared.domain.jobs import AttemptResult, claim_jobs, finish_jobs
 
     sessions = make_sessionmaker(make_engine(st.settings.effective_database_url))
     lease = timedelta(minutes=5)

@@ -15,13 +15,13 @@ import time
 import redis
 import requests
 
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.domain.quota import charge
+from antihack.shared.domain.ratelimit import RateLimiter
+from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
+from antihack.shared.infra.tables import ApiKey
 from bench.stack import median, pct, stack
-from shared.db import make_engine, make_sessionmaker, transaction
-from shared.devstack import start_api
-from shared.keys import KeyOptions, create_key
-from shared.models import ApiKey
-from shared.quota import charge
-from shared.ratelimit import RateLimiter
+from tests.devstack import start_api
 from tests.helpers import no_face_capture
 
 ROUNDS = 300

@@ -10,7 +10,7 @@ database of its own is created and dropped. Without one it runs on a SQLite file
 History: synthetic captures of 16 frames whose 64-bit hashes are near each other (a few bits
 apart, as one capture's frames are), bulk-loaded with COPY into replay_captures/replay_bands
 (foreign keys off for the load: no job rows are needed to measure the index). At each size
-(10k, 100k, ... frames) it times ``worker.replay_index.DbHistory.lookup`` -- the banded
+(10k, 100k, ... frames) it times ``antihack.worker.replay_index.DbHistory.lookup`` -- the banded
 query and the load of the candidates' fingerprints -- for captures that replay a stored one
 (its hashes with 0-6 bits flipped per frame) and for new faces, prints the medians, the rows
 the query read and whether the replayed capture was found, and EXPLAINs one band's query.
@@ -32,12 +32,12 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
+from antihack.shared.infra.migrate import upgrade
+from antihack.shared.infra.tables import ApiKey
+from antihack.worker.pipeline.replay import DESCRIPTOR, FramePrint, band_keys, pack_prints
+from antihack.worker.replay_index import DbHistory, query_bands
 from bench.stack import fresh_database
-from shared.db import make_engine, make_sessionmaker, transaction
-from shared.migrate import upgrade
-from shared.models import ApiKey
-from worker.pipeline.replay import DESCRIPTOR, FramePrint, band_keys, pack_prints
-from worker.replay_index import DbHistory, query_bands
 
 FRAMES = 16
 KEYS = 20

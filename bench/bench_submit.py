@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import requests
 
+from antihack.shared.sdk.sample import build_capture
 from bench.stack import median, pct, stack
-from shared.devstack import start_api, start_worker
-from shared.sample import build_capture
+from tests.devstack import start_api, start_worker
 
 CONCURRENCY = (1, 8, 32, 64)
 REQUESTS = 400

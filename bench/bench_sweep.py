@@ -15,15 +15,15 @@ from pathlib import Path
 
 import redis
 
-import worker.tasks as tasks
-from shared.db import make_engine, make_sessionmaker, transaction
-from shared.embedded import start_redis
-from shared.jobs import Submission, create_job
-from shared.keys import KeyOptions, create_key
-from shared.migrate import upgrade
-from shared.queues import ANALYZE_QUEUE, SWEEP_TASK
-from shared.settings import Settings
-from worker.celery_app import make_celery
+import antihack.worker.tasks as tasks
+from antihack.shared.domain.jobs import Submission, create_job
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
+from antihack.shared.infra.embedded import start_redis
+from antihack.shared.infra.migrate import upgrade
+from antihack.shared.infra.queues import ANALYZE_QUEUE, SWEEP_TASK
+from antihack.shared.infra.settings import Settings
+from antihack.worker.celery_app import make_celery
 
 
 def main(argv: list[str] | None = None) -> None:

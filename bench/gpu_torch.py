@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     sys.path[0] = str(ROOT)
 
+from antihack.shared.domain.capture import CaptureLimits, decode_frames, parse_capture  # noqa: E402
+from antihack.worker.pipeline.models import MODEL_NAMES, ModelSet, read_manifest  # noqa: E402
 from bench.bench_models import model_inputs  # noqa: E402
-from shared.capture import CaptureLimits, decode_frames, parse_capture  # noqa: E402
-from worker.pipeline.models import MODEL_NAMES, ModelSet, read_manifest  # noqa: E402
 
 
 def sample_frame() -> np.ndarray:

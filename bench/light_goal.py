@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sys
 
-import worker.pipeline.run as run
+import antihack.worker.pipeline.run as run
+from antihack.worker.pipeline.fusion import HACK_THRESHOLD
+from antihack.worker.pipeline.light import LightReport
 from tests import light_physics as lp
 from tests import test_light as tl
-from worker.pipeline.fusion import HACK_THRESHOLD
-from worker.pipeline.light import LightReport
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,13 +27,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from antihack.worker.pipeline.fusion import CERTAIN, STRONG
+from antihack.worker.pipeline.motion import MotionReport, motion_report
+from antihack.worker.pipeline.run import Pipeline, _Timer
 from tests.blink import close_eyes
 from tests.fixtures_images import astronaut
 from tests.genuine import genuine_frames
 from tests.stills import STILL_VARIANTS, held_pattern, perturbed, still_frames
-from worker.pipeline.fusion import CERTAIN, STRONG
-from worker.pipeline.motion import MotionReport, motion_report
-from worker.pipeline.run import Pipeline, _Timer
 
 Frames = list[np.ndarray]
 CYCLED_VARIANTS = ("noise", "shift", "jpeg", "all")

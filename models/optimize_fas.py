@@ -29,7 +29,7 @@ The result computes 2.2 of the stock model's 56 GMAC per image (the 1x1 branches
 has no denormal weights, so its speed does not hang on ``session.set_denormal_as_zero`` -- a
 flag whose effect on the calling thread is fixed by the first session a process creates (a
 stock session made after one without it runs ~25x slower on one thread). Built by
-``python -m models.convert --only pad``; needs onnx, onnxruntime and numpy only (no torch).
+``python -m antihack.models.convert --only pad``; needs onnx, onnxruntime and numpy only (no torch).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Code the API, the worker and the CLI share."""
+"""Code the API, the worker and the CLI share: domain, infra, cli and sdk (see their docstrings)."""
 
 import os
 
-# Defence in depth behind shared.capture's header checks: OpenCV refuses to decode an image of
+# Defence in depth behind shared/domain/capture.py's header checks: OpenCV refuses to decode an
+# image of
 # more pixels than this (instead of its default, 2**30: ~3 GB for one frame). OpenCV reads the
 # variable once, when cv2 is first imported, and every module of ours imports this package
 # first. 8192 x 8192 is the largest frame a capture may declare (CaptureLimits.max_side); an

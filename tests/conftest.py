@@ -22,13 +22,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from shared import devstack
-from shared.db import make_engine, make_sessionmaker, transaction
-from shared.devstack import Proc
-from shared.embedded import start_redis
-from shared.keys import KeyOptions, create_key
-from shared.migrate import upgrade
-from shared.settings import Settings
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
+from antihack.shared.infra.embedded import start_redis
+from antihack.shared.infra.migrate import upgrade
+from antihack.shared.infra.settings import Settings
+from tests import devstack
+from tests.devstack import Proc
 
 # A Redis db number of this run's own (1-15, never the 0 the server URL names), so that two runs
 # on one machine rarely share queues; the run flushes it at start.
@@ -195,7 +195,7 @@ def app(base_settings: Settings) -> Flask:
 
 
 def create_test_app(settings: Settings) -> Flask:
-    from api import create_app
+    from antihack.api import create_app
 
     app = create_app(settings)
     app.config["TESTING"] = True

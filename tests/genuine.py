@@ -32,9 +32,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.interpolate import LinearNDInterpolator
 
-from shared.capture import CAPTURE_VERSION
-from shared.proto import liveness_pb2 as pb
-from shared.sample import encode_jpeg
+from antihack.shared.domain.capture import CAPTURE_VERSION
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.sample import encode_jpeg
 from tests.blink import close_eyes
 from tests.fixtures_images import astronaut
 from tests.mouth import NATURAL_GAP_PX, mouth_gap
@@ -66,9 +66,9 @@ class Mesh:
 @functools.cache
 def astronaut_mesh() -> Mesh:
     """Her FaceMesh landmarks, measured once per process with the pipeline's own models."""
-    from worker.pipeline.detect import detect_faces
-    from worker.pipeline.landmarks import face_landmarks
-    from worker.pipeline.models import ModelSet
+    from antihack.worker.pipeline.detect import detect_faces
+    from antihack.worker.pipeline.landmarks import face_landmarks
+    from antihack.worker.pipeline.models import ModelSet
 
     models = ModelSet.load()
     image = astronaut()

@@ -16,15 +16,15 @@ import numpy as np
 import requests
 from sqlalchemy import func, select
 
-from shared import devstack
-from shared.db import transaction
-from shared.devstack import Proc, wait_until
-from shared.jobs import Submission, create_job
-from shared.models import ApiKey, Job, JobResult
-from shared.quota import used
-from shared.sample import build_capture
-from shared.settings import Settings
+from antihack.shared.domain.jobs import Submission, create_job
+from antihack.shared.domain.quota import used
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import ApiKey, Job, JobResult
+from antihack.shared.sdk.sample import build_capture
+from tests import devstack
 from tests.conftest import Key
+from tests.devstack import Proc, wait_until
 from tests.fixtures_images import astronaut, coffee, jittered
 
 

@@ -52,20 +52,20 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from api import admin_ui
-from api.auth import admin_only
-from api.metrics import _check_token as metrics_check_token
-from api.openapi import document
-from shared.capture import verify_signature
-from shared.db import transaction
-from shared.devstack import ROOT, start_api, wait_until
-from shared.errors import HTTP_CODES
-from shared.keys import KeyOptions, create_key
-from shared.models import ApiKey, Image
-from shared.proto import liveness_pb2 as pb
-from shared.secrets import check_secret, hash_secret
-from shared.settings import MiB, Settings
+from antihack.api import admin_ui
+from antihack.api.auth import admin_only
+from antihack.api.metrics import _check_token as metrics_check_token
+from antihack.api.openapi import document
+from antihack.shared.domain.capture import verify_signature
+from antihack.shared.domain.errors import HTTP_CODES
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.secrets import check_secret, hash_secret
+from antihack.shared.infra.settings import MiB, Settings
+from antihack.shared.infra.tables import ApiKey, Image
+from antihack.shared.proto import liveness_pb2 as pb
 from tests.conftest import Key, create_test_app
+from tests.devstack import ROOT, start_api, wait_until
 from tests.helpers import job_count, no_face_capture, png_bytes, png_with_header, small_coffee
 
 ADMIN_TOKEN = "test-admin-token"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from shared.migrate import upgrade
-from shared.settings import Settings
+from antihack.shared.infra.migrate import upgrade
+from antihack.shared.infra.settings import Settings
 from tests.conftest import _postgres_database, create_test_app
 from tests.test_admin_page import SAME_ORIGIN, TOKEN, element, page, text
 

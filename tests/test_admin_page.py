@@ -21,17 +21,17 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 from werkzeug.test import TestResponse
 
-from shared.db import transaction
-from shared.devstack import free_port
-from shared.jobs import claim, error_body, finish
-from shared.keys import KeyOptions, update_key
-from shared.models import Job, utcnow
-from shared.settings import Settings
-from shared.webhooks import claim_due, claim_lease
+from antihack.shared.domain.jobs import claim, error_body, finish
+from antihack.shared.domain.keys import KeyOptions, update_key
+from antihack.shared.domain.webhooks import claim_due, claim_lease
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import Job, utcnow
+from antihack.worker.webhook_tasks import attempt
 from tests.browser import chromium
 from tests.conftest import Key, create_test_app
+from tests.devstack import free_port
 from tests.helpers import no_face_capture
-from worker.webhook_tasks import attempt
 
 TOKEN = "test-admin-token"
 SAME_ORIGIN = {"Origin": "http://localhost"}

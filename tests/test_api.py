@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from shared.db import transaction
-from shared.models import Job, JobInput
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.tables import Job, JobInput
 from tests.conftest import Key, create_test_app
 from tests.helpers import job_count, no_face_capture, png_bytes, small_coffee
 

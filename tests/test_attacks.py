@@ -12,14 +12,14 @@ import pytest
 from click.testing import CliRunner
 from numpy.typing import NDArray
 
-from shared.attacks import ATTACKS
-from shared.capture import CaptureLimits, decode_frames, parse_capture
-from shared.cli import main
-from shared.proto import liveness_pb2 as pb
-from shared.settings import Settings, SettingsError
+from antihack.shared.cli import main
+from antihack.shared.domain.capture import CaptureLimits, decode_frames, parse_capture
+from antihack.shared.infra.settings import Settings, SettingsError
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.attacks import ATTACKS
+from antihack.worker.pipeline.eval import eval_cmd
+from antihack.worker.pipeline.run import Pipeline, PipelineContext
 from tests.genuine import genuine_capture
-from worker.pipeline.eval import eval_cmd
-from worker.pipeline.run import Pipeline, PipelineContext
 
 LIMITS = CaptureLimits()
 FRAMES, SIZE = 6, 256  # small captures: the whole file runs in well under a minute

@@ -18,22 +18,22 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from antihack.shared.domain.capture import parse_capture
+from antihack.shared.domain.jobs import Submission, capture_limits, create_job
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.queues import ANALYZE_QUEUE, ANALYZE_TASK
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import ApiKey, Job
+from antihack.worker.celery_app import make_celery
+from antihack.worker.pipeline.batching import BatcherClosed
+from antihack.worker.pipeline.models import MODEL_NAMES, ModelSet
+from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext
 from bench.bench_batching import OUTPUTS
 from bench.bench_models import model_rows
-from shared.capture import parse_capture
-from shared.db import transaction
-from shared.devstack import free_port, wait_until
-from shared.jobs import Submission, capture_limits, create_job
-from shared.models import ApiKey, Job
-from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK
-from shared.settings import Settings
 from tests.conftest import Key
+from tests.devstack import free_port, wait_until
 from tests.fixtures_images import astronaut, jittered
 from tests.helpers import face_capture
-from worker.celery_app import make_celery
-from worker.pipeline.batching import BatcherClosed
-from worker.pipeline.models import MODEL_NAMES, ModelSet
-from worker.pipeline.run import Analysis, Pipeline, PipelineContext
 
 # Long enough never to be what closes a batch in these tests (see the module docstring).
 BACKSTOP_MS = 20_000.0
@@ -311,11 +311,11 @@ def test_threads_of_one_worker_process_share_one_state_and_one_model_load(
 ) -> None:
     """Under the threads pool every task thread asks for the process's state at once: they all
     get the same one, the models load once, batched as the settings say."""
-    from worker import state as worker_state
+    from antihack.worker import state as worker_state
 
     monkeypatch.setattr(worker_state, "_state", None)  # this test's own process state
     settings = base_settings.replace(batch_max=8, batch_wait_ms=1.5)
-    caplog.set_level("INFO", logger="worker.state")
+    caplog.set_level("INFO", logger="antihack.worker.state")
 
     def pipeline_of_this_thread() -> tuple[object, object]:
         st = worker_state.get_state(settings)

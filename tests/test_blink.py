@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from shared.capture import CaptureLimits, decode_frames, parse_capture
-from shared.cli.sample import make_sample
+from antihack.shared.cli.sample import make_sample
+from antihack.shared.domain.capture import CaptureLimits, decode_frames, parse_capture
+from antihack.worker.pipeline.challenges import BLINK_BASELINE_MIN as EAR_OPEN_MIN
+from antihack.worker.pipeline.detect import detect_faces
+from antihack.worker.pipeline.eyes import EAR_SPLIT as EAR_CLOSED_MAX
+from antihack.worker.pipeline.eyes import eye_states
+from antihack.worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD
+from antihack.worker.pipeline.landmarks import face_landmarks
+from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext
 from tests.blink import EYE_LIDS, blink_frames, blink_schedule, write_blink_video, write_video
 from tests.fixtures_images import astronaut
 from tests.genuine import genuine_frames
-from worker.pipeline.challenges import BLINK_BASELINE_MIN as EAR_OPEN_MIN
-from worker.pipeline.detect import detect_faces
-from worker.pipeline.eyes import EAR_SPLIT as EAR_CLOSED_MAX
-from worker.pipeline.eyes import eye_states
-from worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD
-from worker.pipeline.landmarks import face_landmarks
-from worker.pipeline.run import Analysis, Pipeline, PipelineContext
 
 FRAMES = 15
 SAMPLED = 12

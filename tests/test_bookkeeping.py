@@ -1,4 +1,4 @@
-"""A threads-pool worker's job bookkeeping (worker/bookkeeping.py, shared/jobs.py): the requests
+"""A threads-pool worker's job bookkeeping (worker/bookkeeping.py, domain/jobs.py): the requests
 that queue while a statement runs go together into the next one, each job is still claimed
 once and recorded only by the attempt that owns it, and a bad request fails alone."""
 
@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from shared.db import transaction
-from shared.devstack import wait_until
-from shared.jobs import AttemptResult, claim_jobs, finish_jobs, sessions_seen
-from shared.models import Fingerprint, Job, JobResult
+from antihack.shared.domain.jobs import AttemptResult, claim_jobs, finish_jobs, sessions_seen
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.tables import Fingerprint, Job, JobResult
+from antihack.worker.bookkeeping import Bookkeeper, GroupLane, Recording
 from tests.conftest import Key
+from tests.devstack import wait_until
 from tests.helpers import new_jobs
-from worker.bookkeeping import Bookkeeper, GroupLane, Recording
 
 LEASE = timedelta(seconds=60)
 
@@ -152,7 +152,7 @@ def test_result_charge_and_webhook_row_commit_together_or_not_at_all(
     """A record whose transaction fails after finish_jobs (the commit never comes) leaves
     neither the result nor the webhook delivery, and the job RUNNING for its attempt: a
     redelivery's attempt records it once."""
-    from shared.models import WebhookDelivery
+    from antihack.shared.infra.tables import WebhookDelivery
 
     [job_id] = new_jobs(sessions, key.api_id)
     with transaction(sessions) as s:

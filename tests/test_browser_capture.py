@@ -20,11 +20,11 @@ from flask.testing import FlaskClient
 from playwright.sync_api import Page
 from sqlalchemy import select
 
-from shared.capture import CaptureLimits, image_header, parse_capture
-from shared.db import transaction
-from shared.models import CaptureSession, Job
-from shared.proto import liveness_pb2 as pb
-from shared.settings import Settings
+from antihack.shared.domain.capture import CaptureLimits, image_header, parse_capture
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import CaptureSession, Job
+from antihack.shared.proto import liveness_pb2 as pb
 from tests.acting_camera import install, render_clips
 from tests.browser import chromium
 from tests.conftest import Key

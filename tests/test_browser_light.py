@@ -20,19 +20,19 @@ import numpy as np
 import pytest
 import requests
 
-from shared.db import transaction
-from shared.models import Job
-from shared.proto import liveness_pb2 as pb
-from shared.settings import Settings
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import Job
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.worker.pipeline.detect import detect_faces
+from antihack.worker.pipeline.landmarks import face_landmarks
+from antihack.worker.pipeline.light import NOT_REFLECTED, UNIFORM_RESPONSE
+from antihack.worker.pipeline.run import Pipeline
 from tests.browser import chromium
 from tests.conftest import Key
 from tests.helpers import png_bytes
 from tests.light_physics import FACE_DISTANCE_CM, face_crop, geometry
 from tests.test_browser_capture import blank_page, run_async
-from worker.pipeline.detect import detect_faces
-from worker.pipeline.landmarks import face_landmarks
-from worker.pipeline.light import NOT_REFLECTED, UNIFORM_RESPONSE
-from worker.pipeline.run import Pipeline
 
 # The white screen's light on the face over the room's (an office, tests/light_physics.py).
 RHO = 0.15

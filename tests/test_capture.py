@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.capture import (
+from antihack.shared.cli.sample import make_sample
+from antihack.shared.domain.capture import (
     DETECTION_FAILED,
     INVALID_ARGUMENT,
     CaptureError,
@@ -32,10 +33,9 @@ from shared.capture import (
     signing_payload,
     verify_signature,
 )
-from shared.cli.sample import make_sample
-from shared.proto import generate
-from shared.proto import liveness_pb2 as pb
-from shared.sample import build_capture, encode_jpeg
+from antihack.shared.proto import generate
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.sample import build_capture, encode_jpeg
 from tests.fixtures_images import astronaut, jittered, resized
 from tests.helpers import png_bytes, png_with_header
 
@@ -69,7 +69,7 @@ def test_bindings_match_the_proto(tmp_path: Path) -> None:
     for written in generate.generate(tmp_path):
         committed = generate.BINDINGS_DIR / written.name
         assert written.read_bytes() == committed.read_bytes(), (
-            f"{committed} is stale: run python -m shared.proto.generate"
+            f"{committed} is stale: run python -m antihack.shared.proto.generate"
         )
 
 

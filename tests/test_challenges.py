@@ -15,21 +15,21 @@ import numpy as np
 import pytest
 
 import tests.genuine
-from shared.capture import CaptureLimits, parse_capture
-from shared.sample import build_capture
-from tests.fixtures_images import astronaut
-from tests.mouth import MOUTH_PROFILE, mouth_frames, photo_turned
-from worker.pipeline.challenges import (
+from antihack.shared.domain.capture import CaptureLimits, parse_capture
+from antihack.shared.sdk.sample import build_capture
+from antihack.worker.pipeline.challenges import (
     MOUTH_MIN_RANGE,
     MOUTH_OPEN_MIN,
     NOD_MIN_RANGE,
     YAW_MIN_RANGE,
     pose_measures_2d,
 )
-from worker.pipeline.detect import detect_faces
-from worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD
-from worker.pipeline.landmarks import face_landmarks
-from worker.pipeline.run import Analysis, Pipeline, PipelineContext
+from antihack.worker.pipeline.detect import detect_faces
+from antihack.worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD
+from antihack.worker.pipeline.landmarks import face_landmarks
+from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext
+from tests.fixtures_images import astronaut
+from tests.mouth import MOUTH_PROFILE, mouth_frames, photo_turned
 
 # Closed lips read 0-0.05 (challenges.py); the painted closed mouth reads 0.03-0.06.
 CLOSED_MAX = 0.08

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 from click.testing import CliRunner
 
-from shared.cli import main
-from shared.settings import Settings
+from antihack.shared.cli import main
+from antihack.shared.infra.settings import Settings
 
 
 def run(settings: Settings, *args: str) -> Any:
@@ -85,7 +85,7 @@ def test_values_are_shown_as_written_not_as_markup(base_settings: Settings) -> N
 
 
 def test_every_data_command_prints_one_json_document(base_settings: Settings) -> None:
-    from shared.attacks import ATTACKS
+    from antihack.shared.sdk.attacks import ATTACKS
 
     key = json.loads(run(base_settings, "keys", "create", "--name", "j", "--json").stdout)
     api_id = key["api_id"]
@@ -136,7 +136,7 @@ def test_make_sample_json_describes_the_file(tmp_path: Path) -> None:
 
 
 def test_eval_json_prints_the_summary(tmp_path: Path) -> None:
-    from shared.sample import build_capture
+    from antihack.shared.sdk.sample import build_capture
     from tests.fixtures_images import astronaut
     from tests.genuine import genuine_capture
 
@@ -161,7 +161,7 @@ def test_eval_json_prints_the_summary(tmp_path: Path) -> None:
 def test_make_sample_refuses_an_image_beyond_the_decoder_cap(
     base_settings: Settings, tmp_path: Path
 ) -> None:
-    # 72 Mpx of black compress to a small PNG; OpenCV is capped at 8192^2 px on `import shared`.
+    # 72 Mpx of black compress to a small PNG; OpenCV is capped at 8192^2 px by antihack.shared.
     big = tmp_path / "big.png"
     assert cv2.imwrite(str(big), np.zeros((8000, 9000, 3), np.uint8))
     result = run(base_settings, "make-sample", str(big), "-o", str(tmp_path / "o.pb"))
@@ -198,8 +198,8 @@ def test_submit_without_a_key_names_the_environment_variable(
 def test_quickstart_sample_is_fresh_and_parses(tmp_path: Path) -> None:
     import time
 
-    from shared.capture import CaptureLimits, parse_capture
-    from shared.quickstart import SAMPLE_FILE, quickstart_text, write_fresh_sample
+    from antihack.shared.cli.quickstart import SAMPLE_FILE, quickstart_text, write_fresh_sample
+    from antihack.shared.domain.capture import CaptureLimits, parse_capture
 
     first = write_fresh_sample(tmp_path)
     assert first == tmp_path / SAMPLE_FILE

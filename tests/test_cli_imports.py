@@ -10,14 +10,14 @@ from pathlib import Path
 import click
 import pytest
 
-from shared.cli import LAZY_COMMANDS, main
+from antihack.shared.cli import LAZY_COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("cv2", "onnxruntime", "celery", "flask", "gunicorn", "api", "worker")
 # Run in a fresh interpreter: this test process has imported everything already.
 PROBE = """
 import json, sys
-from shared.cli import main
+from antihack.shared.cli import main
 args = json.loads(sys.argv[1])
 if args:
     try:
@@ -64,7 +64,7 @@ def test_lazy_summaries_are_the_commands_own(name: str) -> None:
 
 def test_python_m_shared_cli_is_the_antihack_command() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "--help"],
+        [sys.executable, "-m", "antihack.shared.cli", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,

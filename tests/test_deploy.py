@@ -32,10 +32,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from shared.cli import main
-from shared.heartbeat import HEARTBEAT_KEY, beat
-from shared.queues import ALL_QUEUES, ANALYZE_QUEUE
-from shared.settings import Settings
+from antihack.shared.cli import main
+from antihack.shared.infra.heartbeat import HEARTBEAT_KEY, beat
+from antihack.shared.infra.queues import ALL_QUEUES, ANALYZE_QUEUE
+from antihack.shared.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -548,7 +548,11 @@ def test_the_beat_health_check_wants_a_recently_saved_schedule(tmp_path: Path) -
     }
     log = (tmp_path / "beat.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "beat"], env=env, stdout=log, stderr=log, cwd=ROOT
+        [sys.executable, "-m", "antihack.shared.cli", "beat"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=ROOT,
     )
     try:
         deadline = time.monotonic() + 60
@@ -709,17 +713,50 @@ def test_the_wheel_carries_what_an_installed_service_reads(tmp_path: Path) -> No
     (wheel,) = tmp_path.glob("antihack-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
-        "migrations/env.py",
-        "migrations/alembic.ini",
-        "migrations/script.py.mako",
-        "api/templates/admin_dashboard.html",
-        "api/templates/demo.html",
-        "api/static/antihack.js",
-        "models/manifest.json",
+        "antihack/migrations/env.py",
+        "antihack/migrations/alembic.ini",
+        "antihack/migrations/script.py.mako",
+        "antihack/api/templates/admin_dashboard.html",
+        "antihack/api/templates/demo.html",
+        "antihack/api/static/antihack.js",
+        "antihack/models/manifest.json",
+        "antihack/shared/domain/jobs.py",
+        "antihack/worker/pipeline/run.py",
     ):
         assert needed in names, f"{needed} is missing from the wheel"
     revisions = sorted(p.name for p in (ROOT / "migrations" / "versions").glob("0*.py"))
-    assert revisions and all(f"migrations/versions/{r}" in names for r in revisions)
+    assert revisions and all(f"antihack/migrations/versions/{r}" in names for r in revisions)
+    # One import package (issue #17): nothing of ours lands beside a user's own `api` or `models`.
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"antihack"}, top
+    assert not any(name.startswith("antihack/tests/") for name in names), "tests are not shipped"
+    assert "antihack/shared/devstack.py" not in names, "the test stack is not shipped"
+
+
+def test_a_users_own_api_and_models_packages_do_not_collide_with_ours(tmp_path: Path) -> None:
+    """Issue #17: our code imports itself as ``antihack.*`` only. A user's folders named like ours
+    come first on the path here and refuse to load, and every entry point still imports."""
+    for name in ("api", "models", "worker", "shared", "migrations"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(
+            f"raise ImportError('the user\\'s own {name} package was imported')\n"
+        )
+    code = (
+        "import importlib, sys\n"
+        "for m in ('antihack.api.app', 'antihack.worker.tasks', 'antihack.worker.webhook_tasks',"
+        " 'antihack.worker.pipeline.run', 'antihack.shared.cli', 'antihack.shared.cli.eval',"
+        " 'antihack.shared.cli.serve', 'antihack.shared.infra.migrate', 'antihack.models'):\n"
+        "    importlib.import_module(m)\n"
+        "bare = sorted(n for n in sys.modules"
+        " if n.split('.')[0] in ('api', 'models', 'worker', 'shared', 'migrations'))\n"
+        "assert not bare, bare\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 # --- the lock files ---------------------------------------------------------------------------

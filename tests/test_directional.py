@@ -17,25 +17,25 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.capture import CaptureError, CaptureLimits, parse_capture
-from shared.db import transaction
-from shared.jobs import claim, finish, job_resource
-from shared.models import Job
-from shared.proto import liveness_pb2 as pb
-from shared.sample import build_capture
-from shared.sessions import CaptureFacts, draw_steps
-from shared.settings import CHALLENGE_AXES, Settings
+from antihack.shared.domain.capture import CaptureError, CaptureLimits, parse_capture
+from antihack.shared.domain.capture_sessions import CaptureFacts, draw_steps
+from antihack.shared.domain.jobs import claim, finish, job_resource
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import CHALLENGE_AXES, Settings
+from antihack.shared.infra.tables import Job
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.sample import build_capture
+from antihack.worker.pipeline import challenges as ch
+from antihack.worker.pipeline.detect import detect_faces
+from antihack.worker.pipeline.eyes import eye_states
+from antihack.worker.pipeline.landmarks import face_landmarks
+from antihack.worker.pipeline.run import Pipeline, PipelineContext
 from tests.blink import close_eyes
 from tests.conftest import Key
 from tests.fixtures_images import astronaut, jittered
 from tests.genuine import genuine_frames
 from tests.helpers import new_jobs
 from tests.mouth import mouth_frames, photo_turned
-from worker.pipeline import challenges as ch
-from worker.pipeline.detect import detect_faces
-from worker.pipeline.eyes import eye_states
-from worker.pipeline.landmarks import face_landmarks
-from worker.pipeline.run import Pipeline, PipelineContext
 
 T0 = 1_800_000_000_000
 FPS = 15.0

@@ -17,15 +17,15 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from shared.db import transaction
-from shared.devstack import ROOT, wait_until
-from shared.models import Job, JobResult
-from shared.queues import SWEEP_TASK
-from shared.sample import build_capture
-from shared.settings import Settings
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.queues import SWEEP_TASK
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import Job, JobResult
+from antihack.shared.sdk.sample import build_capture
+from antihack.worker.celery_app import make_celery
 from tests.conftest import Key
+from tests.devstack import ROOT, wait_until
 from tests.helpers import face_capture, new_jobs, no_face_capture, submit, wait_running
-from worker.celery_app import make_celery
 
 SEED_EXTRA = {
     "mask_proba", "quality_score", "quality_too_low", "blur_or_dark", "has_no_face",
@@ -169,7 +169,7 @@ def test_200_concurrent_submissions_all_finish_once(
 
 
 def test_worker_refuses_altered_models(base_settings: Settings, tmp_path: Path) -> None:
-    from models import default_model_dir
+    from antihack.models import default_model_dir
 
     bad = tmp_path / "models"
     shutil.copytree(default_model_dir(), bad)
@@ -179,7 +179,7 @@ def test_worker_refuses_altered_models(base_settings: Settings, tmp_path: Path) 
     victim.write_bytes(bytes(data))
     env = {**base_settings.replace(model_dir=str(bad)).to_env(), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "worker"],
+        [sys.executable, "-m", "antihack.shared.cli", "worker"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -196,7 +196,7 @@ def test_worker_refuses_altered_models(base_settings: Settings, tmp_path: Path) 
 )
 def test_every_command_has_help(command: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.cli", command, "--help"],
+        [sys.executable, "-m", "antihack.shared.cli", command, "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -206,7 +206,7 @@ def test_every_command_has_help(command: str) -> None:
 
 
 def _tampered(payload: bytes) -> bytes:
-    from shared.proto import liveness_pb2 as pb
+    from antihack.shared.proto import liveness_pb2 as pb
 
     capture = pb.Capture.FromString(payload)
     capture.frames[0].timestamp_ms += 1  # any change after signing breaks the HMAC
@@ -267,7 +267,7 @@ def test_submit_cli_waits_for_results(
         "ANTIHACK_API_SECRET": key.api_secret,
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "submit", *files, "--wait", "--json"],
+        [sys.executable, "-m", "antihack.shared.cli", "submit", *files, "--wait", "--json"],
         cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from shared.sample import build_capture
+from antihack.shared.sdk.sample import build_capture
+from antihack.worker.pipeline import eval as ev
 from tests.fixtures_images import astronaut, blurred, coffee, jittered
 from tests.genuine import genuine_capture
-from worker.pipeline import eval as ev
 
 
 def test_apcer_bpcer_acer_by_hand() -> None:

@@ -15,11 +15,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from models import MANIFEST_NAME, default_model_dir
+from antihack.models import MANIFEST_NAME, default_model_dir
+from antihack.worker.pipeline.detect import FaceBox, detect_faces
+from antihack.worker.pipeline.models import ModelSet, load_session, verify_models
+from antihack.worker.pipeline.pad import pad_scores
 from tests import fixtures_images as fx
-from worker.pipeline.detect import FaceBox, detect_faces
-from worker.pipeline.models import ModelSet, load_session, verify_models
-from worker.pipeline.pad import pad_scores
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOCK_SHA256 = "a284332f8e380f14f85aa0d9212f6814993f08f176835be13bb9ef8d0666f34d"
@@ -140,7 +140,7 @@ def test_folded_file_is_standard_onnx_without_denormals() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="needs onnx ([convert])")
 def test_folding_reproduces_the_committed_file() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "models.convert", "--check", "--only", "pad"],
+        [sys.executable, "-m", "antihack.models.convert", "--check", "--only", "pad"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -20,13 +20,14 @@ import redis
 import requests
 import sqlalchemy as sa
 
-from shared.db import transaction
-from shared.devstack import free_port, start_api, wait_until
-from shared.embedded import redis_server_binary
-from shared.models import Image, Job, JobInput, utcnow
-from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK
-from shared.settings import Settings
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.embedded import redis_server_binary
+from antihack.shared.infra.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import Image, Job, JobInput, utcnow
+from antihack.worker.celery_app import make_celery
 from tests.conftest import Key
+from tests.devstack import free_port, start_api, wait_until
 from tests.helpers import (
     face_capture,
     job_count,
@@ -37,7 +38,6 @@ from tests.helpers import (
     submit,
     wait_running,
 )
-from worker.celery_app import make_celery
 
 FINAL = ("SUCCEEDED", "FAILED")
 
@@ -247,8 +247,8 @@ def test_api_killed_mid_upload_creates_nothing(
 def test_purge_deletes_old_inputs_and_expired_images(
     base_settings: Settings, sessions: Any, key: Key
 ) -> None:
-    from shared.jobs import Submission, create_job
-    from shared.models import ApiKey
+    from antihack.shared.domain.jobs import Submission, create_job
+    from antihack.shared.infra.tables import ApiKey
 
     old = utcnow() - timedelta(days=base_settings.retention_days + 1)
     with transaction(sessions) as s:

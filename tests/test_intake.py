@@ -17,12 +17,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 
-from shared.db import transaction
-from shared.devstack import ROOT
-from shared.keys import revoke_key, rotate_key
-from shared.models import Job
-from shared.settings import Settings
+from antihack.shared.domain.keys import revoke_key, rotate_key
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import Job
 from tests.conftest import Key, create_test_app
+from tests.devstack import ROOT
 from tests.helpers import no_face_capture, quota_used
 
 HEAVY = ("worker", "cv2", "onnxruntime")
@@ -30,8 +30,8 @@ HEAVY = ("worker", "cv2", "onnxruntime")
 IMPORTS = """
 import json, sys
 from pathlib import Path
-from api.app import create_app
-from shared.settings import Settings
+from antihack.api.app import create_app
+from antihack.shared.infra.settings import Settings
 create_app(Settings(data_dir=Path(sys.argv[1])))
 loaded = sorted({name.split(".")[0] for name in sys.modules})
 print(json.dumps(loaded))

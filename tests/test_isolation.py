@@ -17,9 +17,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from shared.db import transaction
-from shared.jobs import claim, finish
-from shared.models import (
+from antihack.shared.domain.jobs import claim, finish
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.tables import (
     Image,
     Job,
     JobInput,

@@ -25,10 +25,10 @@ import yaml
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from shared.cli import main
-from shared.heartbeat import HEARTBEAT_KEY, beat
-from shared.queues import ALL_QUEUES, ANALYZE_QUEUE
-from shared.settings import Settings
+from antihack.shared.cli import main
+from antihack.shared.infra.heartbeat import HEARTBEAT_KEY, beat
+from antihack.shared.infra.queues import ALL_QUEUES, ANALYZE_QUEUE
+from antihack.shared.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"

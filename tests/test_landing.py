@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 from flask.testing import FlaskClient
 
-from shared.settings import Settings
+from antihack.shared.infra.settings import Settings
 from tests.conftest import create_test_app
 
 

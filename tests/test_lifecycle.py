@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from shared.db import transaction
-from shared.jobs import Submission, claim, create_job, due_for_publish, finish
-from shared.migrate import check
-from shared.models import ApiKey, Job, JobResult
-from shared.settings import Settings
+from antihack.shared.domain.jobs import Submission, claim, create_job, due_for_publish, finish
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.migrate import check
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import ApiKey, Job, JobResult
 from tests.conftest import Key
 from tests.helpers import new_jobs, no_face_capture
 
@@ -82,7 +82,7 @@ def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(
 
 
 def test_idempotency_key_returns_the_original_job(sessions: Any, key: Key) -> None:
-    from shared.errors import ApiError
+    from antihack.shared.domain.errors import ApiError
 
     sub = Submission(payload=no_face_capture(session_id="s1"), source="file", idempotency_key="k1")
     with transaction(sessions) as s:

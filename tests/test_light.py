@@ -19,19 +19,19 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from shared.capture import CaptureLimits, parse_capture
-from shared.db import transaction
-from shared.light import LightSequence, draw_sequence
-from shared.models import CaptureSession
-from shared.proto import liveness_pb2 as pb
-from shared.settings import Settings, SettingsError
+from antihack.shared.domain.capture import CaptureLimits, parse_capture
+from antihack.shared.domain.light import LightSequence, draw_sequence
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings, SettingsError
+from antihack.shared.infra.tables import CaptureSession
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.worker.pipeline.detect import detect_faces
+from antihack.worker.pipeline.fusion import HACK_THRESHOLD
+from antihack.worker.pipeline.landmarks import face_landmarks
+from antihack.worker.pipeline.light import NOT_REFLECTED, UNIFORM_RESPONSE
+from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext
 from tests import light_physics as lp
 from tests.conftest import Key, create_test_app
-from worker.pipeline.detect import detect_faces
-from worker.pipeline.fusion import HACK_THRESHOLD
-from worker.pipeline.landmarks import face_landmarks
-from worker.pipeline.light import NOT_REFLECTED, UNIFORM_RESPONSE
-from worker.pipeline.run import Analysis, Pipeline, PipelineContext
 
 LIGHT_CODES = {NOT_REFLECTED, UNIFORM_RESPONSE}
 START_MS = 1_760_000_000_000

@@ -11,10 +11,10 @@ import requests
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.devstack import free_port
-from shared.queues import ALL_QUEUES
-from shared.settings import Settings
+from antihack.shared.infra.queues import ALL_QUEUES
+from antihack.shared.infra.settings import Settings
 from tests.conftest import Key, create_test_app
+from tests.devstack import free_port
 from tests.helpers import face_capture
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -101,7 +101,7 @@ def test_worker_counters_and_stage_timings_reach_the_api(
     own metrics port (the compose set-up) shows the same counters."""
     from jsonschema import Draft202012Validator
 
-    from api.openapi import document
+    from antihack.api.openapi import document
 
     port = free_port()
     start_worker(base_settings.replace(worker_metrics_port=port), concurrency=1)

@@ -11,13 +11,13 @@ import numpy.typing as npt
 import pytest
 from skimage import data
 
+from antihack.worker.pipeline.detect import FaceBox, detect_faces
+from antihack.worker.pipeline.eyes import EAR_SPLIT, eye_states
+from antihack.worker.pipeline.landmarks import FaceLandmarks, face_landmarks
+from antihack.worker.pipeline.mask import mask_probabilities
+from antihack.worker.pipeline.models import ModelSet
+from antihack.worker.pipeline.pad import LIVE_THRESHOLD, live_probability, pad_scores
 from tests.fixtures_images import printed
-from worker.pipeline.detect import FaceBox, detect_faces
-from worker.pipeline.eyes import EAR_SPLIT, eye_states
-from worker.pipeline.landmarks import FaceLandmarks, face_landmarks
-from worker.pipeline.mask import mask_probabilities
-from worker.pipeline.models import ModelSet
-from worker.pipeline.pad import LIVE_THRESHOLD, live_probability, pad_scores
 
 Image = npt.NDArray[np.uint8]
 RecordProperty = Callable[[str, object], None]

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import MANIFEST_NAME, default_model_dir
-from worker.pipeline.models import (
+from antihack.models import MANIFEST_NAME, default_model_dir
+from antihack.worker.pipeline.models import (
     MODEL_NAMES,
     ON_DEMAND_NAMES,
     ModelError,
@@ -99,7 +99,7 @@ def test_unknown_provider_is_refused(providers: list[str]) -> None:
         ModelSet.load(providers=providers)
 
 
-@pytest.mark.parametrize("command", [["-m", "models.convert"], ["models/convert.py"]])
+@pytest.mark.parametrize("command", [["-m", "antihack.models.convert"], ["models/convert.py"]])
 def test_convert_help(command: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, *command, "--help"],
@@ -135,7 +135,7 @@ def test_mediapipe_conversion_reproduces_committed_files() -> None:
         [
             sys.executable,
             "-m",
-            "models.convert",
+            "antihack.models.convert",
             "--check",
             "--only",
             "face_detector",

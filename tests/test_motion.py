@@ -10,15 +10,15 @@ import time
 import numpy as np
 import pytest
 
-from shared.capture import CaptureLimits, parse_capture
-from shared.proto import liveness_pb2 as pb
-from shared.sample import build_capture, encode_jpeg
+from antihack.shared.domain.capture import CaptureLimits, parse_capture
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.sample import build_capture, encode_jpeg
+from antihack.worker.pipeline.fusion import HACK_THRESHOLD
+from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext
 from tests.blink import close_eyes
 from tests.fixtures_images import astronaut, coffee, resized
 from tests.genuine import genuine_capture, genuine_frames
 from tests.stills import STILL_VARIANTS, cycled_frames, held_pattern, still_frames
-from worker.pipeline.fusion import HACK_THRESHOLD
-from worker.pipeline.run import Analysis, Pipeline, PipelineContext
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from shared.errors import HTTP_CODES
+from antihack.shared.domain.errors import HTTP_CODES
 from tests.conftest import Key
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -129,7 +129,7 @@ def test_docs_page_uses_only_local_assets_that_answer(client: FlaskClient) -> No
     assert client.get("/docs/../../pyproject.toml").status_code == 404
 
 
-# --- one definition per schema (shared/schemas.py, shared/choices.py) --------------------------
+# --- one definition per schema (shared/domain/schemas.py, shared/domain/choices.py) -------
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
@@ -142,7 +142,7 @@ def _check(doc: dict[str, Any], body: Any, schema_name: str) -> None:
 
 
 def test_the_key_and_session_schemas_are_the_models(doc: dict[str, Any]) -> None:
-    from shared.schemas import component_schemas
+    from antihack.shared.domain.schemas import component_schemas
 
     generated = component_schemas()
     for name in ("KeyOptions", "KeyCreate", "Key", "KeyWithSecrets", "NewSession", "Session"):
@@ -216,10 +216,10 @@ def test_a_refused_key_body_gets_the_seed_error(
 def test_the_challenge_list_is_defined_once() -> None:
     from pathlib import Path
 
-    from shared import choices
-    from shared.proto import liveness_pb2 as pb
-    from shared.sample import CHALLENGES as SAMPLE_CHALLENGES
-    from shared.settings import SESSION_CHALLENGES
+    from antihack.shared.domain import choices
+    from antihack.shared.infra.settings import SESSION_CHALLENGES
+    from antihack.shared.proto import liveness_pb2 as pb
+    from antihack.shared.sdk.sample import CHALLENGES as SAMPLE_CHALLENGES
 
     names = [value.name for value in pb.Challenge.DESCRIPTOR.values]
     proto = tuple(n for n in names if n != "CHALLENGE_UNSPECIFIED")
@@ -233,8 +233,8 @@ def test_the_challenge_list_is_defined_once() -> None:
 
 
 def test_the_cli_key_options_are_the_model_fields() -> None:
-    from shared.cli.keys import keys_create, keys_update
-    from shared.schemas import KeyOptions
+    from antihack.shared.cli.keys import keys_create, keys_update
+    from antihack.shared.domain.schemas import KeyOptions
 
     for command in (keys_create, keys_update):
         names = {p.name for p in command.params if p.name not in ("api_id", "as_json")}

@@ -14,8 +14,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from shared.heartbeat import HEARTBEAT_KEY, beat
-from shared.logs import (
+from antihack.shared.infra.heartbeat import HEARTBEAT_KEY, beat
+from antihack.shared.infra.logs import (
     JsonFormatter,
     QuietPeriodicFilter,
     Redactor,
@@ -24,7 +24,7 @@ from shared.logs import (
     formatter,
     resolve_format,
 )
-from shared.settings import Settings, SettingsError
+from antihack.shared.infra.settings import Settings, SettingsError
 
 # --- /readyz --------------------------------------------------------------------------------
 
@@ -129,7 +129,7 @@ def test_json_lines_with_the_request_id_bound_in_a_request(app: Flask) -> None:
 
 
 def test_a_task_binds_its_job_id(app: Flask) -> None:
-    from worker.celery_app import AntihackTask  # every task's base class binds it
+    from antihack.worker.celery_app import AntihackTask  # every task's base class binds it
 
     logger, stream = capture(JsonFormatter("worker"))
     job_id = "TID" + "a" * 32
@@ -256,4 +256,4 @@ def test_idle_scheduled_tasks_do_not_flood_the_log() -> None:
     # Jobs, failures and other loggers stay.
     assert kept("celery.app.trace", logging.INFO, "Task antihack.analyze[77] succeeded in 0.2s")
     assert kept("celery.app.trace", logging.ERROR, f"Task {dispatch} raised: OperationalError")
-    assert kept("worker.tasks", logging.INFO, "antihack.sweep requeued 3 jobs")
+    assert kept("antihack.worker.tasks", logging.INFO, "antihack.sweep requeued 3 jobs")

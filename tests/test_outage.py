@@ -20,11 +20,11 @@ import requests
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared.db import transaction
-from shared.devstack import free_port, wait_until
-from shared.models import Job, WebhookAttempt, WebhookDelivery
-from shared.settings import Settings
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import Job, WebhookAttempt, WebhookDelivery
 from tests.conftest import Key
+from tests.devstack import free_port, wait_until
 from tests.helpers import job_states, no_face_capture, running_stack
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}

@@ -14,14 +14,19 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.capture import (
+from antihack.shared.domain.capture import (
     DETECTION_FAILED,
     CaptureError,
     CaptureLimits,
     parse_capture,
 )
-from shared.proto import liveness_pb2 as pb
-from shared.sample import build_capture
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.sample import build_capture
+from antihack.worker.pipeline.detect import detect_faces
+from antihack.worker.pipeline.fusion import HACK_THRESHOLD, NO_FACE_SCORE
+from antihack.worker.pipeline.landmarks import face_landmarks
+from antihack.worker.pipeline.replay import MemoryHistory
+from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext
 from tests.fixtures_images import (
     astronaut,
     blurred,
@@ -32,11 +37,6 @@ from tests.fixtures_images import (
     with_surgical_mask,
 )
 from tests.genuine import genuine_frames as genuine_frames_of
-from worker.pipeline.detect import detect_faces
-from worker.pipeline.fusion import HACK_THRESHOLD, NO_FACE_SCORE
-from worker.pipeline.landmarks import face_landmarks
-from worker.pipeline.replay import MemoryHistory
-from worker.pipeline.run import Analysis, Pipeline, PipelineContext
 
 SECRET = b"sdk-secret"
 EXTRA_FIELDS = {

@@ -16,16 +16,16 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from shared.cli import main
-from shared.db import transaction
-from shared.devstack import free_port
-from shared.errors import ApiError
-from shared.jobs import claim, error_body, finish
-from shared.keys import KeyOptions, create_key
-from shared.models import Job
-from shared.quota import charge, refund
-from shared.ratelimit import RateLimiter
-from shared.settings import Settings
+from antihack.shared.cli import main
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.jobs import claim, error_body, finish
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.domain.quota import charge, refund
+from antihack.shared.domain.ratelimit import RateLimiter
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import Job
+from tests.devstack import free_port
 from tests.helpers import job_count, new_jobs, no_face_capture, quota_used, submit
 
 LEASE = timedelta(seconds=60)

@@ -18,19 +18,19 @@ import redis
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from shared.broker import UNACKED_KEY, queue_lists
-from shared.cli.sample import for_session
-from shared.db import transaction
-from shared.devstack import wait_until
-from shared.heartbeat import HEARTBEAT_KEY, PROGRESS_KEY, container_health
-from shared.jobs import claim
-from shared.models import ApiKey, Job, RefundCounter, utcnow
-from shared.queues import ALL_QUEUES, ANALYZE_QUEUE, ANALYZE_TASK, SWEEP_TASK
-from shared.settings import Settings
+from antihack.shared.cli.sample import for_session
+from antihack.shared.domain.jobs import claim
+from antihack.shared.infra.broker import UNACKED_KEY, queue_lists
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.heartbeat import HEARTBEAT_KEY, PROGRESS_KEY, container_health
+from antihack.shared.infra.queues import ALL_QUEUES, ANALYZE_QUEUE, ANALYZE_TASK, SWEEP_TASK
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import ApiKey, Job, RefundCounter, utcnow
+from antihack.worker.celery_app import make_celery
 from tests.conftest import Key, create_test_app
+from tests.devstack import wait_until
 from tests.helpers import new_jobs, no_face_capture, quota_used
 from tests.test_faults import wait_all_final
-from worker.celery_app import make_celery
 
 TID = re.compile(rb"TID[0-9a-f]{32}")
 

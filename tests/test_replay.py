@@ -17,15 +17,12 @@ import pytest
 from numpy.typing import NDArray
 from sqlalchemy import select
 
-from shared.capture import CaptureLimits, parse_capture
-from shared.db import transaction
-from shared.models import JobResult, ReplayBand
-from shared.sample import build_capture
-from tests.conftest import Key
-from tests.genuine import genuine_capture, genuine_frames
-from tests.helpers import new_jobs, submit
-from worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD, WEAK
-from worker.pipeline.replay import (
+from antihack.shared.domain.capture import CaptureLimits, parse_capture
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.tables import JobResult, ReplayBand
+from antihack.shared.sdk.sample import build_capture
+from antihack.worker.pipeline.fusion import CERTAIN, HACK_THRESHOLD, WEAK
+from antihack.worker.pipeline.replay import (
     BANDS,
     FramePrint,
     MemoryHistory,
@@ -36,8 +33,11 @@ from worker.pipeline.replay import (
     replay_signals,
     unpack_prints,
 )
-from worker.pipeline.run import Analysis, Pipeline, PipelineContext, _Timer
-from worker.replay_index import DbHistory, replay_rows
+from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext, _Timer
+from antihack.worker.replay_index import DbHistory, replay_rows
+from tests.conftest import Key
+from tests.genuine import genuine_capture, genuine_frames
+from tests.helpers import new_jobs, submit
 
 Image = NDArray[np.uint8]
 ORIGINAL_SEED, STILL_SEED = 1301, 1302  # seeds no other test uses

@@ -15,11 +15,14 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import String, func, insert, select, update
 
-from shared.cli.sample import for_session
-from shared.db import Base, transaction
-from shared.devstack import wait_until
-from shared.jobs import claim, error_body, finish
-from shared.models import (
+from antihack.shared.cli.sample import for_session
+from antihack.shared.domain.jobs import claim, error_body, finish
+from antihack.shared.domain.quota import period_key
+from antihack.shared.domain.retention import job_dependents, purge
+from antihack.shared.infra.db import Base, transaction
+from antihack.shared.infra.queues import PURGE_TASK
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import (
     DELIVERED,
     ApiKey,
     Fingerprint,
@@ -35,13 +38,10 @@ from shared.models import (
     WebhookDelivery,
     utcnow,
 )
-from shared.queues import PURGE_TASK
-from shared.quota import period_key
-from shared.retention import job_dependents, purge
-from shared.settings import Settings
+from antihack.worker.celery_app import make_celery
 from tests.conftest import Key
+from tests.devstack import wait_until
 from tests.helpers import face_capture, new_jobs, quota_used
-from worker.celery_app import make_celery
 
 # Tables that hold no per-capture data (keys) or are purged by a rule of their own rather than
 # through a job: H5 images by their expiry, quota and refund counters by the end of their period.
@@ -50,7 +50,7 @@ NOT_JOB_DATA = {"api_keys", "images", "quota_counters", "refund_counters"}
 
 def test_every_table_is_purged_with_its_job_or_by_a_rule_of_its_own() -> None:
     # A new table that references jobs is deleted with them; any other new table must be
-    # given a retention rule here and in shared/retention.py (this test names it).
+    # given a retention rule here and in shared/domain/retention.py (this test names it).
     with_jobs = {"jobs"} | {dep.table.name for dep in job_dependents()}
     assert {"job_inputs", "job_results", "webhook_deliveries", "webhook_attempts"} <= with_jobs
     assert "capture_sessions" in with_jobs

@@ -11,14 +11,14 @@ import pytest
 from click.testing import CliRunner
 from numpy.typing import NDArray
 
-from shared.capture import CaptureLimits, parse_capture
-from shared.cli.sample import make_sample
-from shared.proto import liveness_pb2 as pb
-from shared.sdk import failed_steps
+from antihack.shared.cli.sample import make_sample
+from antihack.shared.domain.capture import CaptureLimits, parse_capture
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.client import failed_steps
+from antihack.worker.pipeline.run import Pipeline, PipelineContext
 from tests.fixtures_images import astronaut, jittered
 from tests.genuine import genuine_frames
 from tests.helpers import png_bytes
-from worker.pipeline.run import Pipeline, PipelineContext
 
 STEPS = ("TURN_LEFT", "BLINK", "OPEN_MOUTH")
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from shared.sdk import Client, ClientError, verify_webhook
+from antihack.shared.sdk.client import Client, ClientError, verify_webhook
 from tests.conftest import Key
 from tests.helpers import no_face_capture
 

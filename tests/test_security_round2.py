@@ -32,14 +32,15 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from shared import devstack, urlguard
-from shared.capture import CaptureError, CaptureLimits, check_image, decode_frames
-from shared.db import transaction
-from shared.errors import ApiError
-from shared.keys import KeyOptions, create_key
-from shared.proto import liveness_pb2 as pb
-from shared.settings import Settings
-from shared.urlguard import UrlRefused, forbidden, resolve
+from antihack.shared.domain.capture import CaptureError, CaptureLimits, check_image, decode_frames
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.infra import urlguard
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.urlguard import UrlRefused, forbidden, resolve
+from antihack.shared.proto import liveness_pb2 as pb
+from tests import devstack
 from tests.conftest import Key, create_test_app
 from tests.helpers import job_count, png_with_header
 

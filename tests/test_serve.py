@@ -15,12 +15,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.devstack import free_port
+from tests.devstack import free_port
 
 
 def antihack() -> list[str]:
     script = Path(sys.executable).with_name("antihack")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "shared.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "antihack.shared.cli"]
 
 
 def healthy(url: str) -> bool:
@@ -79,7 +79,7 @@ def test_serve_starts_one_redis_and_ctrl_c_leaves_no_process_behind(tmp_path: Pa
         tree = {p.pid: p for p in [root, *root.children(recursive=True)]}
         names = " ".join(" ".join(p.cmdline()) for p in tree.values())
         for role in ("api", "worker", "beat"):
-            assert f"antihack {role}" in names or f"shared.cli {role}" in names, role
+            assert f"antihack {role}" in names or f"antihack.shared.cli {role}" in names, role
         servers = redis_servers(data_dir)
         assert len(servers) == 1, [p.cmdline() for p in servers]
         assert servers[0].pid in tree

@@ -21,30 +21,30 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from shared import devstack
-from shared.capture import CaptureLimits, parse_capture, verify_signature
-from shared.cli import main
-from shared.cli.sample import for_session
-from shared.db import transaction
-from shared.keys import revoke_key
-from shared.models import CaptureSession, Job
-from shared.queues import PURGE_TASK
-from shared.sample import build_capture
-from shared.sdk import Client, ClientError
-from shared.sessions import SESSION_CHECKS
-from shared.settings import (
+from antihack.shared.cli import main
+from antihack.shared.cli.sample import for_session
+from antihack.shared.domain.capture import CaptureLimits, parse_capture, verify_signature
+from antihack.shared.domain.capture_sessions import SESSION_CHECKS
+from antihack.shared.domain.keys import revoke_key
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.queues import PURGE_TASK
+from antihack.shared.infra.settings import (
     CHALLENGE_AXES,
     DEFAULT_SESSION_CHALLENGES,
     Settings,
     SettingsError,
 )
+from antihack.shared.infra.tables import CaptureSession, Job
+from antihack.shared.sdk.client import Client, ClientError
+from antihack.shared.sdk.sample import build_capture
+from antihack.worker.celery_app import make_celery
+from antihack.worker.pipeline.fusion import CERTAIN, FusionInput, fuse
+from antihack.worker.pipeline.integrity import session_signals
+from tests import devstack
 from tests.blink import blink_frames
 from tests.conftest import Key, create_test_app
 from tests.fixtures_images import astronaut
 from tests.helpers import no_face_capture, png_bytes, quota_used
-from worker.celery_app import make_celery
-from worker.pipeline.fusion import CERTAIN, FusionInput, fuse
-from worker.pipeline.integrity import session_signals
 
 SESSION_CODES = frozenset(SESSION_CHECKS)
 TID = "TID" + "0" * 32

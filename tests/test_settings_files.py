@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from shared.settings import Settings, SettingsError
+from antihack.shared.infra.settings import Settings, SettingsError
 
 URL = "postgresql+psycopg://antihack@postgres:5432/antihack"
 

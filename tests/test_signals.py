@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.capture import sign_capture
-from shared.proto import liveness_pb2 as pb
-from shared.sample import encode_jpeg
+from antihack.shared.domain.capture import sign_capture
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.sample import encode_jpeg
+from antihack.worker.pipeline import challenges, crossframe, fusion, integrity, quality, replay
+from antihack.worker.pipeline.fusion import CERTAIN, STRONG, WEAK, FusionInput, Signal, fuse
 from tests.fixtures_images import astronaut, blurred, coffee, darkened, jittered, resized
-from worker.pipeline import challenges, crossframe, fusion, integrity, quality, replay
-from worker.pipeline.fusion import CERTAIN, STRONG, WEAK, FusionInput, Signal, fuse
 
 # BlazeFace's box on astronaut() (x0, y0, x1, y1), as detect_faces returns it.
 ASTRONAUT_FACE = (178.0, 81.0, 272.0, 175.0)

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import devstack
-from shared.db import transaction
-from shared.keys import KeyOptions, create_key
-from shared.models import ApiKey
-from shared.settings import Settings
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import ApiKey
+from tests import devstack
 from tests.browser import chromium
 from tests.conftest import _reaches
 

@@ -20,16 +20,16 @@ import requests
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
-from shared import webhooks
-from shared.db import transaction
-from shared.devstack import ROOT, wait_until
-from shared.jobs import claim, finish
-from shared.keys import _new_secrets
-from shared.models import ApiKey, WebhookAttempt, WebhookDelivery, utcnow
-from shared.settings import Settings, SettingsError
+from antihack.shared.domain import webhooks
+from antihack.shared.domain.jobs import claim, finish
+from antihack.shared.domain.keys import _new_secrets
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.settings import Settings, SettingsError
+from antihack.shared.infra.tables import ApiKey, WebhookAttempt, WebhookDelivery, utcnow
+from antihack.worker.webhook_tasks import attempt
 from tests.conftest import Key, create_test_app
+from tests.devstack import ROOT, wait_until
 from tests.helpers import new_jobs, no_face_capture, running_stack
-from worker.webhook_tasks import attempt
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 RECEIVER = ROOT / "tests" / "webhook_receiver.py"
@@ -401,7 +401,7 @@ def delivery_for_new_job(sessions: Any, key: Key) -> str:
 
 
 def key_with_webhook(sessions: Any, settings: Settings, url: str) -> Key:
-    from shared.keys import KeyOptions, create_key
+    from antihack.shared.domain.keys import KeyOptions, create_key
 
     with transaction(sessions) as s:
         made, new = create_key(
@@ -512,8 +512,8 @@ def test_a_batch_of_finished_jobs_gets_its_deliveries_from_one_insert(
     without an endpoint, none for an attempt that lost its job."""
     from sqlalchemy import event
 
-    from shared.jobs import AttemptResult, claim_jobs, finish_jobs
-    from shared.models import Job
+    from antihack.shared.domain.jobs import AttemptResult, claim_jobs, finish_jobs
+    from antihack.shared.infra.tables import Job
 
     hooked = key_with_webhook(sessions, base_settings, "http://127.0.0.1:9/key-hook")
     gone = key_with_webhook(sessions, base_settings, "http://127.0.0.1:9/gone")
@@ -602,7 +602,7 @@ def test_record_completion_writes_the_row_completion_row_decides(
     sessions: Any, base_settings: Settings
 ) -> None:
     """The ORM way (one job) and the worker's Core way share the decision."""
-    from shared.models import Job
+    from antihack.shared.infra.tables import Job
 
     hooked = key_with_webhook(sessions, base_settings, "http://127.0.0.1:9/key-hook")
     [job_id] = new_jobs(sessions, hooked.api_id)

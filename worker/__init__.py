@@ -1,5 +1,5 @@
 """Celery workers: the app factory, tasks and the anti-hack pipeline."""
 
-from worker.celery_app import make_celery
+from antihack.worker.celery_app import make_celery
 
 __all__ = ["make_celery"]

@@ -5,7 +5,8 @@ calls share batches (worker/pipeline/batching.py). Claiming and recording each j
 costs a database round trip and some Python per job in that one process; under load the
 bookkeeping, not the GPU, would set the pace. Here a task thread hands its claim (or its result)
 to a lane, and the lane's thread runs every request that queued while its previous statement
-ran as one: ``claim_jobs`` / ``finish_jobs`` (shared/jobs.py), one transaction per batch. There
+ran as one: ``claim_jobs`` / ``finish_jobs`` (shared/domain/jobs.py), one transaction per batch.
+There
 is no waiting for a batch to fill: when idle a request runs at once, alone; under load the
 batches grow with the backlog, up to ``max_batch``.
 
@@ -29,8 +30,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import Base, retry_on_disconnect, transaction
-from shared.jobs import (
+from antihack.shared.domain.jobs import (
     AttemptResult,
     Claim,
     ClaimedJob,
@@ -39,6 +39,7 @@ from shared.jobs import (
     finish_jobs,
     sessions_seen,
 )
+from antihack.shared.infra.db import Base, retry_on_disconnect, transaction
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ class Bookkeeper:
 
     def _claim(self, job_ids: list[str]) -> list[ClaimedJob | None]:
         with transaction(self.sessions) as session:
-            # No pre-ping on checkout (shared/db.py): a connection found dead runs it once more.
+            # No pre-ping on checkout (shared/infra/db.py): a dead connection runs it once more.
             taken = retry_on_disconnect(
                 session,
                 lambda: claim_jobs(

@@ -13,20 +13,20 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
-from shared.heartbeat import Heartbeat, task_progress
-from shared.logs import request_id_var
-from shared.queues import (
+from antihack.shared.infra.heartbeat import Heartbeat, task_progress
+from antihack.shared.infra.logs import request_id_var
+from antihack.shared.infra.queues import (
     PURGE_TASK,
     SWEEP_TASK,
     TASK_QUEUES,
     WEBHOOK_DISPATCH_TASK,
     WEBHOOK_SEND_TASK,
 )
-from shared.settings import Settings
-from worker.state import WorkerState, get_state
+from antihack.shared.infra.settings import Settings
+from antihack.worker.state import WorkerState, get_state
 
 # The modules whose tasks the worker registers (Celery imports them when a worker starts).
-TASK_MODULES = ("worker.tasks", "worker.webhook_tasks")
+TASK_MODULES = ("antihack.worker.tasks", "antihack.worker.webhook_tasks")
 
 
 class AntihackCelery(Celery):
@@ -99,7 +99,7 @@ def make_celery(settings: Settings) -> AntihackCelery:
             },
         },
         # A send is one POST bounded by the webhook timeout; its claim lasts longer than this
-        # (shared.webhooks.claim_lease), so it is never sent twice at the same time.
+        # (antihack.shared.domain.webhooks.claim_lease), so it is never sent twice at the same time.
         task_annotations={
             WEBHOOK_SEND_TASK: {
                 "time_limit": settings.webhook_timeout_s + 20,

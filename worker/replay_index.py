@@ -22,9 +22,15 @@ from datetime import datetime
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import Base, transaction
-from shared.models import ReplayBand, ReplayCapture, utcnow
-from worker.pipeline.replay import FramePrint, StoredCapture, band_keys, pack_prints, unpack_prints
+from antihack.shared.infra.db import Base, transaction
+from antihack.shared.infra.tables import ReplayBand, ReplayCapture, utcnow
+from antihack.worker.pipeline.replay import (
+    FramePrint,
+    StoredCapture,
+    band_keys,
+    pack_prints,
+    unpack_prints,
+)
 
 # Newest rows read per band value, and captures compared per job.
 PER_BAND = 200

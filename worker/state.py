@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import make_engine, make_sessionmaker
-from shared.settings import Settings
+from antihack.shared.infra.db import make_engine, make_sessionmaker
+from antihack.shared.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from worker.pipeline.noop import NoopPipeline
-    from worker.pipeline.run import Pipeline
+    from antihack.worker.pipeline.noop import NoopPipeline
+    from antihack.worker.pipeline.run import Pipeline
 
 
 @dataclass
@@ -47,7 +47,7 @@ class WorkerState:
 
     def close(self) -> None:
         """Stop the model batcher's threads (queued calls still run); idempotent."""
-        from worker.pipeline.run import Pipeline
+        from antihack.worker.pipeline.run import Pipeline
 
         pipeline = self._pipeline
         if isinstance(pipeline, Pipeline):
@@ -56,9 +56,9 @@ class WorkerState:
 
 def load_pipeline(settings: Settings) -> Pipeline | NoopPipeline:
     """Verify and load the models, batched across threads when ``batch_max`` is set."""
-    from worker.pipeline.models import ModelSet
-    from worker.pipeline.noop import NoopPipeline
-    from worker.pipeline.run import Pipeline
+    from antihack.worker.pipeline.models import ModelSet
+    from antihack.worker.pipeline.noop import NoopPipeline
+    from antihack.worker.pipeline.run import Pipeline
 
     s = settings
     if s.bench_noop_pipeline:
@@ -69,7 +69,7 @@ def load_pipeline(settings: Settings) -> Pipeline | NoopPipeline:
         intra_threads=s.ort_intra_threads or default_intra_threads(s),
     )
     if s.batch_max > 0:
-        from shared.metrics import observe_batch
+        from antihack.shared.infra.metrics import observe_batch
 
         models = models.batched(s.batch_max, s.batch_wait_ms, observe_batch)
     log.info(

@@ -17,11 +17,9 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from shared import retention
-from shared.broker import held_job_ids
-from shared.capture import CaptureError, parse_capture
-from shared.db import Base, retry_on_disconnect, transaction
-from shared.jobs import (
+from antihack.shared.domain import retention
+from antihack.shared.domain.capture import CaptureError, parse_capture
+from antihack.shared.domain.jobs import (
     AttemptResult,
     Claim,
     ClaimedJob,
@@ -34,17 +32,31 @@ from shared.jobs import (
     release,
     sessions_seen,
 )
-from shared.light import LightSequence
-from shared.metrics import count_attempt, count_finished, mark_dead, metrics, observe_stages
-from shared.models import Fingerprint
-from shared.queues import ANALYZE_QUEUE, ANALYZE_TASK, PURGE_TASK, SWEEP_TASK, done_key
-from shared.secrets import decrypt
-from shared.settings import Settings
-from worker import bookkeeping
-from worker.celery_app import AntihackCelery, AntihackTask
-from worker.replay_index import DbHistory, replay_rows
-from worker.state import WorkerState, current_state, get_state
-from worker.webhook_tasks import publish_for_job
+from antihack.shared.domain.light import LightSequence
+from antihack.shared.infra.broker import held_job_ids
+from antihack.shared.infra.db import Base, retry_on_disconnect, transaction
+from antihack.shared.infra.metrics import (
+    count_attempt,
+    count_finished,
+    mark_dead,
+    metrics,
+    observe_stages,
+)
+from antihack.shared.infra.queues import (
+    ANALYZE_QUEUE,
+    ANALYZE_TASK,
+    PURGE_TASK,
+    SWEEP_TASK,
+    done_key,
+)
+from antihack.shared.infra.secrets import decrypt
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import Fingerprint
+from antihack.worker import bookkeeping
+from antihack.worker.celery_app import AntihackCelery, AntihackTask
+from antihack.worker.replay_index import DbHistory, replay_rows
+from antihack.worker.state import WorkerState, current_state, get_state
+from antihack.worker.webhook_tasks import publish_for_job
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +113,7 @@ def _claim(st: WorkerState, settings: Settings, job_id: str) -> ClaimedJob | Non
         return keeper.claim(job_id)
     s = settings
     with transaction(st.sessions) as session:
-        # No pre-ping on checkout (shared/db.py): a connection found dead runs it once more.
+        # No pre-ping on checkout (shared/infra/db.py): a connection found dead runs it once more.
         taken = retry_on_disconnect(
             session,
             lambda: claim_jobs(
@@ -116,7 +128,7 @@ def _lease(settings: Settings) -> timedelta:
 
 
 def _run(task: AntihackTask, owned: ClaimedJob) -> str:
-    from worker.pipeline.run import PipelineContext
+    from antihack.worker.pipeline.run import PipelineContext
 
     st = task.state
     settings, claim = st.settings, owned.claim
@@ -253,7 +265,7 @@ def sweep(self: AntihackTask) -> int:
 
 @shared_task(bind=True, name=PURGE_TASK, ignore_result=True)
 def purge(self: AntihackTask) -> dict[str, int]:
-    """Delete what is older than ANTIHACK_RETENTION_DAYS (shared/retention.py says what), in
+    """Delete what is older than ANTIHACK_RETENTION_DAYS (shared/domain/retention.py says what), in
     batches of ANTIHACK_PURGE_BATCH; returns the rows deleted per table."""
     settings = self.settings
     report = retention.purge(

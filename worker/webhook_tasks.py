@@ -11,15 +11,15 @@ from typing import Any
 from celery import shared_task
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared import webhooks
-from shared.db import transaction
-from shared.jobs import job_resource
-from shared.models import Job, utcnow
-from shared.queues import WEBHOOK_DISPATCH_TASK, WEBHOOK_SEND_TASK
-from shared.settings import Settings
-from shared.urlguard import UrlRefused, post
-from worker.celery_app import AntihackTask
-from worker.state import get_state
+from antihack.shared.domain import webhooks
+from antihack.shared.domain.jobs import job_resource
+from antihack.shared.infra.db import transaction
+from antihack.shared.infra.queues import WEBHOOK_DISPATCH_TASK, WEBHOOK_SEND_TASK
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import Job, utcnow
+from antihack.shared.infra.urlguard import UrlRefused, post
+from antihack.worker.celery_app import AntihackTask
+from antihack.worker.state import get_state
 
 log = logging.getLogger(__name__)
 

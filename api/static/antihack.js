@@ -90,7 +90,7 @@
     returnExtra: true,
     prompts: null,
   };
-  // Server-side text fields hold at most 100 characters (shared/capture.py MAX_ID_CHARS).
+  // Server-side text fields hold at most 100 characters (shared/domain/capture.py MAX_ID_CHARS).
   var MAX_TEXT = 100;
   // Camera labels of virtual (software) cameras, and of Chromium's test devices (fake_device_0,
   // or the path of the video file fed to it): a capture made through one is flagged

@@ -37,7 +37,7 @@
     return String(value);
   }
 
-  // The job's reason codes in words (worker/pipeline, shared/sessions.py); unknown codes are
+  // The job's reason codes in words (worker/pipeline, shared/domain/capture_sessions.py); unknown codes are
   // shown as they are, underscores as spaces.
   var REASONS = {
     challenge_not_met: "a step was not done as asked (see the steps above)",

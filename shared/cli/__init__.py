@@ -13,19 +13,19 @@ import importlib
 
 import click
 
-from shared.cli import attacks, keys, processes, submit
+from antihack.shared.cli import attacks, keys, processes, submit
 
 # Commands whose modules import OpenCV or the pipeline: name -> (module, attribute, summary).
 # `antihack --help` shows the summary without importing the module; tests/test_cli_imports.py
 # checks that it is the command's own.
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": (
-        "shared.cli.eval",
+        "antihack.shared.cli.eval",
         "eval_command",
         "Measure APCER, BPCER and ACER on a folder of captures.",
     ),
     "make-sample": (
-        "shared.cli.sample",
+        "antihack.shared.cli.sample",
         "make_sample",
         "Build a capture file from images or a video.",
     ),

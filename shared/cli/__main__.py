@@ -1,6 +1,6 @@
-"""``python -m shared.cli``: the ``antihack`` command (the supervisor starts its children so)."""
+"""``python -m antihack.shared.cli``: the ``antihack`` command (how the supervisor starts it)."""
 
-from shared.cli import main
+from antihack.shared.cli import main
 
 if __name__ == "__main__":
     main()

@@ -9,15 +9,15 @@ from typing import Any
 
 import click
 
-from shared.cli.common import json_option
-from shared.cli.output import emit_json, table
+from antihack.shared.cli.common import json_option
+from antihack.shared.cli.output import emit_json, table
 
 GENUINE = "genuine"  # the bona fide folder `antihack eval` reads
 MANIFEST = "attacks.json"
 
 
 def _attack_names(value: str | None) -> list[str]:
-    from shared.attacks import ATTACKS
+    from antihack.shared.sdk.attacks import ATTACKS
 
     if not value:
         return list(ATTACKS)
@@ -43,7 +43,7 @@ def attacks() -> None:
 @json_option("Print one JSON array of {name, model} objects.")
 def list_attacks(as_json: bool) -> None:
     """Name and physical model of every attack."""
-    from shared.attacks import ATTACKS
+    from antihack.shared.sdk.attacks import ATTACKS
 
     rows = [
         {"name": name, "model": " ".join((fn.__doc__ or "").split())}
@@ -78,9 +78,14 @@ def make(genuine_dir: Path, out_dir: Path, names: str | None, seed: int, as_json
     Attack captures are unsigned and carry new session ids (replays too: only the frames can
     give a replay away). OUT_DIR/attacks.json records each file's source and drawn parameters.
     """
-    from shared.attacks import attack_rng, make_attack
-    from shared.capture import CaptureError, CaptureLimits, decode_frames, parse_capture
-    from shared.client import _progress
+    from antihack.shared.domain.capture import (
+        CaptureError,
+        CaptureLimits,
+        decode_frames,
+        parse_capture,
+    )
+    from antihack.shared.sdk.attacks import attack_rng, make_attack
+    from antihack.shared.sdk.submit import _progress
 
     chosen = _attack_names(names)
     files = sorted(p for p in genuine_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".pb")

@@ -11,7 +11,7 @@ import click
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from shared.settings import Settings
+    from antihack.shared.infra.settings import Settings
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -19,8 +19,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def load_settings() -> Settings:
     """The settings from the environment, prepared; a bad value is a message, not a traceback."""
-    from shared.runtime import prepare
-    from shared.settings import Settings, SettingsError
+    from antihack.shared.infra.runtime import prepare
+    from antihack.shared.infra.settings import Settings, SettingsError
 
     try:
         settings = prepare(Settings.from_env())
@@ -31,8 +31,8 @@ def load_settings() -> Settings:
 
 def with_session(fn: Callable[[Session, Settings], T]) -> T:
     """Run ``fn`` in one transaction; the seed's errors become messages."""
-    from shared.db import make_engine, make_sessionmaker, transaction
-    from shared.errors import ApiError
+    from antihack.shared.domain.errors import ApiError
+    from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
 
     settings = load_settings()
     engine = make_engine(settings.effective_database_url)

@@ -1,4 +1,4 @@
-"""``antihack eval``: the pipeline's metrics command (``worker.pipeline.eval``) with ``--json``.
+"""``antihack eval``: the pipeline's metrics command (``worker/pipeline/eval.py``) with ``--json``.
 
 It imports OpenCV and the pipeline at load time: the root group loads this module only when the
 command runs. The command itself, its options and its report live beside the code they measure.
@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from shared.cli.output import emit_json
-from worker.pipeline.eval import eval_cmd
+from antihack.shared.cli.output import emit_json
+from antihack.worker.pipeline.eval import eval_cmd
 
 
 def _run(as_json: bool, **kw: Any) -> None:

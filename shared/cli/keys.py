@@ -6,15 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from shared.choices import QUOTA_PERIODS
-from shared.cli.common import iso, json_option, with_session
-from shared.cli.output import emit_json, record, table
+from antihack.shared.cli.common import iso, json_option, with_session
+from antihack.shared.cli.output import emit_json, record, table
+from antihack.shared.domain.choices import QUOTA_PERIODS
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from shared.schemas import KeyOptions
-    from shared.settings import Settings
+    from antihack.shared.domain.schemas import KeyOptions
+    from antihack.shared.infra.settings import Settings
 
 # `keys list` columns, in this order, and the key_view field each shows.
 LIST_COLUMNS = (
@@ -56,7 +56,7 @@ def key_options(fn: Any) -> Any:
 def _options(name: str | None, kw: dict[str, Any]) -> KeyOptions:
     """The options as the admin API's model, checked by it (its errors become messages inside
     ``with_session``); each option's name is its field's (a test checks they stay the same)."""
-    from shared.schemas import KeyOptions
+    from antihack.shared.domain.schemas import KeyOptions
 
     fields = {field: kw[field] for field in KeyOptions.model_fields if field in kw}
     return KeyOptions.parse({**fields, "name": name, "expires_at": iso(kw["expires_at"])})
@@ -82,7 +82,7 @@ def keys() -> None:
 @key_options
 def keys_create(name: str, **kw: Any) -> None:
     """Create a key and print its secrets once."""
-    from shared.keys import create_key, secrets_view
+    from antihack.shared.domain.keys import create_key, secrets_view
 
     iso(kw["expires_at"])  # a usage error (exit 2) before any database work
     data = with_session(
@@ -99,7 +99,7 @@ def keys_create(name: str, **kw: Any) -> None:
 @json_option("Print the keys as one JSON array.")
 def keys_list(as_json: bool) -> None:
     """List keys."""
-    from shared.keys import key_view, list_keys
+    from antihack.shared.domain.keys import key_view, list_keys
 
     rows = with_session(lambda s, st: [key_view(k) for k in list_keys(s)])
     if as_json:
@@ -119,7 +119,7 @@ def keys_list(as_json: bool) -> None:
 @json_option()
 def keys_show(api_id: str, as_json: bool) -> None:
     """Show one key (no secrets)."""
-    from shared.keys import get_key, key_view
+    from antihack.shared.domain.keys import get_key, key_view
 
     _show(with_session(lambda s, st: key_view(get_key(s, api_id))), as_json)
 
@@ -130,7 +130,7 @@ def keys_show(api_id: str, as_json: bool) -> None:
 @key_options
 def keys_update(api_id: str, name: str | None, **kw: Any) -> None:
     """Change a key's limits, expiry, permissions or webhook."""
-    from shared.keys import key_view, update_key
+    from antihack.shared.domain.keys import key_view, update_key
 
     iso(kw["expires_at"])  # a usage error (exit 2) before any database work
     data = with_session(
@@ -146,7 +146,7 @@ def keys_update(api_id: str, name: str | None, **kw: Any) -> None:
 @json_option()
 def keys_rotate(api_id: str, as_json: bool) -> None:
     """Replace a key's secrets and print the new ones once."""
-    from shared.keys import rotate_key, secrets_view
+    from antihack.shared.domain.keys import rotate_key, secrets_view
 
     _show(with_session(lambda s, st: secrets_view(*rotate_key(s, st.secret_key, api_id))), as_json)
 
@@ -156,7 +156,7 @@ def keys_rotate(api_id: str, as_json: bool) -> None:
 @json_option()
 def keys_revoke(api_id: str, as_json: bool) -> None:
     """Revoke a key: its requests get 401 UNAUTHORIZED from now on."""
-    from shared.keys import key_view, revoke_key
+    from antihack.shared.domain.keys import key_view, revoke_key
 
     _show(with_session(lambda s, st: key_view(revoke_key(s, api_id))), as_json)
 
@@ -170,8 +170,8 @@ def usage(api_id: str | None, days: int, as_json: bool) -> None:
 
     Quota position and per-day accepted/succeeded/failed/refunded counts.
     """
-    from shared.keys import get_key, list_keys
-    from shared.quota import key_usage
+    from antihack.shared.domain.keys import get_key, list_keys
+    from antihack.shared.domain.quota import key_usage
 
     def read(session: Session, _settings: Settings) -> list[dict[str, Any]]:
         keys = [get_key(session, api_id)] if api_id else list_keys(session)

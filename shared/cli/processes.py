@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from shared.choices import WORKER_POOLS
-from shared.cli.common import load_settings
+from antihack.shared.cli.common import load_settings
+from antihack.shared.domain.choices import WORKER_POOLS
 
 if TYPE_CHECKING:
-    from shared.settings import Settings
+    from antihack.shared.infra.settings import Settings
 
 
 @click.command()
@@ -34,7 +34,7 @@ def serve(host: str, port: int, workers: int | None, demo: bool) -> None:
     API, worker, scheduler (and the embedded Redis) as one supervised process tree; it prints
     the demo key and a curl that sends a fresh sample capture.
     """
-    from shared.serve import serve as run
+    from antihack.shared.cli.serve import serve as run
 
     sys.exit(run(load_settings(), host, port, workers, demo_page=demo))
 
@@ -46,8 +46,8 @@ def serve(host: str, port: int, workers: int | None, demo: bool) -> None:
 @click.option("--threads", default=16, show_default=True, type=int)
 def api(host: str, port: int, processes: int, threads: int) -> None:
     """Run the HTTP API under gunicorn."""
-    from shared.logs import configure_logging, gunicorn_logconfig
-    from shared.metrics import configure_multiprocess, mark_dead
+    from antihack.shared.infra.logs import configure_logging, gunicorn_logconfig
+    from antihack.shared.infra.metrics import configure_multiprocess, mark_dead
 
     settings = load_settings()
     configure_multiprocess(settings)  # before anything imports prometheus_client
@@ -55,7 +55,7 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
 
     from gunicorn.app.base import BaseApplication
 
-    from api import create_app
+    from antihack.api import create_app
 
     def child_exit(_server: Any, child: Any) -> None:
         mark_dead(child.pid)
@@ -66,7 +66,7 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
             self.cfg.set("workers", processes)
             self.cfg.set("threads", threads)
             # gthread, with gunicorn's own refusals (414, 431, 400) as the seed's JSON errors.
-            self.cfg.set("worker_class", "api.gunicorn_worker.JsonErrorWorker")
+            self.cfg.set("worker_class", "antihack.api.gunicorn_worker.JsonErrorWorker")
             # A synchronous request may wait ANTIHACK_SYNC_WAIT_S for its result.
             self.cfg.set("timeout", int(settings.sync_wait_s + 30))
             self.cfg.set("graceful_timeout", 20)
@@ -107,7 +107,7 @@ def worker(
 
     It refuses to start if a model file is missing or altered.
     """
-    from shared.metrics import configure_multiprocess, serve_worker_metrics
+    from antihack.shared.infra.metrics import configure_multiprocess, serve_worker_metrics
 
     settings = load_settings()
     if concurrency:
@@ -124,9 +124,9 @@ def worker(
     configure_multiprocess(settings)  # before anything imports prometheus_client
     _celery_logging(settings, "worker")
 
-    from shared.queues import ALL_QUEUES
-    from worker import make_celery
-    from worker.pipeline.models import verify_models
+    from antihack.shared.infra.queues import ALL_QUEUES
+    from antihack.worker import make_celery
+    from antihack.worker.pipeline.models import verify_models
 
     problems = verify_models(settings.model_path)
     if problems:
@@ -158,7 +158,7 @@ def beat() -> None:
     dispatcher that sends due webhook deliveries (every ANTIHACK_WEBHOOK_DISPATCH_INTERVAL_S,
     2 s). Run exactly one beat per deployment.
     """
-    from worker import make_celery
+    from antihack.worker import make_celery
 
     settings = load_settings()
     _celery_logging(settings, "beat")
@@ -173,7 +173,7 @@ def _celery_logging(settings: Settings, role: str) -> None:
     """Our formatter instead of Celery's (a receiver of setup_logging stops Celery's own)."""
     from celery.signals import setup_logging
 
-    from shared.logs import configure_logging
+    from antihack.shared.infra.logs import configure_logging
 
     def setup(**_: Any) -> None:
         configure_logging(settings, role)
@@ -184,7 +184,7 @@ def _celery_logging(settings: Settings, role: str) -> None:
 
 def _quiet(settings: Settings) -> list[str]:
     """No banner on stdout when the logs are JSON lines (it is not one)."""
-    from shared.logs import resolve_format
+    from antihack.shared.infra.logs import resolve_format
 
     return ["--quiet"] if resolve_format(settings.log_format) == "json" else []
 
@@ -193,8 +193,8 @@ def _quiet(settings: Settings) -> list[str]:
 @click.option("--check", is_flag=True, help="Only check that models and migrations agree.")
 def migrate(check: bool) -> None:
     """Apply database migrations (alembic upgrade head)."""
-    from shared.migrate import check as check_models
-    from shared.migrate import upgrade
+    from antihack.shared.infra.migrate import check as check_models
+    from antihack.shared.infra.migrate import upgrade
 
     url = load_settings().effective_database_url
     if check:

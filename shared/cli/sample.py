@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.capture import CaptureError, CaptureLimits, parse_capture, sign_capture
-from shared.cli.common import json_option
-from shared.cli.output import emit_json
-from shared.proto import liveness_pb2 as pb
-from shared.sample import (
+from antihack.shared.cli.common import json_option
+from antihack.shared.cli.output import emit_json
+from antihack.shared.domain.capture import CaptureError, CaptureLimits, parse_capture, sign_capture
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.sample import (
     CHALLENGES,
     build_capture,
     fit_within,

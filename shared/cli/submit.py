@@ -25,7 +25,7 @@ def submit(files: tuple[str, ...], **kw: Any) -> None:
 
     With a progress bar; --wait polls for their results.
     """
-    from shared.client import submit_files
+    from antihack.shared.sdk.submit import submit_files
 
     for option, env in (("api_id", "ANTIHACK_API_ID"), ("api_secret", "ANTIHACK_API_SECRET")):
         if not kw[option]:

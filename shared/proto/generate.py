@@ -1,4 +1,5 @@
-"""Regenerate the Python bindings of ``proto/liveness.proto``: ``python -m shared.proto.generate``.
+"""Regenerate the Python bindings of ``proto/liveness.proto``:
+``python -m antihack.shared.proto.generate``.
 
 Needs ``grpcio-tools`` (a dev dependency). The output is committed; a test regenerates it into a
 temporary folder and compares bytes, so the bindings cannot drift from the ``.proto``.

@@ -53,10 +53,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.proto import liveness_pb2 as pb
-from worker.pipeline.eyes import EyeState
-from worker.pipeline.fusion import CERTAIN, STRONG, Signal
-from worker.pipeline.landmarks import FaceLandmarks
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.worker.pipeline.eyes import EyeState
+from antihack.worker.pipeline.fusion import CERTAIN, STRONG, Signal
+from antihack.worker.pipeline.landmarks import FaceLandmarks
 
 Points = NDArray[np.float32]  # (468, 3) FaceMesh points in frame pixels
 

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
-from worker.pipeline.motion import MotionReport, motion_report
+from antihack.worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
+from antihack.worker.pipeline.motion import MotionReport, motion_report
 
 # Two frames are the same picture when no pixel moved by more than JPEG rounding, or when the
 # mean change is far below any live sensor's noise (>= ~0.5 levels even on a static scene).

@@ -9,8 +9,8 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from worker.pipeline.geometry import Frame, Letterbox, check_frames, letterbox, to_nchw
-from worker.pipeline.models import ModelSet
+from antihack.worker.pipeline.geometry import Frame, Letterbox, check_frames, letterbox, to_nchw
+from antihack.worker.pipeline.models import ModelSet
 
 INPUT_SIZE = 128
 # MediaPipe clips logits at 100; 80 keeps exp() finite in float32.

@@ -31,11 +31,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.capture import CaptureError, CaptureLimits, parse_capture
-from shared.proto import liveness_pb2 as pb
+from antihack.shared.domain.capture import CaptureError, CaptureLimits, parse_capture
+from antihack.shared.proto import liveness_pb2 as pb
 
 if TYPE_CHECKING:
-    from worker.pipeline.run import Analysis, PipelineContext
+    from antihack.worker.pipeline.run import Analysis, PipelineContext
 
 GENUINE = "genuine"
 SEED_THRESHOLD = 0.98
@@ -248,7 +248,9 @@ def context_for(
     Eval measures attack detection, not freshness: a dataset recorded last month would
     otherwise be all 'too old', and replay history would make results depend on file order.
     """
-    from worker.pipeline.run import PipelineContext  # onnxruntime loads only when evaluating
+    from antihack.worker.pipeline.run import (
+        PipelineContext,  # onnxruntime loads only when evaluating
+    )
 
     stamps = [f.timestamp_ms for f in capture.frames if f.timestamp_ms]
     latest = max([*stamps, capture.started_at_ms])
@@ -270,7 +272,7 @@ class EvalHistory:
     """
 
     def __init__(self) -> None:
-        from worker.pipeline.replay import MemoryHistory
+        from antihack.worker.pipeline.replay import MemoryHistory
 
         self.session_ids: set[str] = set()
         self.memory = MemoryHistory()
@@ -386,7 +388,7 @@ def eval_cmd(
     Run the pipeline on DIR/genuine and DIR/<attack type>/*.pb; report APCER, BPCER, ACER.
     Freshness (capture age) is never checked; replay only with --with-history.
     """
-    from worker.pipeline.run import Pipeline
+    from antihack.worker.pipeline.run import Pipeline
 
     labels = find_captures(root)
     total = sum(len(files) for files in labels.values())

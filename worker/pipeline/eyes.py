@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from worker.pipeline.geometry import (
+from antihack.worker.pipeline.geometry import (
     Frame,
     RotatedRect,
     check_frames,
@@ -22,8 +22,8 @@ from worker.pipeline.geometry import (
     to_nchw,
     warp_rect,
 )
-from worker.pipeline.landmarks import FaceLandmarks
-from worker.pipeline.models import ModelSet
+from antihack.worker.pipeline.landmarks import FaceLandmarks
+from antihack.worker.pipeline.models import ModelSet
 
 INPUT_SIZE = 64
 ROI_SCALE = 2.3

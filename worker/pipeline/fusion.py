@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.scoring import HACK_THRESHOLD as HACK_THRESHOLD  # re-exported
+from antihack.shared.domain.scoring import HACK_THRESHOLD as HACK_THRESHOLD  # re-exported
 
 Severity = Literal["certain", "strong", "weak"]
 CERTAIN: Severity = "certain"

@@ -3,10 +3,10 @@ the capture session check made at submission."""
 
 from __future__ import annotations
 
-from shared.capture import verify_signature
-from shared.proto import liveness_pb2 as pb
-from shared.sessions import SESSION_CHECKS
-from worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
+from antihack.shared.domain.capture import verify_signature
+from antihack.shared.domain.capture_sessions import SESSION_CHECKS
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
 
 # Clocks of phones and servers disagree by seconds, rarely minutes.
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from worker.pipeline.detect import FaceBox
-from worker.pipeline.geometry import (
+from antihack.worker.pipeline.detect import FaceBox
+from antihack.worker.pipeline.geometry import (
     Frame,
     RotatedRect,
     check_frames,
@@ -18,7 +18,7 @@ from worker.pipeline.geometry import (
     to_nchw,
     warp_rect,
 )
-from worker.pipeline.models import ModelSet
+from antihack.worker.pipeline.models import ModelSet
 
 INPUT_SIZE = 192
 ROI_SCALE = 1.5

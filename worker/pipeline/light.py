@@ -43,9 +43,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.light import LightSequence
-from worker.pipeline.detect import FaceBox
-from worker.pipeline.fusion import STRONG, Signal
+from antihack.shared.domain.light import LightSequence
+from antihack.worker.pipeline.detect import FaceBox
+from antihack.worker.pipeline.fusion import STRONG, Signal
 
 RgbImage = NDArray[np.uint8]
 Points = NDArray[np.float32]

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worker.pipeline.detect import FaceBox
-from worker.pipeline.geometry import Frame, check_frames, crop_box
-from worker.pipeline.models import ModelSet
+from antihack.worker.pipeline.detect import FaceBox
+from antihack.worker.pipeline.geometry import Frame, check_frames, crop_box
+from antihack.worker.pipeline.models import ModelSet
 
 INPUT_SIZE = 224
 

@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from models import MANIFEST_NAME, default_model_dir
-from worker.pipeline.batching import MicroBatcher, Observer
+from antihack.models import MANIFEST_NAME, default_model_dir
+from antihack.worker.pipeline.batching import MicroBatcher, Observer
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
+from antihack.worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
 
 Image = NDArray[np.uint8]
 Points = NDArray[np.float32]  # (468, 3) FaceMesh points in frame pixels

@@ -8,8 +8,8 @@ and no model version.
 
 from __future__ import annotations
 
-from shared.proto import liveness_pb2 as pb
-from worker.pipeline.run import Analysis, PipelineContext
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.worker.pipeline.run import Analysis, PipelineContext
 
 
 class NoopPipeline:

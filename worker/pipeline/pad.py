@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from worker.pipeline.detect import FaceBox
-from worker.pipeline.fusion import STRONG, Signal
-from worker.pipeline.geometry import Frame, check_frames, crop_box, to_nchw
-from worker.pipeline.models import ModelSet
+from antihack.worker.pipeline.detect import FaceBox
+from antihack.worker.pipeline.fusion import STRONG, Signal
+from antihack.worker.pipeline.geometry import Frame, check_frames, crop_box, to_nchw
+from antihack.worker.pipeline.models import ModelSet
 
 INPUT_SIZE = 256
 # A tight square: 1.0-1.15x the box works; the whole frame or 1.5x makes real faces look spoofed.

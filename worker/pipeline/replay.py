@@ -27,7 +27,8 @@ StoredCapture`` (the ``ReplayHistory`` protocol). ``MemoryHistory`` keeps captur
 (``antihack eval --with-history``, tests): after each analysis,
 ``history.add(capture_id, key_id, analysis.frame_prints)``; for the next capture pass
 ``history.scoped(None)`` (deployment scope) or ``history.scoped(key_id)`` in its context.
-The worker's database implementation (a banded-hash index) is ``worker.replay_index.DbHistory``.
+The worker's database implementation (a banded-hash index) is
+``antihack.worker.replay_index.DbHistory``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.pipeline.fusion import CERTAIN, WEAK, Signal
+from antihack.worker.pipeline.fusion import CERTAIN, WEAK, Signal
 
 HASH_MASK = (1 << 64) - 1
 HASH_BITS = 64

@@ -18,23 +18,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.capture import CaptureLimits, decode_frames
-from shared.light import LightSequence
-from shared.proto import liveness_pb2 as pb
-from shared.sample import encode_jpeg
-from worker.pipeline.challenges import judge_capture
-from worker.pipeline.crossframe import crossframe_report
-from worker.pipeline.detect import FaceBox, detect_faces
-from worker.pipeline.eyes import EyeState, eye_states
-from worker.pipeline.fusion import FusionInput, Signal, fuse
-from worker.pipeline.integrity import integrity_signals, session_signals
-from worker.pipeline.landmarks import FaceLandmarks, face_landmarks
-from worker.pipeline.light import light_report
-from worker.pipeline.mask import mask_probabilities
-from worker.pipeline.models import ModelSet
-from worker.pipeline.pad import live_probability, pad_scores, pad_signals
-from worker.pipeline.quality import SCORE_THRESHOLD, QualityReport, frame_quality
-from worker.pipeline.replay import (
+from antihack.shared.domain.capture import CaptureLimits, decode_frames
+from antihack.shared.domain.light import LightSequence
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.sample import encode_jpeg
+from antihack.worker.pipeline.challenges import judge_capture
+from antihack.worker.pipeline.crossframe import crossframe_report
+from antihack.worker.pipeline.detect import FaceBox, detect_faces
+from antihack.worker.pipeline.eyes import EyeState, eye_states
+from antihack.worker.pipeline.fusion import FusionInput, Signal, fuse
+from antihack.worker.pipeline.integrity import integrity_signals, session_signals
+from antihack.worker.pipeline.landmarks import FaceLandmarks, face_landmarks
+from antihack.worker.pipeline.light import light_report
+from antihack.worker.pipeline.mask import mask_probabilities
+from antihack.worker.pipeline.models import ModelSet
+from antihack.worker.pipeline.pad import live_probability, pad_scores, pad_signals
+from antihack.worker.pipeline.quality import SCORE_THRESHOLD, QualityReport, frame_quality
+from antihack.worker.pipeline.replay import (
     FramePrint,
     NoHistory,
     ReplayHistory,

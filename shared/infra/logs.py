@@ -12,9 +12,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from shared.choices import LOG_FORMATS as FORMATS
-from shared.queues import SWEEP_TASK, WEBHOOK_DISPATCH_TASK
-from shared.settings import Settings, SettingsError
+from antihack.shared.domain.choices import LOG_FORMATS as FORMATS
+from antihack.shared.infra.queues import SWEEP_TASK, WEBHOOK_DISPATCH_TASK
+from antihack.shared.infra.settings import Settings, SettingsError
 
 # The job/request being handled in this thread or task; the API reads flask.g instead.
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(

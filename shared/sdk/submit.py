@@ -11,7 +11,7 @@ from typing import Any
 import click
 import requests
 
-from shared.sdk import FINAL, Client, ClientError
+from antihack.shared.sdk.client import FINAL, Client, ClientError
 
 
 def _submit_one(client: Client, path: str, return_extra: bool) -> dict[str, Any]:

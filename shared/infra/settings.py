@@ -11,8 +11,8 @@ from pydantic import BeforeValidator, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from shared.choices import CHALLENGES, LogFormat, WorkerPool
-from shared.light import MAX_COLORS, MIN_COLORS
+from antihack.shared.domain.choices import CHALLENGES, LogFormat, WorkerPool
+from antihack.shared.domain.light import MAX_COLORS, MIN_COLORS
 
 MiB = 1024 * 1024
 # The challenges the pipeline can observe (worker/pipeline/challenges.py); sessions draw theirs
@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     rate_limit_fail_open: Bool = True
     # Each API process keeps a key that authenticated for this long instead of reading it per
     # request: a change made elsewhere (revoke, rotate, quota, rate) takes effect within it; the
-    # admin API's own changes at once in its process (shared.keys.KeyCache). 0 = no cache.
+    # admin API's own changes at once in its process (shared/domain/keys.py KeyCache). 0 = no cache.
     key_cache_s: float = 5.0
     # Benchmarks only: swap the pipeline for one that analyses nothing (bench_queue).
     bench_noop_pipeline: Bool = False

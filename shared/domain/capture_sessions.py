@@ -21,13 +21,13 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.db import rowcount
-from shared.errors import ApiError
-from shared.light import LIGHT, LightSequence, draw_sequence
-from shared.models import ApiKey, CaptureSession, utcnow
-from shared.proto import liveness_pb2 as pb
-from shared.secrets import hash_secret
-from shared.settings import CHALLENGE_AXES, Settings
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.light import LIGHT, LightSequence, draw_sequence
+from antihack.shared.infra.db import rowcount
+from antihack.shared.infra.secrets import hash_secret
+from antihack.shared.infra.settings import CHALLENGE_AXES, Settings
+from antihack.shared.infra.tables import ApiKey, CaptureSession, utcnow
+from antihack.shared.proto import liveness_pb2 as pb
 
 SESSION_ID_PREFIX = "ses_"
 UPLOAD_TOKEN_PREFIX = "ut_"

@@ -16,8 +16,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.choices import CHALLENGES
-from shared.proto import liveness_pb2 as pb
+from antihack.shared.domain.choices import CHALLENGES
+from antihack.shared.proto import liveness_pb2 as pb
 
 Capture = pb.Capture
 Frame = pb.Frame

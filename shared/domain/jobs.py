@@ -14,10 +14,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.capture import CaptureLimits
-from shared.db import Base, rowcount
-from shared.errors import ApiError
-from shared.models import (
+from antihack.shared.domain.capture import CaptureLimits
+from antihack.shared.domain.capture_sessions import (
+    CaptureFacts,
+    UploadGrant,
+    redeem,
+    spend_upload_token,
+)
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.quota import charge, period_key, refund
+from antihack.shared.domain.webhooks import Completion, completion_row
+from antihack.shared.infra.db import Base, rowcount
+from antihack.shared.infra.secrets import new_request_id
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import (
     FAILED,
     PENDING,
     QUEUED,
@@ -34,11 +44,6 @@ from shared.models import (
     iso,
     utcnow,
 )
-from shared.quota import charge, period_key, refund
-from shared.secrets import new_request_id
-from shared.sessions import CaptureFacts, UploadGrant, redeem, spend_upload_token
-from shared.settings import Settings
-from shared.webhooks import Completion, completion_row
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # An upload token's Idempotency-Key is stored under this prefix, its session id and a digest of

@@ -1,6 +1,6 @@
 """A Python client for antihack: submit, poll, wait, list deliveries, verify a webhook.
 
-from shared.sdk import Client, verify_webhook
+from antihack.shared.sdk.client import Client, verify_webhook
 client = Client("http://127.0.0.1:8000", api_id, api_secret)
 job = client.wait(client.submit(open("capture.pb", "rb").read())["request_id"])
 session = client.create_session()  # nonce, challenge and upload token for a capture SDK
@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from shared.webhooks import sign
+from antihack.shared.domain.webhooks import sign
 
 FINAL = ("SUCCEEDED", "FAILED")
 # Standard Webhooks: refuse timestamps further than this from now (replayed or delayed calls).

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import redis
 
-from shared.broker import queue_length, queue_lists
+from antihack.shared.infra.broker import queue_length, queue_lists
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ values as a tuple.
 
 Only ``typing`` is imported here, so that the CLI can build its ``click.Choice`` options from
 these at import time (``tests/test_cli_imports.py``); the pydantic models in
-``shared/schemas.py`` name the same types, and the OpenAPI document is generated from those.
+``shared/domain/schemas.py`` name the same types, and the OpenAPI document is generated from those.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ENDPOINTS: tuple[Permission, ...] = get_args(Permission)
 JobState = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]
 SessionState = Literal["PENDING", "USED", "EXPIRED"]
 
-# Settings (shared/settings.py): Celery pools `antihack worker` runs with, and log formats.
+# Settings (shared/infra/settings.py): Celery pools `antihack worker` runs with, and log formats.
 WorkerPool = Literal["prefork", "threads", "solo"]
 WORKER_POOLS: tuple[WorkerPool, ...] = get_args(WorkerPool)
 LogFormat = Literal["auto", "json", "text"]

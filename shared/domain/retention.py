@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, ForeignKey, Table, delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import Base, rowcount, transaction
-from shared.errors import ApiError
-from shared.models import (
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.infra.db import Base, rowcount, transaction
+from antihack.shared.infra.tables import (
     FINAL_STATES,
     RUNNING,
     CaptureSession,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from shared.settings import Settings
+from antihack.shared.infra.settings import Settings
 
 
 def redis_server_binary() -> str:

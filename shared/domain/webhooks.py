@@ -21,9 +21,12 @@ from typing import Any, Protocol
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.db import rowcount
-from shared.errors import ApiError
-from shared.models import (
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.infra.db import rowcount
+from antihack.shared.infra.queues import WEBHOOK_SEND_TASK, WEBHOOKS_QUEUE
+from antihack.shared.infra.secrets import decrypt
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import (
     DELIVERED,
     DELIVERY_FAILED,
     DELIVERY_STATES,
@@ -37,9 +40,6 @@ from shared.models import (
     iso,
     utcnow,
 )
-from shared.queues import WEBHOOK_SEND_TASK, WEBHOOKS_QUEUE
-from shared.secrets import decrypt
-from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _delivery_values(
 @dataclass(frozen=True)
 class Completion:
     """What deciding a finished job's delivery needs: the job's and its key's webhook fields
-    (``shared.jobs.finish_jobs`` reads them in the ``UPDATE … RETURNING`` that finishes it)."""
+    (``jobs.finish_jobs`` reads them in the ``UPDATE … RETURNING`` that finishes it)."""
 
     job_id: str
     api_key_id: str
@@ -187,7 +187,7 @@ def record_completion(session: Session, job_id: str) -> WebhookDelivery | None:
     """Add the ``liveness.completed`` delivery for a job that has just finished (not committed),
     through the ORM: :func:`completion_row` of the job and its key as the session has them.
 
-    The worker's ``shared.jobs.finish_jobs`` writes the same rows with one Core ``INSERT``
+    The worker's ``jobs.finish_jobs`` writes the same rows with one Core ``INSERT``
     from what its ``UPDATE … RETURNING`` read; this is the one-job way for everyone else.
     """
     job = session.get(Job, job_id)

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.settings import Settings
+from antihack.shared.infra.settings import Settings
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from shared.settings import Settings
+from antihack.shared.infra.settings import Settings
 
 
 def _persisted_secret(path: Path) -> str:

@@ -10,12 +10,17 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.capture import CAPTURE_VERSION, CaptureLimits, parse_capture, sign_capture
-from shared.choices import FILE_CHALLENGES
-from shared.proto import liveness_pb2 as pb
+from antihack.shared.domain.capture import (
+    CAPTURE_VERSION,
+    CaptureLimits,
+    parse_capture,
+    sign_capture,
+)
+from antihack.shared.domain.choices import FILE_CHALLENGES
+from antihack.shared.proto import liveness_pb2 as pb
 
 SDK_VERSION = "antihack-make-sample/1"
-# Every step a capture built from files can show (shared/choices.py: all but LIGHT).
+# Every step a capture built from files can show (shared/domain/choices.py: all but LIGHT).
 CHALLENGES = FILE_CHALLENGES
 # The fewest frames a step's run must have for its action to be visible at all: a blink needs
 # open, closed and open again; any other action a starting pose and the pose it reaches.

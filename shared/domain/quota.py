@@ -11,8 +11,8 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.errors import ApiError
-from shared.models import ApiKey, Job, QuotaCounter, iso, utcnow
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.infra.tables import ApiKey, Job, QuotaCounter, iso, utcnow
 
 
 def period_key(period: str, now: datetime) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.settings import Settings
+from antihack.shared.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ class Proc:
         self.log = log
         self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", *args],
+            [sys.executable, "-m", "antihack.shared.cli", *args],
             cwd=ROOT,
             env=env,
             stdout=self._fh,

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.proto import liveness_pb2 as pb
-from shared.sample import build_capture
+from antihack.shared.proto import liveness_pb2 as pb
+from antihack.shared.sdk.sample import build_capture
 
-BASE_SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "astronaut.pb"
+BASE_SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "astronaut.pb"
 SAMPLE_FILE = "sample.pb"
 FRAMES = 10
 GRID = 5  # the displacement field's control grid (GRID x GRID points over the image)

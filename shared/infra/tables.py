@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from shared.db import Base
+from antihack.shared.infra.db import Base
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 FINAL_STATES = frozenset({SUCCEEDED, FAILED})
@@ -110,7 +110,7 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Indexed for the retention purge (shared/retention.py), which deletes by it in batches.
+    # Indexed for the retention purge (shared/domain/retention.py), which deletes by it in batches.
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # A RUNNING job whose lease has passed belongs to a worker that died; the sweeper requeues it.
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -217,7 +217,7 @@ class Fingerprint(Base):
 
 
 class ReplayCapture(Base):
-    """One analysed capture's frame fingerprints (``worker.pipeline.replay.pack_prints``),
+    """One analysed capture's frame fingerprints (``antihack.worker.pipeline.replay.pack_prints``),
     read back for the few earlier captures the band index names as candidates."""
 
     __tablename__ = "replay_captures"
@@ -280,7 +280,7 @@ class CaptureSession(Base):
     token_job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
-    # The LIGHT step's colours, {"colors": [...], "durations_ms": [...]} (shared/light.py), or
+    # The LIGHT step's colours, {"colors": [...], "durations_ms": [...]} (domain/light.py), or
     # None when the session has no LIGHT step.
     light: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 

@@ -1,4 +1,4 @@
-"""The API's task publisher: a Celery client that only sends tasks by name (shared/queues.py).
+"""The API's task publisher: a Celery client that only sends tasks by name (shared/infra/queues.py).
 
 It registers no task and imports nothing of ``worker`` (the pipeline, OpenCV, onnxruntime), has
 no result backend, and keeps one broker connection and producer per thread: publishing a task
@@ -14,11 +14,11 @@ from typing import Any
 
 from celery import Celery, uuid
 
-from shared.settings import Settings
+from antihack.shared.infra.settings import Settings
 
 
 class TaskPublisher:
-    """Publishes tasks by name to the queue given (shared.webhooks.Publisher)."""
+    """Publishes tasks by name to the queue given (antihack.shared.domain.webhooks.Publisher)."""
 
     def __init__(self, settings: Settings) -> None:
         app = Celery("antihack-publisher", set_as_current=False)

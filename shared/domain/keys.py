@@ -13,15 +13,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.choices import ENDPOINTS as ENDPOINTS
-from shared.choices import QUOTA_PERIODS as QUOTA_PERIODS
-from shared.errors import ApiError
-from shared.models import ApiKey, utcnow
-from shared.schemas import MAX_NAME as MAX_NAME
-from shared.schemas import Key, KeyWithSecrets
-from shared.schemas import KeyOptions as KeyOptions  # the models also generate the document
-from shared.secrets import check_secret, decrypt, encrypt, hash_secret
-from shared.urlguard import UrlRefused, UrlUnresolvable, resolve
+from antihack.shared.domain.choices import ENDPOINTS as ENDPOINTS
+from antihack.shared.domain.choices import QUOTA_PERIODS as QUOTA_PERIODS
+from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.schemas import MAX_NAME as MAX_NAME
+from antihack.shared.domain.schemas import Key, KeyWithSecrets
+from antihack.shared.domain.schemas import (
+    KeyOptions as KeyOptions,  # the models also generate the document
+)
+from antihack.shared.infra.secrets import check_secret, decrypt, encrypt, hash_secret
+from antihack.shared.infra.tables import ApiKey, utcnow
+from antihack.shared.infra.urlguard import UrlRefused, UrlUnresolvable, resolve
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import click
 
-from shared.db import make_engine, make_sessionmaker, transaction
-from shared.embedded import redis_command, wait_for_redis
-from shared.keys import KeyOptions, create_key
-from shared.migrate import upgrade
-from shared.models import ApiKey
-from shared.settings import Settings
+from antihack.shared.domain.keys import KeyOptions, create_key
+from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
+from antihack.shared.infra.embedded import redis_command, wait_for_redis
+from antihack.shared.infra.migrate import upgrade
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import ApiKey
 
 DEMO_KEY_FILE = "demo_key.json"
 # The demo key also backs the public /demo page, where anyone can start captures with it.
@@ -31,7 +31,7 @@ def antihack_command(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("antihack")
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-m", "shared.cli", *args]
+    return [sys.executable, "-m", "antihack.shared.cli", *args]
 
 
 def ensure_demo_key(settings: Settings) -> dict[str, str]:
@@ -175,7 +175,7 @@ def serve(
     def started() -> None:
         if wait_healthy(base):
             # Issue #19: a fresh sample each start (samples/astronaut.pb is old, sent = replay).
-            from shared.quickstart import quickstart_text, write_fresh_sample
+            from antihack.shared.cli.quickstart import quickstart_text, write_fresh_sample
 
             sample = write_fresh_sample(settings.data_path)
             click.echo(
