@@ -20,7 +20,7 @@ from flask import Blueprint, Response, send_from_directory
 from flask.typing import ResponseReturnValue
 
 from antihack.api.app_helpers import json_response
-from antihack.shared.domain.choices import JobState
+from antihack.shared.choices import JobState
 from antihack.shared.domain.errors import HTTP_CODES
 from antihack.shared.domain.schemas import component_schemas
 from antihack.shared.infra.tables import DELIVERY_STATES

@@ -104,7 +104,7 @@ def _analyse(pipeline: Pipeline, capture: pb.Capture, history: MemoryHistory) ->
 
 
 def _transformed(capture: pb.Capture, edit: Callable[[Image], Image], quality: int) -> pb.Capture:
-    from antihack.shared.sdk.sample import encode_jpeg
+    from antihack.shared.domain.capture import encode_jpeg
 
     out = pb.Capture()
     out.CopyFrom(capture)

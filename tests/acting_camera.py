@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 from playwright.sync_api import BrowserContext, Route
 
-from antihack.shared.sdk.sample import encode_jpeg
+from antihack.shared.domain.capture import encode_jpeg
 from tests.genuine import genuine_frames
 
 CLIP_FPS = 15

@@ -32,9 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.interpolate import LinearNDInterpolator
 
-from antihack.shared.domain.capture import CAPTURE_VERSION
+from antihack.shared.domain.capture import CAPTURE_VERSION, encode_jpeg
 from antihack.shared.proto import liveness_pb2 as pb
-from antihack.shared.sdk.sample import encode_jpeg
 from tests.blink import close_eyes
 from tests.fixtures_images import astronaut
 from tests.mouth import NATURAL_GAP_PX, mouth_gap

@@ -43,9 +43,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.interpolate import griddata
 
+from antihack.shared.domain.capture import encode_jpeg
 from antihack.shared.domain.light import LightSequence, draw_sequence
 from antihack.shared.proto import liveness_pb2 as pb
-from antihack.shared.sdk.sample import encode_jpeg
 from tests.fixtures_images import astronaut
 from tests.genuine import genuine_frames
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from antihack.shared.sdk.sample import encode_jpeg
+from antihack.shared.domain.capture import encode_jpeg
 
 Image = NDArray[np.uint8]
 

@@ -27,6 +27,7 @@ from antihack.shared.domain.capture import (
     capture_from_image,
     compute_signature,
     decode_frames,
+    encode_jpeg,
     image_header,
     parse_capture,
     sign_capture,
@@ -35,7 +36,7 @@ from antihack.shared.domain.capture import (
 )
 from antihack.shared.proto import generate
 from antihack.shared.proto import liveness_pb2 as pb
-from antihack.shared.sdk.sample import build_capture, encode_jpeg
+from antihack.shared.sdk.sample import build_capture
 from tests.fixtures_images import astronaut, jittered, resized
 from tests.helpers import png_bytes, png_with_header
 

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from antihack.shared.domain.capture import CaptureLimits, parse_capture
+from antihack.shared.domain.capture import CaptureLimits, encode_jpeg, parse_capture
 from antihack.shared.proto import liveness_pb2 as pb
-from antihack.shared.sdk.sample import build_capture, encode_jpeg
+from antihack.shared.sdk.sample import build_capture
 from antihack.worker.pipeline.fusion import HACK_THRESHOLD
 from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext
 from tests.blink import close_eyes

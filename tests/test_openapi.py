@@ -129,7 +129,7 @@ def test_docs_page_uses_only_local_assets_that_answer(client: FlaskClient) -> No
     assert client.get("/docs/../../pyproject.toml").status_code == 404
 
 
-# --- one definition per schema (shared/domain/schemas.py, shared/domain/choices.py) -------
+# --- one definition per schema (shared/domain/schemas.py, shared/choices.py) -------
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
@@ -216,7 +216,7 @@ def test_a_refused_key_body_gets_the_seed_error(
 def test_the_challenge_list_is_defined_once() -> None:
     from pathlib import Path
 
-    from antihack.shared.domain import choices
+    from antihack.shared import choices
     from antihack.shared.infra.settings import SESSION_CHALLENGES
     from antihack.shared.proto import liveness_pb2 as pb
     from antihack.shared.sdk.sample import CHALLENGES as SAMPLE_CHALLENGES

@@ -8,9 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from antihack.shared.domain.capture import sign_capture
+from antihack.shared.domain.capture import encode_jpeg, sign_capture
 from antihack.shared.proto import liveness_pb2 as pb
-from antihack.shared.sdk.sample import encode_jpeg
 from antihack.worker.pipeline import challenges, crossframe, fusion, integrity, quality, replay
 from antihack.worker.pipeline.fusion import CERTAIN, STRONG, WEAK, FusionInput, Signal, fuse
 from tests.fixtures_images import astronaut, blurred, coffee, darkened, jittered, resized

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from antihack.shared.choices import QUOTA_PERIODS
 from antihack.shared.cli.common import iso, json_option, with_session
 from antihack.shared.cli.output import emit_json, record, table
-from antihack.shared.domain.choices import QUOTA_PERIODS
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from antihack.shared.choices import WORKER_POOLS
 from antihack.shared.cli.common import load_settings
-from antihack.shared.domain.choices import WORKER_POOLS
 
 if TYPE_CHECKING:
     from antihack.shared.infra.settings import Settings

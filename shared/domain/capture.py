@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from antihack.shared.domain.choices import CHALLENGES
+from antihack.shared.choices import CHALLENGES
 from antihack.shared.proto import liveness_pb2 as pb
 
 Capture = pb.Capture
@@ -385,3 +385,16 @@ def verify_signature(capture: pb.Capture, secret: bytes) -> bool:
     if not capture.signature:
         return False
     return hmac.compare_digest(capture.signature, compute_signature(capture, secret))
+
+
+def encode_jpeg(image: NDArray[np.uint8], quality: int = 90) -> bytes:
+    """Encode an RGB uint8 image as a frame's JPEG (the worker's best image, the capture kit).
+
+    OpenCV is imported here, on first use: the API imports this module and never loads it."""
+    import cv2
+
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("the image could not be encoded as JPEG")
+    return bytes(buf.tobytes())

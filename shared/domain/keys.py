@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from antihack.shared.domain.choices import ENDPOINTS as ENDPOINTS
-from antihack.shared.domain.choices import QUOTA_PERIODS as QUOTA_PERIODS
+from antihack.shared.choices import ENDPOINTS as ENDPOINTS
+from antihack.shared.choices import QUOTA_PERIODS as QUOTA_PERIODS
 from antihack.shared.domain.errors import ApiError
 from antihack.shared.domain.schemas import MAX_NAME as MAX_NAME
 from antihack.shared.domain.schemas import Key, KeyWithSecrets

@@ -17,11 +17,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from antihack.shared.choices import MAX_COLORS, MIN_COLORS
+
 LIGHT = "LIGHT"
 # Saturation of the drawn colours: a little below 1 keeps every channel lit a bit, so the
 # camera's response stays linear (no channel is clipped at 0 in the face's reflection).
 SATURATION = 0.88
-MIN_COLORS, MAX_COLORS = 6, 12
 _HEX = re.compile(r"^#[0-9a-f]{6}$")
 
 

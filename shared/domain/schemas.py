@@ -4,7 +4,7 @@ A model validates what comes in (``parse`` turns pydantic's errors into the seed
 ``INVALID_ARGUMENT`` body, with the same reasons as before the models), shapes what goes out,
 and generates its part of the OpenAPI document (``component_schemas``); the CLI and the admin
 API use the same key models. The vocabularies (challenges, quota periods, permissions) are
-``shared/domain/choices.py``'s ``Literal`` types, named here so that the document refers to them.
+``shared/choices.py``'s ``Literal`` types, named here so that the document refers to them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
-from antihack.shared.domain import choices
+from antihack.shared import choices
 from antihack.shared.domain.errors import ApiError
 
 MAX_NAME = 200  # api_keys.name

@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from antihack.shared.domain.choices import LOG_FORMATS as FORMATS
+from antihack.shared.choices import LOG_FORMATS as FORMATS
 from antihack.shared.infra.queues import SWEEP_TASK, WEBHOOK_DISPATCH_TASK
 from antihack.shared.infra.settings import Settings, SettingsError
 

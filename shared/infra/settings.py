@@ -11,8 +11,7 @@ from pydantic import BeforeValidator, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from antihack.shared.domain.choices import CHALLENGES, LogFormat, WorkerPool
-from antihack.shared.domain.light import MAX_COLORS, MIN_COLORS
+from antihack.shared.choices import CHALLENGES, MAX_COLORS, MIN_COLORS, LogFormat, WorkerPool
 
 MiB = 1024 * 1024
 # The challenges the pipeline can observe (worker/pipeline/challenges.py); sessions draw theirs

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from antihack.shared.domain.capture import encode_jpeg
 from antihack.shared.proto import liveness_pb2 as pb
-from antihack.shared.sdk.sample import encode_jpeg
 
 RgbImage = NDArray[np.uint8]
 FloatImage = NDArray[np.float32]

@@ -10,17 +10,18 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from antihack.shared.choices import FILE_CHALLENGES
 from antihack.shared.domain.capture import (
     CAPTURE_VERSION,
     CaptureLimits,
+    encode_jpeg,
     parse_capture,
     sign_capture,
 )
-from antihack.shared.domain.choices import FILE_CHALLENGES
 from antihack.shared.proto import liveness_pb2 as pb
 
 SDK_VERSION = "antihack-make-sample/1"
-# Every step a capture built from files can show (shared/domain/choices.py: all but LIGHT).
+# Every step a capture built from files can show (shared/choices.py: all but LIGHT).
 CHALLENGES = FILE_CHALLENGES
 # The fewest frames a step's run must have for its action to be visible at all: a blink needs
 # open, closed and open again; any other action a starting pose and the pose it reaches.
@@ -64,15 +65,6 @@ def prompt_times(timestamps: Sequence[int], tags: Sequence[str | None]) -> list[
             gap = timestamps[i] - timestamps[i - 1] if i else 66
             prompts.append((tag, timestamps[i] - max(1, gap // 2)))
     return prompts
-
-
-def encode_jpeg(image: NDArray[np.uint8], quality: int = 90) -> bytes:
-    """Encode an RGB uint8 image as JPEG."""
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("the image could not be encoded as JPEG")
-    return buf.tobytes()
 
 
 def fit_within(image: NDArray[np.uint8], max_side: int) -> NDArray[np.uint8]:

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from antihack.shared.domain.capture import CaptureLimits, decode_frames
+from antihack.shared.domain.capture import CaptureLimits, decode_frames, encode_jpeg
 from antihack.shared.domain.light import LightSequence
 from antihack.shared.proto import liveness_pb2 as pb
-from antihack.shared.sdk.sample import encode_jpeg
 from antihack.worker.pipeline.challenges import judge_capture
 from antihack.worker.pipeline.crossframe import crossframe_report
 from antihack.worker.pipeline.detect import FaceBox, detect_faces

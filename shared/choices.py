@@ -1,5 +1,6 @@
 """Closed vocabularies of the API and its settings, each written once as a ``Literal`` with its
-values as a tuple.
+values as a tuple, and the few limits the settings check too. Every layer names them (domain,
+infra, the CLI), so they sit beside those packages, not in one of them.
 
 Only ``typing`` is imported here, so that the CLI can build its ``click.Choice`` options from
 these at import time (``tests/test_cli_imports.py``); the pydantic models in
@@ -36,3 +37,7 @@ WorkerPool = Literal["prefork", "threads", "solo"]
 WORKER_POOLS: tuple[WorkerPool, ...] = get_args(WorkerPool)
 LogFormat = Literal["auto", "json", "text"]
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+
+# How many colours a LIGHT step shows (shared/domain/light.py; ANTIHACK_LIGHT_COLORS is checked
+# against the same bounds).
+MIN_COLORS, MAX_COLORS = 6, 12
