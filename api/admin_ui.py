@@ -2,14 +2,14 @@
 undelivered webhooks, rendered on the server (no script) behind the admin token.
 
 The JSON admin API (``api/admin.py``) keeps its bearer token. This page trades the same token,
-typed once into a form, for a session cookie: signed with a key derived from
+typed once into a form, for a sign-in cookie: signed with a key derived from
 ANTIHACK_SECRET_KEY (itsdangerous), HttpOnly, SameSite=Strict, Secure over HTTPS, limited to
-``/admin`` and valid for ``SESSION_S``. It carries a fingerprint of the admin token, so changing
-ANTIHACK_ADMIN_TOKEN ends every session.
+``/admin`` and valid for ``SIGN_IN_S``. It carries a random sign-in id and a fingerprint of the
+admin token, so changing ANTIHACK_ADMIN_TOKEN ends every sign-in.
 
 CSRF: the cookie is SameSite=Strict, so a cross-site form post arrives without it; every POST
 must also carry an ``Origin`` (or, lacking one, a ``Referer``) of this host, so a cross-site
-login is refused too; and the logout form carries a token derived from the session.
+login is refused too; and the logout form carries a token derived from the sign-in id.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ bp = Blueprint("admin_ui", __name__)
 
 COOKIE = "antihack_admin"
 COOKIE_PATH = "/admin"
-SESSION_S = 8 * 3600
+SIGN_IN_S = 8 * 3600
 # What the page lists at most: it is one request, and each list is one bounded query.
 MAX_KEYS = 500
 RECENT = 20
@@ -58,10 +58,12 @@ CSP = (
 )
 
 
-# --- session ----------------------------------------------------------------------------------
+# --- sign-in ----------------------------------------------------------------------------------
 
 
 def _serializer() -> URLSafeTimedSerializer:
+    # The salt, the cookie's name and its payload keys (sid: the sign-in id, fp: the token's
+    # fingerprint) keep their first names, so that cookies already issued stay valid.
     return URLSafeTimedSerializer(services().settings.secret_key, salt="antihack.admin-session")
 
 
@@ -77,27 +79,27 @@ def _token_fingerprint() -> str:
     return _mac("admin-token", services().settings.admin_token)
 
 
-def _session_id() -> str | None:
-    """The session id of a valid, unexpired cookie made for the current admin token."""
+def _sign_in_id() -> str | None:
+    """The sign-in id of a valid, unexpired cookie made for the current admin token."""
     raw = request.cookies.get(COOKIE)
     if not raw or not services().settings.admin_token:
         return None
     try:
-        data = _serializer().loads(raw, max_age=SESSION_S)
+        data = _serializer().loads(raw, max_age=SIGN_IN_S)
     except BadSignature:  # also SignatureExpired
         return None
     if not isinstance(data, dict):
         return None
-    sid, fingerprint = data.get("sid"), data.get("fp")
-    if not isinstance(sid, str) or not isinstance(fingerprint, str):
+    sign_in_id, fingerprint = data.get("sid"), data.get("fp")
+    if not isinstance(sign_in_id, str) or not isinstance(fingerprint, str):
         return None
     if not hmac.compare_digest(fingerprint.encode(), _token_fingerprint().encode()):
         return None
-    return sid
+    return sign_in_id
 
 
-def _csrf_token(sid: str) -> str:
-    return _mac("csrf", sid)
+def _csrf_token(sign_in_id: str) -> str:
+    return _mac("csrf", sign_in_id)
 
 
 def _same_origin() -> bool:
@@ -123,7 +125,7 @@ def _https() -> bool:
 
 def _page(template: str, status: int = 200, **context: Any) -> Response:
     context.setdefault("error", None)
-    html = render_template(template, session_hours=SESSION_S // 3600, **context)
+    html = render_template(template, sign_in_hours=SIGN_IN_S // 3600, **context)
     response = Response(html, status=status, mimetype="text/html")
     response.headers["Content-Security-Policy"] = CSP
     response.headers["Cache-Control"] = "no-store"
@@ -142,9 +144,9 @@ def _refused(reason: str) -> Response:
 
 @bp.get("/admin")
 def dashboard() -> Response:
-    """The dashboard with a valid session; the login form otherwise."""
-    sid = _session_id()
-    if sid is None:
+    """The dashboard with a valid sign-in; the login form otherwise."""
+    sign_in_id = _sign_in_id()
+    if sign_in_id is None:
         return _page("admin_login.html")
     data = Dashboard.read(db(), request.args.get("key") or None)
     if data.unknown_key is not None:
@@ -152,10 +154,10 @@ def dashboard() -> Response:
             "admin_dashboard.html",
             404,
             d=data,
-            csrf=_csrf_token(sid),
+            csrf=_csrf_token(sign_in_id),
             error=f"no API key {data.unknown_key!r}: showing every key",
         )
-    return _page("admin_dashboard.html", d=data, csrf=_csrf_token(sid), error=None)
+    return _page("admin_dashboard.html", d=data, csrf=_csrf_token(sign_in_id), error=None)
 
 
 @bp.post("/admin/login")
@@ -171,7 +173,7 @@ def login() -> BaseResponse:
     response.set_cookie(
         COOKIE,
         cookie,
-        max_age=SESSION_S,
+        max_age=SIGN_IN_S,
         path=COOKIE_PATH,
         secure=_https(),
         httponly=True,
@@ -185,10 +187,12 @@ def login() -> BaseResponse:
 def logout() -> BaseResponse:
     if not _same_origin():
         return _refused("cross-site logout refused: the form must be posted from this page")
-    sid = _session_id()
+    sign_in_id = _sign_in_id()
     given = request.form.get("csrf", "")
-    if sid is not None and not hmac.compare_digest(given.encode(), _csrf_token(sid).encode()):
-        return _refused("logout refused: the form's token does not match this session")
+    if sign_in_id is not None and not hmac.compare_digest(
+        given.encode(), _csrf_token(sign_in_id).encode()
+    ):
+        return _refused("logout refused: the form's token does not match this sign-in")
     response = redirect(url_for("admin_ui.dashboard"), 303)
     response.delete_cookie(
         COOKIE, path=COOKIE_PATH, secure=_https(), httponly=True, samesite="Strict"
@@ -210,7 +214,7 @@ class KeyRow:
     name: str
     status: str  # active | expired | revoked
     require_signed: bool
-    require_session: bool
+    require_session: bool  # the key option: every capture needs a capture session
     period: str
     used: int
     limit: int | None

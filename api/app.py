@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from antihack.api import (
     admin,
     admin_ui,
+    capture_sessions,
     demo,
     jobs,
     landing,
@@ -26,7 +27,6 @@ from antihack.api import (
     openapi,
     ops,
     sdk,
-    sessions,
     usage,
     webhooks,
 )
@@ -43,7 +43,7 @@ from antihack.shared.infra.settings import Settings
 log = logging.getLogger(__name__)
 
 # Blueprints whose requests carry ids, names or tokens to the database.
-DATABASE_BLUEPRINTS = frozenset({"jobs", "admin", "usage", "webhooks", "sessions"})
+DATABASE_BLUEPRINTS = frozenset({"jobs", "admin", "usage", "webhooks", "capture_sessions"})
 # Multipart fields besides the file: a few short strings.
 FORM_OVERHEAD_BYTES = 64 * 1024
 
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(usage.bp)
     app.register_blueprint(webhooks.bp)
-    app.register_blueprint(sessions.bp)
+    app.register_blueprint(capture_sessions.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(sdk.bp)

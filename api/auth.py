@@ -26,7 +26,7 @@ def client_key(
     (None: any valid key); submissions (POST) also pass the key's rate limit.
 
     With ``upload_token``, ``Authorization: Bearer <upload_token>`` (from POST /v1/sessions)
-    may stand in for them: the request then acts as the session's key, and the view reads
+    may stand in for them: the request then acts as the capture session's key, and the view reads
     what the token allows from :func:`current_upload`.
 
     With ``cached``, the key may come from the process's key cache (ANTIHACK_KEY_CACHE_S), so

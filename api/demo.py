@@ -3,7 +3,7 @@
 The page plays an integrator's part: its backend (``POST /demo/session``) makes a capture
 session for the demo key (ANTIHACK_DEMO_API_ID, which ``antihack serve`` creates), and the
 browser SDK (``/sdk/antihack.js``) records the challenge and submits the capture itself with the
-session's short-lived upload token. With no demo key set, both routes answer 404.
+capture session's short-lived upload token. With no demo key set, both routes answer 404.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from werkzeug.exceptions import NotFound
 from antihack.api.app_helpers import json_response
 from antihack.api.auth import rate_limit
 from antihack.api.context import db, services
-from antihack.shared.domain.capture_sessions import create_session
+from antihack.shared.domain.capture_sessions import create_capture_session
 from antihack.shared.domain.errors import ApiError
 from antihack.shared.domain.scoring import HACK_THRESHOLD
 from antihack.shared.infra.tables import ApiKey, utcnow
@@ -56,14 +56,14 @@ def demo_page() -> Response:
 
 
 @bp.post("/demo/session")
-def demo_session() -> ResponseReturnValue:
+def demo_capture_session() -> ResponseReturnValue:
     """A capture session for the demo key: what an integrator's backend asks POST /v1/sessions."""
     key = _demo_key()
-    # Anyone may open the demo, so its sessions pass the demo key's rate limit as a client's
-    # POST would; the capture itself then counts against the key's quota.
+    # Anyone may open the demo, so its capture sessions pass the demo key's rate limit as a
+    # client's POST would; the capture itself then counts against the key's quota.
     rate_limit(key, "the demo is busy")
     session = db()
-    new = create_session(session, key, services().settings)
+    capture_session = create_capture_session(session, key, services().settings)
     session.commit()
-    body = {"request_id": g.request_id, "status": "OK", **new.body()}
+    body = {"request_id": g.request_id, "status": "OK", **capture_session.body()}
     return json_response(body, 201, **{"Cache-Control": "no-store"})

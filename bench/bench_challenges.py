@@ -3,10 +3,10 @@
 Prints, on captures generated from the astronaut photo (tests/genuine.py renders her FaceMesh
 mesh turned in 3D, with blinks, speech and a hand-held camera):
 
-- genuine: drawn 3-step sessions (SMILE left out: the renderer cannot smile) performed after
-  their prompts -> share of sessions passing;
+- genuine: drawn 3-step capture sessions (SMILE left out: the renderer cannot smile) performed
+  after their prompts -> share of capture sessions passing;
 - attacker: a 10-s recording of the person (talking, blinking, no head turns); for each drawn
-  session the attacker picks, per step, any segment of the recording that passes it (the
+  capture session the attacker picks, per step, any segment of the recording that passes it (the
   strongest splicer, who knows the rules) -> share of sessions passing;
 - blink phase: a 100-ms blink against a 15 fps frame clock at every phase -> share seen;
 - flat photo turned/tilted 10-30 degrees (focal 400 and 1000 px) -> planar_face share, and the

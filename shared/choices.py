@@ -13,13 +13,13 @@ from typing import Literal, get_args
 
 # Every step a capture can be asked to show (proto/liveness.proto's ``Challenge`` enum without
 # CHALLENGE_UNSPECIFIED; a test checks the two agree). The pipeline can observe each
-# (worker/pipeline/challenges.py); sessions draw theirs from ANTIHACK_SESSION_CHALLENGES.
+# (worker/pipeline/challenges.py); capture sessions draw theirs from ANTIHACK_SESSION_CHALLENGES.
 Challenge = Literal[
     "TURN_LEFT", "TURN_RIGHT", "LOOK_UP", "LOOK_DOWN", "BLINK", "OPEN_MOUTH", "SMILE",
     "MOVE_CLOSER", "MOUTH", "NOD", "YAW", "LIGHT",
 ]  # fmt: skip
 CHALLENGES: tuple[Challenge, ...] = get_args(Challenge)
-# LIGHT needs the session's colours on a screen: a capture built from files cannot show it.
+# LIGHT needs the capture session's colours on a screen: a capture built from files cannot show it.
 FILE_CHALLENGES: tuple[Challenge, ...] = tuple(c for c in CHALLENGES if c != "LIGHT")
 
 QuotaPeriod = Literal["day", "month", "total"]
@@ -30,7 +30,8 @@ Permission = Literal["liveness_anti_hack", "jobs", "liveness_image", "sessions"]
 ENDPOINTS: tuple[Permission, ...] = get_args(Permission)
 
 JobState = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]
-SessionState = Literal["PENDING", "USED", "EXPIRED"]
+CaptureSessionState = Literal["PENDING", "USED", "EXPIRED"]
+SessionState = CaptureSessionState  # old name, removed once schemas.py follows
 
 # Settings (shared/infra/settings.py): Celery pools `antihack worker` runs with, and log formats.
 WorkerPool = Literal["prefork", "threads", "solo"]

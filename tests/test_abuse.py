@@ -1004,7 +1004,7 @@ def test_capture_signatures_are_compared_in_constant_time(
         metrics_check_token,
         admin_ui.login,
         admin_ui.logout,
-        admin_ui._session_id,
+        admin_ui._sign_in_id,
     ],
 )
 def test_no_secret_is_compared_with_equality(function: Callable[..., Any]) -> None:

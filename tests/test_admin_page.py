@@ -1,4 +1,4 @@
-"""The admin page, /admin: sign-in with ANTIHACK_ADMIN_TOKEN for a signed session cookie, CSRF
+"""The admin page, /admin: sign-in with ANTIHACK_ADMIN_TOKEN for a signed sign-in cookie, CSRF
 and Origin protection, and a dashboard whose numbers are the database's (real submissions, a
 job finished FAILED by the lifecycle code, a webhook attempt that really failed); then the page
 in a real headless Chromium against a real API server."""
@@ -43,7 +43,7 @@ def login(client: FlaskClient, headers: dict[str, str] | None = None) -> TestRes
 
 
 def set_cookie(resp: TestResponse) -> str | None:
-    """The Set-Cookie header for the admin session, if the response has one."""
+    """The Set-Cookie header for the admin sign-in, if the response has one."""
     found = [h for h in resp.headers.getlist("Set-Cookie") if h.startswith(COOKIE + "=")]
     return found[0] if found else None
 
@@ -126,10 +126,10 @@ def fail_with_a_given_up_webhook(settings: Settings, sessions: Any, job_id: str)
     return delivery_id
 
 
-# --- without a session ------------------------------------------------------------------------
+# --- without a sign-in ------------------------------------------------------------------------
 
 
-def test_without_a_session_the_page_is_the_sign_in_form_and_leaks_nothing(
+def test_without_a_sign_in_the_page_is_the_sign_in_form_and_leaks_nothing(
     client: FlaskClient, make_key: Callable[..., Key]
 ) -> None:
     key = make_key(name=f"partner-{uuid.uuid4().hex[:8]}", quota=7)
@@ -220,7 +220,7 @@ def test_over_https_the_cookie_is_secure(client: FlaskClient, how: dict[str, Any
     assert cookie is not None and "; Secure" in cookie
 
 
-def test_changing_the_admin_token_or_the_secret_key_ends_every_session(
+def test_changing_the_admin_token_or_the_secret_key_ends_every_sign_in(
     base_settings: Settings, client: FlaskClient
 ) -> None:
     login(client)
@@ -283,7 +283,7 @@ def test_a_same_origin_referer_is_enough_when_there_is_no_origin(client: FlaskCl
     [(CROSS_SITE[0], "right"), ({}, "right"), (SAME_ORIGIN, "wrong"), (SAME_ORIGIN, "")],
     ids=["cross-site", "no-origin", "wrong-token", "no-token"],
 )
-def test_a_forged_logout_is_refused_and_the_session_stays(
+def test_a_forged_logout_is_refused_and_the_sign_in_stays(
     client: FlaskClient, headers: dict[str, str], csrf: str
 ) -> None:
     login(client)

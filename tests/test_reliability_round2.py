@@ -18,7 +18,7 @@ import redis
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from antihack.shared.cli.sample import for_session
+from antihack.shared.cli.sample import for_capture_session
 from antihack.shared.domain.jobs import claim
 from antihack.shared.infra.broker import UNACKED_KEY, queue_lists
 from antihack.shared.infra.db import transaction
@@ -51,7 +51,9 @@ def new_token(client: FlaskClient, key: Key) -> tuple[dict[str, str], bytes]:
     made = client.post("/v1/sessions", headers=key.headers)
     assert made.status_code == 201, made.get_json()
     body = made.get_json()
-    capture = for_session(no_face_capture(), challenges=body["challenge"], nonce=body["nonce"])
+    capture = for_capture_session(
+        no_face_capture(), challenges=body["challenge"], nonce=body["nonce"]
+    )
     return {"Authorization": f"Bearer {body['upload_token']}"}, capture
 
 

@@ -15,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import String, func, insert, select, update
 
-from antihack.shared.cli.sample import for_session
+from antihack.shared.cli.sample import for_capture_session
 from antihack.shared.domain.jobs import claim, error_body, finish
 from antihack.shared.domain.quota import period_key
 from antihack.shared.domain.retention import job_dependents, purge
@@ -107,7 +107,7 @@ def test_delete_removes_every_trace_of_a_finished_job(
     url, bodies = hook
     key, other = make_key(quota=10, quota_period="day"), make_key()
     made = client.post("/v1/sessions", headers=key.headers).get_json()
-    capture = for_session(face_capture(3), nonce=made["nonce"])
+    capture = for_capture_session(face_capture(3), nonce=made["nonce"])
     resp = client.post(
         "/v1/jobs",
         data={

@@ -75,7 +75,7 @@ def list_attacks(as_json: bool) -> None:
 def make(genuine_dir: Path, out_dir: Path, names: str | None, seed: int, as_json: bool) -> None:
     """Make one attack capture per genuine capture (*.pb in GENUINE_DIR) and attack.
 
-    Attack captures are unsigned and carry new session ids (replays too: only the frames can
+    Attack captures are unsigned and carry new ``session_id``s (replays too: only the frames can
     give a replay away). OUT_DIR/attacks.json records each file's source and drawn parameters.
     """
     from antihack.shared.domain.capture import (

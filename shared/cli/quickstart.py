@@ -2,10 +2,11 @@
 
 A capture file ages: one older than a day is ``capture_too_old``, and frames already sent are a
 replay. So every start writes a new ``sample.pb`` into the data dir: new timestamps, a new
-session id and new frames. The frames are one real photo (the middle frame of
-``samples/astronaut.pb``) moved non-rigidly: a smooth displacement field, drawn afresh for each
-start, that changes smoothly from frame to frame, so the capture shows natural motion (not one
-photo repeated, which the still-image check flags) and differs from every earlier start's.
+``session_id`` (the capture's own id) and new frames. The frames are one real photo (the middle
+frame of ``samples/astronaut.pb``) moved non-rigidly: a smooth displacement field, drawn afresh
+for each start, that changes smoothly from frame to frame, so the capture shows natural motion
+(not one photo repeated, which the still-image check flags) and differs from every earlier
+start's.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def sample_video(path: Path, count: int) -> list[RgbImage]:
     return frames
 
 
-def for_session(
+def for_capture_session(
     data: bytes,
     *,
     challenges: Sequence[str] = (),
@@ -94,9 +94,9 @@ def for_session(
     ``challenges`` replaces the requested challenges, in order, and tags the frames with them
     in consecutive, nearly equal runs (BLINK, BLINK, YAW, YAW), as an SDK records one step after
     the other; ``steps`` gives each frame's tag instead (None: untagged). ``nonce`` is the
-    session's. With ``prompts`` each tagged run gets a ``Capture.prompts`` entry half a frame
-    interval before its first frame, as the SDK shows a step's prompt, then records it. The
-    result is signed again with ``sign_secret``.
+    capture session's. With ``prompts`` each tagged run gets a ``Capture.prompts`` entry half a
+    frame interval before its first frame, as the SDK shows a step's prompt, then records it.
+    The result is signed again with ``sign_secret``.
     """
     capture = pb.Capture.FromString(data)
     if challenges:
@@ -168,7 +168,10 @@ def for_session(
     "--session-nonce",
     help="The nonce of a capture session (POST /v1/sessions) to put in the capture.",
 )
-@click.option("--session-id", help="Session id to record (default: a fresh random one).")
+@click.option(
+    "--session-id",
+    help="The capture's own session_id, unique per capture (default: a fresh random one).",
+)
 @click.option(
     "--sign-secret",
     envvar="ANTIHACK_SIGN_SECRET",
@@ -226,7 +229,7 @@ def make_sample(
             images, session_id=session_id, sign_secret=None if retag else secret, fps=fps
         )
         if retag:
-            data = for_session(
+            data = for_capture_session(
                 data,
                 challenges=challenges,
                 nonce=session_nonce or "",

@@ -1,11 +1,14 @@
 """Capture sessions: a server-chosen challenge and a nonce that one capture redeems, once.
 
-The integrator's backend creates a session (``POST /v1/sessions``) and hands its nonce,
-challenge and upload token to the capture SDK; the capture carries the nonce. At submission
-the nonce is redeemed inside the transaction that creates the job, by one conditional UPDATE,
-so of concurrent submissions of one nonce exactly one wins. A failed check does not refuse the
-request: the job records why (``jobs.session_check``) and the pipeline scores it as a certain
-hack, as a replayed or pre-recorded capture is one.
+The integrator's backend creates a capture session (``POST /v1/sessions``) and hands its
+nonce, challenge and upload token to the capture SDK; the capture carries the nonce. At
+submission the nonce is redeemed inside the transaction that creates the job, by one
+conditional UPDATE, so of concurrent submissions of one nonce exactly one wins. A failed check
+does not refuse the request: the job records why (``jobs.session_check``) and the pipeline
+scores it as a certain hack, as a replayed or pre-recorded capture is one.
+
+Names: ``session`` is always a SQLAlchemy session; a capture session is ``capture_session``
+(its id keeps the public name ``session_id``).
 """
 
 from __future__ import annotations
@@ -29,41 +32,46 @@ from antihack.shared.infra.settings import CHALLENGE_AXES, Settings
 from antihack.shared.infra.tables import ApiKey, CaptureSession, utcnow
 from antihack.shared.proto import liveness_pb2 as pb
 
-SESSION_ID_PREFIX = "ses_"
+CAPTURE_SESSION_ID_PREFIX = "ses_"
 UPLOAD_TOKEN_PREFIX = "ut_"
 NONCE_BYTES = 24  # 192 random bits, 32 URL-safe characters
 # A capture's clock (frame and prompt times) may differ from the server's by this much; its
-# time span must lie within the session's lifetime widened by it on both sides.
+# time span must lie within the capture session's lifetime widened by it on both sides.
 CLOCK_SKEW = timedelta(minutes=2)
-# Random draws tried before a search, when a session's steps must alternate axes.
+# Random draws tried before a search, when a capture session's steps must alternate axes.
 MAX_DRAWS = 1000
-# An upload token may read the job it created for this long after its session expired.
+# An upload token may read the job it created for this long after its capture session expired.
 TOKEN_READ_GRACE = timedelta(minutes=10)
 
 PENDING, USED, EXPIRED = "PENDING", "USED", "EXPIRED"
 
-# Reason codes of a failed check (jobs.session_check, then the job's reasons).
-SESSION_REQUIRED = "session_required"
-SESSION_UNKNOWN = "session_unknown"
-SESSION_EXPIRED = "session_expired"
-SESSION_REUSED = "session_reused"
-SESSION_CHALLENGE_MISMATCH = "session_challenge_mismatch"
-SESSION_STEP_ORDER = "session_step_order"
-SESSION_TIME = "session_time_outside"
-SESSION_CHECKS: dict[str, str] = {
-    SESSION_REQUIRED: "this key requires a capture session; the capture has no session_nonce",
-    SESSION_UNKNOWN: "the capture's session_nonce is not a session of this key",
-    SESSION_EXPIRED: "the capture session expired before the capture was submitted",
-    SESSION_REUSED: "the capture session's nonce was already used by another submission",
-    SESSION_CHALLENGE_MISMATCH: "the capture's challenges are not the session's challenge",
-    SESSION_STEP_ORDER: "the frames' challenge steps do not follow the session's challenge order",
-    SESSION_TIME: "the capture's frames and prompts are not within the session's lifetime",
+# Reason codes of a failed capture session check (jobs.session_check, then the job's reasons);
+# the codes keep their ``session_`` prefix: clients read them.
+CAPTURE_SESSION_REQUIRED = "session_required"
+CAPTURE_SESSION_UNKNOWN = "session_unknown"
+CAPTURE_SESSION_EXPIRED = "session_expired"
+CAPTURE_SESSION_REUSED = "session_reused"
+CAPTURE_SESSION_CHALLENGE_MISMATCH = "session_challenge_mismatch"
+CAPTURE_SESSION_STEP_ORDER = "session_step_order"
+CAPTURE_SESSION_TIME = "session_time_outside"
+CAPTURE_SESSION_CHECKS: dict[str, str] = {
+    CAPTURE_SESSION_REQUIRED: (
+        "this key requires a capture session; the capture has no session_nonce"
+    ),
+    CAPTURE_SESSION_UNKNOWN: "the capture's session_nonce is not a session of this key",
+    CAPTURE_SESSION_EXPIRED: "the capture session expired before the capture was submitted",
+    CAPTURE_SESSION_REUSED: "the capture session's nonce was already used by another submission",
+    CAPTURE_SESSION_CHALLENGE_MISMATCH: "the capture's challenges are not the session's challenge",
+    CAPTURE_SESSION_STEP_ORDER: (
+        "the frames' challenge steps do not follow the session's challenge order"
+    ),
+    CAPTURE_SESSION_TIME: "the capture's frames and prompts are not within the session's lifetime",
 }
 
 
 @dataclass(frozen=True)
-class NewSession:
-    """A session as created: the only time its upload token exists in the clear."""
+class NewCaptureSession:
+    """A capture session as created: the only time its upload token exists in the clear."""
 
     session_id: str
     nonce: str
@@ -81,16 +89,17 @@ class NewSession:
             "expires_at": self.expires_at.isoformat(),
             "upload_token": self.upload_token,
         }
-        if self.light is not None:  # only sessions with a LIGHT step have colours
+        if self.light is not None:  # only capture sessions with a LIGHT step have colours
             body["light"] = self.light.body()
         return body
 
 
 @dataclass(frozen=True)
 class CaptureFacts:
-    """What the session check reads from a capture: its nonce, its requested challenges, the
-    steps it shows (its step prompts in order, or else its tagged frames' steps, runs collapsed,
-    untagged frames ignored) and the earliest and latest time it names (epoch ms, 0: none)."""
+    """What the capture session check reads from a capture: its nonce, its requested
+    challenges, the steps it shows (its step prompts in order, or else its tagged frames' steps,
+    runs collapsed, untagged frames ignored) and the earliest and latest time it names (epoch
+    ms, 0: none)."""
 
     nonce: str = ""
     challenges: tuple[str, ...] = ()
@@ -163,7 +172,7 @@ def _search(done: list[str], left: list[str], length: int, rng: random.Random) -
     return None
 
 
-def create_session(db_session: Session, key: ApiKey, settings: Settings) -> NewSession:
+def create_capture_session(session: Session, key: ApiKey, settings: Settings) -> NewCaptureSession:
     """Insert a capture session for ``key`` with a random challenge from the configured pool.
 
     Not committed: the caller commits (as with ``create_job`` and ``create_key``).
@@ -180,7 +189,7 @@ def create_session(db_session: Session, key: ApiKey, settings: Settings) -> NewS
     now = utcnow()
     token = UPLOAD_TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = CaptureSession(
-        id=SESSION_ID_PREFIX + secrets.token_hex(16),
+        id=CAPTURE_SESSION_ID_PREFIX + secrets.token_hex(16),
         api_key_id=key.id,
         nonce=secrets.token_urlsafe(NONCE_BYTES),
         challenge=challenge,
@@ -189,24 +198,24 @@ def create_session(db_session: Session, key: ApiKey, settings: Settings) -> NewS
         upload_token_hash=hash_secret(settings.secret_key, token),
         light=light.body() if light is not None else None,
     )
-    db_session.add(row)
-    db_session.flush()
-    return NewSession(row.id, row.nonce, list(challenge), row.expires_at, token, light)
+    session.add(row)
+    session.flush()
+    return NewCaptureSession(row.id, row.nonce, list(challenge), row.expires_at, token, light)
 
 
-def state(row: CaptureSession, now: datetime | None = None) -> str:
+def capture_session_state(row: CaptureSession, now: datetime | None = None) -> str:
     if row.used_at is not None:
         return USED
     return EXPIRED if row.expires_at <= (now or utcnow()) else PENDING
 
 
-def session_view(row: CaptureSession) -> dict[str, Any]:
-    """A session as ``GET /v1/sessions/<id>`` shows it (never the nonce or the token)."""
+def capture_session_view(row: CaptureSession) -> dict[str, Any]:
+    """A capture session as ``GET /v1/sessions/<id>`` shows it (never the nonce or the token)."""
     view: dict[str, Any] = {
         "session_id": row.id,
         "challenge": list(row.challenge),
         "expires_at": row.expires_at.isoformat(),
-        "state": state(row),
+        "state": capture_session_state(row),
         "job_id": row.job_id,
     }
     if row.light is not None:
@@ -214,24 +223,25 @@ def session_view(row: CaptureSession) -> dict[str, Any]:
     return view
 
 
-def get_owned_session(db_session: Session, key: ApiKey, session_id: str) -> CaptureSession:
-    """The session if this key created it; 404 otherwise (never reveal other keys' sessions)."""
-    row = db_session.get(CaptureSession, session_id) if session_id.isprintable() else None
+def get_owned_capture_session(session: Session, key: ApiKey, session_id: str) -> CaptureSession:
+    """The capture session if this key created it; 404 otherwise (never reveal other keys'
+    capture sessions)."""
+    row = session.get(CaptureSession, session_id) if session_id.isprintable() else None
     if row is None or row.api_key_id != key.id:
         raise ApiError("NOT_FOUND", f"no capture session {session_id[:64]!r} for this API key")
     return row
 
 
 def redeem(
-    db_session: Session, key_id: str, job_id: str, facts: CaptureFacts, now: datetime
+    session: Session, key_id: str, job_id: str, facts: CaptureFacts, now: datetime
 ) -> str | None:
     """Redeem the capture's nonce for ``job_id`` (in the job's transaction); the reason code
     when the check fails, else None. The nonce is spent even when the challenge is wrong."""
     if not facts.nonce:
-        return SESSION_REQUIRED
+        return CAPTURE_SESSION_REQUIRED
     # One conditional UPDATE: the database serialises concurrent redemptions of the row, and
     # only the first sees used_at still NULL.
-    won = db_session.execute(
+    won = session.execute(
         update(CaptureSession)
         .where(
             CaptureSession.nonce == facts.nonce,
@@ -243,21 +253,21 @@ def redeem(
         .returning(CaptureSession.challenge, CaptureSession.created_at)
     ).first()
     if won is None:
-        found = db_session.execute(
+        found = session.execute(
             select(CaptureSession.used_at).where(
                 CaptureSession.nonce == facts.nonce, CaptureSession.api_key_id == key_id
             )
         ).first()
         if found is None:
-            return SESSION_UNKNOWN  # no such nonce, or another key's: the same answer
-        return SESSION_REUSED if found[0] is not None else SESSION_EXPIRED
+            return CAPTURE_SESSION_UNKNOWN  # no such nonce, or another key's: the same answer
+        return CAPTURE_SESSION_REUSED if found[0] is not None else CAPTURE_SESSION_EXPIRED
     expected = tuple(won[0])
     if facts.challenges != expected:
-        return SESSION_CHALLENGE_MISMATCH
+        return CAPTURE_SESSION_CHALLENGE_MISMATCH
     if facts.steps != expected:
-        return SESSION_STEP_ORDER
+        return CAPTURE_SESSION_STEP_ORDER
     if not facts.within(_aware(won[1]), now):
-        return SESSION_TIME
+        return CAPTURE_SESSION_TIME
     return None
 
 
@@ -284,16 +294,16 @@ class UploadGrant:
 
 
 def authorize_upload(
-    db_session: Session, secret_key: str, token: str, *, submitting: bool
+    session: Session, secret_key: str, token: str, *, submitting: bool
 ) -> UploadGrant:
     """The grant of an upload token, or 401 UNAUTHORIZED saying why it cannot be used now.
 
-    Submitting needs an unused token of an unexpired session; reading its job works until
-    ``TOKEN_READ_GRACE`` after the session expired.
+    Submitting needs an unused token of an unexpired capture session; reading its job works
+    until ``TOKEN_READ_GRACE`` after the capture session expired.
     """
     # Looked up by its keyed hash: timing can only reveal bits of an HMAC the caller cannot
     # relate to any token, as with API secrets.
-    row = db_session.scalars(
+    row = session.scalars(
         select(CaptureSession).where(
             CaptureSession.upload_token_hash == hash_secret(secret_key, token)
         )
@@ -312,10 +322,10 @@ def authorize_upload(
     return UploadGrant(row.id, row.api_key_id, row.nonce, row.token_job_id)
 
 
-def spend_upload_token(db_session: Session, grant: UploadGrant, job_id: str, now: datetime) -> None:
+def spend_upload_token(session: Session, grant: UploadGrant, job_id: str, now: datetime) -> None:
     """Mark the token used by ``job_id`` (in the job's transaction); 401 if a concurrent
-    request spent it first or the session expired meanwhile."""
-    spent = db_session.execute(
+    request spent it first or the capture session expired meanwhile."""
+    spent = session.execute(
         update(CaptureSession)
         .where(
             CaptureSession.id == grant.session_id,

@@ -46,8 +46,8 @@ from antihack.shared.infra.tables import (
 )
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
-# An upload token's Idempotency-Key is stored under this prefix, its session id and a digest of
-# the key: the API takes only printable keys, so none of the key's own can start with it.
+# An upload token's Idempotency-Key is stored under this prefix, its capture session's id and a
+# digest of the key: the API takes only printable keys, so none of the key's own can start with it.
 TOKEN_IDEMPOTENCY_PREFIX = "\x1fupload:"
 
 
@@ -88,11 +88,12 @@ def accept_job(
     """Insert the job and its input and charge the quota (not committed).
 
     With an Idempotency-Key this key used in the last 24 h, the original job is returned
-    instead (not charged again, no session redeemed again), or 422 if the payload differs.
-    A capture with a session nonce, or any capture of a key that requires sessions, redeems
-    its session in the same transaction; ``upload`` (a request authenticated by an upload
-    token) spends the token there too, so a refused submission spends neither. An upload
-    token's Idempotency-Key names jobs of its own session only (:func:`idempotency_scope`).
+    instead (not charged again, no capture session redeemed again), or 422 if the payload
+    differs. A capture with a session nonce, or any capture of a key that requires capture
+    sessions, redeems its capture session in the same transaction; ``upload`` (a request
+    authenticated by an upload token) spends the token there too, so a refused submission spends
+    neither. An upload token's Idempotency-Key names jobs of its own capture session only
+    (:func:`idempotency_scope`).
 
     The statements are Core ``INSERT``s (no unit of work), and the quota is charged last: the
     charge locks the key's counter row until the commit, which serialises the key's
@@ -138,7 +139,7 @@ def idempotency_scope(idempotency_key: str | None, upload: UploadGrant | None) -
     """What a submission's Idempotency-Key is stored (and looked up) as.
 
     The key's own credentials use it as given. A browser's upload token gets a namespace of
-    its session: otherwise it could learn which keys the backend used (422 or 202, without
+    its capture session: otherwise it could learn which keys the backend used (422 or 202, without
     spending the token) and claim one first, so that the backend's own submission fails.
     """
     if not idempotency_key or upload is None:
@@ -156,8 +157,8 @@ def _insert(
     now: datetime,
     idem: str | None,
 ) -> None:
-    """Insert the job and its input, spend the upload token and redeem the session for it (both
-    rows point at the job), then charge the quota."""
+    """Insert the job and its input, spend the upload token and redeem the capture session for
+    it (both rows point at the job), then charge the quota."""
     # Core on the session's connection, with statements made once: no unit of work, no ORM
     # execution layer (this is the API's hot path, every accepted request).
     connection = session.connection()
@@ -376,7 +377,7 @@ def _claim_statement(one: bool) -> Any:
     """The claim of :func:`claim_jobs`, built once: a Core ``UPDATE … RETURNING`` on the tables
     (no unit of work, no ORM synchronisation), its values bound per call. ``one``: for a single
     job, ``id = :id`` rather than an expanding ``IN`` (rendered anew on every execution)."""
-    jobs, inputs, keys, sessions = map(_table, (Job, JobInput, ApiKey, CaptureSession))
+    jobs, inputs, keys, capture_sessions = map(_table, (Job, JobInput, ApiKey, CaptureSession))
 
     def key_column(column: Any) -> Any:
         return select(column).where(keys.c.id == jobs.c.api_key_id).scalar_subquery()
@@ -403,8 +404,8 @@ def _claim_statement(one: bool) -> Any:
             jobs.c.return_extra,
             jobs.c.session_check,
             select(inputs.c.payload).where(inputs.c.job_id == jobs.c.id).scalar_subquery(),
-            select(sessions.c.light)
-            .where(sessions.c.job_id == jobs.c.id)
+            select(capture_sessions.c.light)
+            .where(capture_sessions.c.job_id == jobs.c.id)
             .limit(1)
             .scalar_subquery(),
             key_column(keys.c.require_signed),

@@ -3,7 +3,7 @@
 from antihack.shared.sdk.client import Client, verify_webhook
 client = Client("http://127.0.0.1:8000", api_id, api_secret)
 job = client.wait(client.submit(open("capture.pb", "rb").read())["request_id"])
-session = client.create_session()  # nonce, challenge and upload token for a capture SDK
+capture_session = client.create_session()  # nonce, challenge and upload token for a capture SDK
 steps = failed_steps(job)  # "Step 2, TURN_LEFT: yaw reached 4°, needs 12°" for each step not met
 """
 
@@ -69,18 +69,20 @@ class Client:
         return self._call("POST", "/v1/jobs", files=files, data=data, headers=headers)
 
     def create_session(self) -> dict[str, Any]:
-        """``POST /v1/sessions``: ``session_id``, ``nonce``, ``challenge`` (the steps the capture
-        must show, in order), ``expires_at`` and the one-use ``upload_token`` for a browser."""
+        """A new capture session, ``POST /v1/sessions``: ``session_id``, ``nonce``,
+        ``challenge`` (the steps the capture must show, in order), ``expires_at`` and the one-use
+        ``upload_token`` for a browser."""
         return self._call("POST", "/v1/sessions")
 
     def session(self, session_id: str) -> dict[str, Any]:
-        """``GET /v1/sessions/<id>``: its ``state`` (PENDING, USED, EXPIRED) and ``job_id``."""
+        """A capture session, ``GET /v1/sessions/<id>``: its ``state`` (PENDING, USED, EXPIRED)
+        and ``job_id``."""
         return self._call("GET", f"/v1/sessions/{session_id}")
 
     def job(self, request_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/<id>``: the job resource; once finished, ``reasons`` (signal codes)
         and ``failed_steps`` (``[{"step": "TURN_LEFT", "why": "yaw reached 4°, needs 12°"}]``,
-        the session's challenge steps not met, in the drawn order)."""
+        the capture session's challenge steps not met, in the drawn order)."""
         return self._call("GET", f"/v1/jobs/{request_id}")
 
     def wait(self, request_id: str, timeout: float = 300, interval: float = 0.5) -> dict[str, Any]:
@@ -111,8 +113,8 @@ class Client:
 def failed_steps(job: Mapping[str, Any], challenge: Sequence[str] = ()) -> list[str]:
     """The job's unmet challenge steps as lines: "Step 2, TURN_LEFT: yaw reached 4°, needs 12°".
 
-    ``challenge`` is the session's drawn steps (``create_session()["challenge"]``), to number
-    the steps; without it the lines have no number.
+    ``challenge`` is the capture session's drawn steps (``create_session()["challenge"]``), to
+    number the steps; without it the lines have no number.
     """
     lines = []
     used: set[int] = set()

@@ -4,7 +4,7 @@ the capture session check made at submission."""
 from __future__ import annotations
 
 from antihack.shared.domain.capture import verify_signature
-from antihack.shared.domain.capture_sessions import SESSION_CHECKS
+from antihack.shared.domain.capture_sessions import CAPTURE_SESSION_CHECKS
 from antihack.shared.proto import liveness_pb2 as pb
 from antihack.worker.pipeline.fusion import CERTAIN, STRONG, WEAK, Signal
 
@@ -84,10 +84,10 @@ def device_signals(capture: pb.Capture) -> list[Signal]:
 
 def session_signals(session_check: str | None) -> list[Signal]:
     """A failed capture session check (decided when the job was created) is certain: the
-    capture was not recorded for a live session of this key, or not as the session asked."""
+    capture was not recorded for a live capture session of this key, or not as it asked."""
     if not session_check:
         return []
-    detail = SESSION_CHECKS.get(session_check, "the capture session check failed")
+    detail = CAPTURE_SESSION_CHECKS.get(session_check, "the capture session check failed")
     return [Signal(session_check, CERTAIN, detail)]
 
 

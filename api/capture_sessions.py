@@ -12,15 +12,20 @@ from pydantic import BaseModel
 from antihack.api.app_helpers import json_response
 from antihack.api.auth import client_key, current_key
 from antihack.api.context import db, services
-from antihack.shared.domain.capture_sessions import create_session, get_owned_session, session_view
+from antihack.shared.domain.capture_sessions import (
+    capture_session_view,
+    create_capture_session,
+    get_owned_capture_session,
+)
 from antihack.shared.domain.errors import ApiError
 from antihack.shared.domain.schemas import NewSession, Session
 
-bp = Blueprint("sessions", __name__)
+bp = Blueprint("capture_sessions", __name__)
 
 
 def _shown(body: BaseModel) -> dict[str, Any]:
-    """A response model as JSON; ``light`` is absent, not null, for a session without LIGHT."""
+    """A response model as JSON; ``light`` is absent, not null, for a capture session without
+    LIGHT."""
     return body.model_dump(mode="json", exclude_unset=True)
 
 
@@ -42,15 +47,18 @@ def create() -> ResponseReturnValue:
     """A new capture session; not charged to the quota (its capture will be)."""
     _no_options()
     session = db()
-    new = create_session(session, current_key(), services().settings)
+    capture_session = create_capture_session(session, current_key(), services().settings)
     session.commit()
-    body = NewSession.model_validate({"request_id": g.request_id, "status": "OK", **new.body()})
+    fields = {"request_id": g.request_id, "status": "OK", **capture_session.body()}
+    body = NewSession.model_validate(fields)
     return json_response(_shown(body), 201)
 
 
 @bp.get("/v1/sessions/<session_id>")
 @client_key("sessions")
 def show(session_id: str) -> ResponseReturnValue:
-    row = get_owned_session(db(), current_key(), session_id)
-    body = Session.model_validate({"request_id": g.request_id, "status": "OK", **session_view(row)})
+    """A capture session's state, and the job that redeemed it."""
+    capture_session = get_owned_capture_session(db(), current_key(), session_id)
+    fields = {"request_id": g.request_id, "status": "OK", **capture_session_view(capture_session)}
+    body = Session.model_validate(fields)
     return json_response(_shown(body))

@@ -22,9 +22,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from antihack.shared.cli import main
-from antihack.shared.cli.sample import for_session
+from antihack.shared.cli.sample import for_capture_session
 from antihack.shared.domain.capture import CaptureLimits, parse_capture, verify_signature
-from antihack.shared.domain.capture_sessions import SESSION_CHECKS
+from antihack.shared.domain.capture_sessions import CAPTURE_SESSION_CHECKS
 from antihack.shared.domain.keys import revoke_key
 from antihack.shared.infra.db import transaction
 from antihack.shared.infra.queues import PURGE_TASK
@@ -46,7 +46,7 @@ from tests.conftest import Key, create_test_app
 from tests.fixtures_images import astronaut
 from tests.helpers import no_face_capture, png_bytes, quota_used
 
-SESSION_CODES = frozenset(SESSION_CHECKS)
+CAPTURE_SESSION_CODES = frozenset(CAPTURE_SESSION_CHECKS)
 TID = "TID" + "0" * 32
 
 
@@ -55,21 +55,21 @@ TID = "TID" + "0" * 32
 
 def faceless(nonce: str = "", challenges: tuple[str, ...] = (), frames: int = 2) -> bytes:
     """A real photo without a face: the worker answers quickly, score 0.9 and no reason,
-    unless a certain signal (a failed session check) makes it a hack."""
-    return for_session(no_face_capture(frames), challenges=challenges, nonce=nonce)
+    unless a certain signal (a failed capture session check) makes it a hack."""
+    return for_capture_session(no_face_capture(frames), challenges=challenges, nonce=nonce)
 
 
 def blinking(nonce: str, steps: list[str | None] | None = None) -> bytes:
     """A real face blinking (tests/blink.py), claiming BLINK; every frame tagged BLINK unless
     ``steps`` tags them otherwise. Clean: BLINK is observed in its tagged frames."""
     data = build_capture(blink_frames(15), session_id=None)
-    return for_session(data, challenges=("BLINK",), steps=steps, nonce=nonce)
+    return for_capture_session(data, challenges=("BLINK",), steps=steps, nonce=nonce)
 
 
 # --- processes and helpers --------------------------------------------------------------------
 
-# The server's sessions ask for BLINK only: the one challenge a test can perform with a real face
-# (tests/blink.py), so a correct session capture is clean end to end.
+# The server's capture sessions ask for BLINK only: the one challenge a test can perform with a
+# real face (tests/blink.py), so a correct capture for a capture session is clean end to end.
 BLINK_ONLY = {"session_challenges": "BLINK", "session_challenge_length": 1}
 
 
@@ -81,7 +81,7 @@ def stack_settings(base_settings: Settings) -> Settings:
 @pytest.fixture(scope="module")
 def api_url(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real API (gunicorn, 2 processes x 16 threads) for the whole module."""
-    log = tmp_path_factory.mktemp("sessions-api") / "api.log"
+    log = tmp_path_factory.mktemp("capture-sessions-api") / "api.log"
     proc, base = devstack.start_api(stack_settings, log)
     yield base
     proc.stop()
@@ -90,7 +90,7 @@ def api_url(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def worker(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One real worker for the module: every job of these tests runs through the pipeline."""
-    log = tmp_path_factory.mktemp("sessions-worker") / "worker.log"
+    log = tmp_path_factory.mktemp("capture-sessions-worker") / "worker.log"
     proc = devstack.start_worker(stack_settings, log, concurrency=1)
     yield
     proc.stop()
@@ -107,7 +107,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def new_session(base: str, key: Key) -> dict[str, Any]:
+def new_capture_session(base: str, key: Key) -> dict[str, Any]:
     resp = requests.post(f"{base}/v1/sessions", headers=key.headers, timeout=10)
     assert resp.status_code == 201, resp.text
     body: dict[str, Any] = resp.json()
@@ -147,7 +147,7 @@ def finished(base: str, headers: dict[str, str], ids: list[str]) -> dict[str, di
 
 
 def expire(sessions: Any, session_id: str, ago: timedelta = timedelta(seconds=1)) -> None:
-    """Move a session's expiry into the past (what waiting for its TTL would do)."""
+    """Move a capture session's expiry into the past (what waiting for its TTL would do)."""
     with transaction(sessions) as s:
         s.execute(
             update(CaptureSession)
@@ -163,7 +163,7 @@ def session_check_of(sessions: Any, job_id: str) -> str | None:
         return job.session_check
 
 
-# --- creating sessions ------------------------------------------------------------------------
+# --- creating capture sessions ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -175,7 +175,7 @@ def session_check_of(sessions: Any, job_id: str) -> str | None:
         ("MOUTH,YAW,BLINK", 1),
     ],
 )
-def test_a_session_has_distinct_random_challenges_from_the_pool(
+def test_a_capture_session_has_distinct_random_challenges_from_the_pool(
     base_settings: Settings, make_key: Callable[..., Key], pool: str, length: int
 ) -> None:
     settings = base_settings.replace(
@@ -206,11 +206,11 @@ def test_a_session_has_distinct_random_challenges_from_the_pool(
         expires = datetime.fromisoformat(body["expires_at"])
         assert before + timedelta(seconds=120) <= expires <= after + timedelta(seconds=120)
         seen.add(tuple(challenge))
-    # Drawn at random: 24 sessions over 12, 2 or 3 possible sequences repeat none of them alone.
+    # Drawn at random: 24 capture sessions (12, 2 or 3 possible sequences) do not all repeat one.
     assert len(seen) > 1
 
 
-def test_session_settings_are_checked_at_start() -> None:
+def test_capture_session_settings_are_checked_at_start() -> None:
     ok = Settings.from_env(
         {"ANTIHACK_SESSION_CHALLENGES": "yaw, blink", "ANTIHACK_SESSION_CHALLENGE_LENGTH": "2"}
     )
@@ -229,7 +229,7 @@ def test_session_settings_are_checked_at_start() -> None:
         Settings.from_env({"ANTIHACK_SESSION_TTL_S": "0"})
 
 
-def test_creating_and_reading_sessions_is_for_permitted_keys_only(
+def test_creating_and_reading_capture_sessions_is_for_permitted_keys_only(
     client: FlaskClient, make_key: Callable[..., Key], sessions: Any
 ) -> None:
     key, other = make_key(quota=1), make_key()
@@ -248,7 +248,8 @@ def test_creating_and_reading_sessions_is_for_permitted_keys_only(
     assert client.post("/v1/sessions", json={}, headers=key.headers).status_code == 201
 
     made = [client.post("/v1/sessions", headers=key.headers).get_json() for _ in range(3)]
-    assert quota_used(sessions, key.api_id) == 0  # sessions are free; their captures are not
+    # Capture sessions are free; their captures are not.
+    assert quota_used(sessions, key.api_id) == 0
     sid = made[0]["session_id"]
     shown = client.get(f"/v1/sessions/{sid}", headers=key.headers).get_json()
     assert shown["state"] == "PENDING" and shown["job_id"] is None
@@ -267,7 +268,7 @@ def test_creating_and_reading_sessions_is_for_permitted_keys_only(
         )  # only a keyed hash of the token is stored
 
 
-def test_creating_sessions_passes_the_rate_limit(
+def test_creating_capture_sessions_passes_the_rate_limit(
     client: FlaskClient, make_key: Callable[..., Key]
 ) -> None:
     key = make_key(rate=0.01, burst=1)
@@ -280,7 +281,7 @@ def test_creating_sessions_passes_the_rate_limit(
 # --- misuse, scored by the real worker --------------------------------------------------------
 
 
-def test_every_misuse_of_a_session_is_a_certain_hack(
+def test_every_misuse_of_a_capture_session_is_a_certain_hack(
     api_url: str,
     worker: None,
     make_key: Callable[..., Key],
@@ -291,20 +292,20 @@ def test_every_misuse_of_a_session_is_a_certain_hack(
     honest = make_key()  # the clean face capture, under a key with no history to replay
     ordered = make_key()  # the same face with mis-tagged steps: again no shared history
 
-    good = new_session(api_url, honest)
+    good = new_capture_session(api_url, honest)
     assert good["challenge"] == ["BLINK"]
     clean = accepted(submit(api_url, honest.headers, blinking(good["nonce"])))
 
-    wrong_order = new_session(api_url, ordered)
-    steps: list[str | None] = [*["BLINK"] * 12, *["NOD"] * 3]  # a step the session never asked for
+    wrong_order = new_capture_session(api_url, ordered)
+    steps: list[str | None] = [*["BLINK"] * 12, *["NOD"] * 3]  # a step never asked for
     out_of_order = accepted(submit(api_url, ordered.headers, blinking(wrong_order["nonce"], steps)))
 
-    used = new_session(api_url, key)
+    used = new_capture_session(api_url, key)
     first = accepted(submit(api_url, key.headers, faceless(used["nonce"], ("BLINK",), 3)))
-    late = new_session(api_url, key)
+    late = new_capture_session(api_url, key)
     expire(sessions, late["session_id"])
-    foreign = new_session(api_url, other)
-    asked = new_session(api_url, key)
+    foreign = new_capture_session(api_url, other)
+    asked = new_capture_session(api_url, key)
     cases = {
         "session_reused": (key, faceless(used["nonce"])),
         "session_expired": (key, faceless(late["nonce"])),
@@ -323,19 +324,19 @@ def test_every_misuse_of_a_session_is_a_certain_hack(
 
     ok = jobs[clean]
     assert ok["status"] == "SUCCEEDED" and ok["result"]["score"] < 0.98, ok
-    assert not SESSION_CODES & set(ok["reasons"]), ok["reasons"]
-    assert SESSION_CODES.isdisjoint(jobs[first]["reasons"])  # the nonce's first use is fine
+    assert not CAPTURE_SESSION_CODES & set(ok["reasons"]), ok["reasons"]
+    assert CAPTURE_SESSION_CODES.isdisjoint(jobs[first]["reasons"])  # the nonce's first use is fine
     for code, rid in [*ids.items(), ("session_unknown", made_up)]:
         result = jobs[rid]
         assert result["status"] == "SUCCEEDED", result
-        # Without the session check these faceless captures score 0.9 with no reason at all.
+        # Without the capture session check these faceless captures score 0.9 with no reason.
         assert result["reasons"] == [code], (code, result["reasons"])
         assert result["result"]["score"] >= 0.99, (code, result["result"])
     hacked = jobs[out_of_order]
     assert hacked["reasons"] == ["session_step_order"], hacked["reasons"]
     assert hacked["result"]["score"] >= 0.99
 
-    # The backend sees which job used each session.
+    # The backend sees which job used each capture session.
     shown = requests.get(
         f"{api_url}/v1/sessions/{used['session_id']}", headers=key.headers, timeout=10
     ).json()
@@ -356,7 +357,7 @@ def test_every_misuse_of_a_session_is_a_certain_hack(
         (["BLINK", "YAW"], ["BLINK", "YAW"], [None, None, None, None], "order"),
     ],
 )
-def test_the_capture_must_claim_and_tag_the_sessions_steps_in_order(
+def test_the_capture_must_claim_and_tag_the_capture_sessions_steps_in_order(
     base_settings: Settings,
     make_key: Callable[..., Key],
     sessions: Any,
@@ -370,13 +371,13 @@ def test_the_capture_must_claim_and_tag_the_sessions_steps_in_order(
     client = create_test_app(base_settings).test_client()
     key = make_key()
     made = client.post("/v1/sessions", headers=key.headers).get_json()
-    with transaction(sessions) as s:  # this session's challenge, whatever was drawn
+    with transaction(sessions) as s:  # this capture session's challenge, whatever was drawn
         s.execute(
             update(CaptureSession)
             .where(CaptureSession.id == made["session_id"])
             .values(challenge=challenge)
         )
-    capture = for_session(
+    capture = for_capture_session(
         no_face_capture(len(steps)), challenges=tuple(claimed), steps=steps, nonce=made["nonce"]
     )
     resp = client.post(
@@ -393,8 +394,8 @@ def test_the_capture_must_claim_and_tag_the_sessions_steps_in_order(
     assert shown["state"] == "USED" and shown["job_id"] == resp.get_json()["request_id"]
 
 
-@pytest.mark.parametrize("code", sorted(SESSION_CODES))
-def test_a_failed_session_check_is_certain_whatever_the_models_say(code: str) -> None:
+@pytest.mark.parametrize("code", sorted(CAPTURE_SESSION_CODES))
+def test_a_failed_capture_session_check_is_certain_whatever_the_models_say(code: str) -> None:
     """Fusion: even a capture the models find perfectly live scores as a hack."""
     signals = session_signals(code)
     assert [(s.code, s.severity) for s in signals] == [(code, CERTAIN)]
@@ -408,7 +409,7 @@ def test_concurrent_submissions_of_one_nonce_have_exactly_one_winner(
     api_url: str, worker: None, make_key: Callable[..., Key]
 ) -> None:
     key = make_key()
-    made = new_session(api_url, key)
+    made = new_capture_session(api_url, key)
     captures = [faceless(made["nonce"], ("BLINK",), 3) for _ in range(8)]  # distinct captures
     start = threading.Barrier(len(captures))
     answers: list[requests.Response] = []
@@ -427,7 +428,7 @@ def test_concurrent_submissions_of_one_nonce_have_exactly_one_winner(
         t.join()
     ids = [accepted(resp) for resp in answers]  # every submission is accepted as a job...
     jobs = finished(api_url, key.headers, ids)
-    session_reasons = [sorted(SESSION_CODES & set(job["reasons"])) for job in jobs.values()]
+    session_reasons = [sorted(CAPTURE_SESSION_CODES & set(job["reasons"])) for job in jobs.values()]
     # ...and exactly one of them redeemed the nonce.
     assert sorted(session_reasons) == [[]] + [["session_reused"]] * 7, session_reasons
     winner = next(rid for rid, job in jobs.items() if "session_reused" not in job["reasons"])
@@ -441,14 +442,14 @@ def test_an_idempotent_retry_is_the_same_job_not_a_reuse(
     api_url: str, worker: None, make_key: Callable[..., Key], sessions: Any
 ) -> None:
     key = make_key(quota=10)
-    made = new_session(api_url, key)
+    made = new_capture_session(api_url, key)
     capture = faceless(made["nonce"], ("BLINK",), 3)
     retry = {"Idempotency-Key": "order-9"}
     first = accepted(submit(api_url, key.headers, capture, **retry))
     again = accepted(submit(api_url, key.headers, capture, **retry))
     assert again == first
     job = finished(api_url, key.headers, [first])[first]
-    assert SESSION_CODES.isdisjoint(job["reasons"]), job["reasons"]
+    assert CAPTURE_SESSION_CODES.isdisjoint(job["reasons"]), job["reasons"]
     assert quota_used(sessions, key.api_id) == 1
 
 
@@ -459,11 +460,11 @@ def test_an_upload_token_submits_its_capture_once_and_reads_only_that_job(
     api_url: str, worker: None, make_key: Callable[..., Key], sessions: Any
 ) -> None:
     key = make_key(quota=5)
-    made = new_session(api_url, key)
+    made = new_capture_session(api_url, key)
     token = bearer(made["upload_token"])
 
-    # Another session's capture: refused, and nothing is spent.
-    elsewhere = new_session(api_url, key)
+    # Another capture session's capture: refused, and nothing is spent.
+    elsewhere = new_capture_session(api_url, key)
     refused = submit(api_url, token, faceless(elsewhere["nonce"], ("BLINK",), 3))
     assert refused.status_code == 403 and refused.json()["status"] == "NO_PERMISSION"
     assert "session_nonce" in refused.json()["reason"]
@@ -472,7 +473,7 @@ def test_an_upload_token_submits_its_capture_once_and_reads_only_that_job(
     resp = submit(api_url, token, faceless(made["nonce"], ("BLINK",), 3))
     rid = accepted(resp)
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
-    assert quota_used(sessions, key.api_id) == 1  # charged to the session's key
+    assert quota_used(sessions, key.api_id) == 1  # charged to the capture session's key
 
     again = submit(api_url, token, faceless(made["nonce"], ("BLINK",), 3))
     assert again.status_code == 401 and again.json()["status"] == "UNAUTHORIZED"
@@ -480,7 +481,7 @@ def test_an_upload_token_submits_its_capture_once_and_reads_only_that_job(
     assert again.headers["Access-Control-Allow-Origin"] == "*"  # a page can read why
 
     job = finished(api_url, token, [rid])[rid]  # polled with the token alone
-    assert SESSION_CODES.isdisjoint(job["reasons"])
+    assert CAPTURE_SESSION_CODES.isdisjoint(job["reasons"])
     mine = accepted(submit(api_url, key.headers, faceless()))
     for path in (f"/v1/jobs/{mine}", f"/v1/jobs/{TID}"):
         hidden = requests.get(api_url + path, headers=token, timeout=10)
@@ -496,7 +497,7 @@ def test_an_upload_token_submits_its_capture_once_and_reads_only_that_job(
         assert other.status_code == 401, (method, path)
 
     # The sync endpoint takes tokens as well.
-    sync = new_session(api_url, key)
+    sync = new_capture_session(api_url, key)
     seed = submit(
         api_url,
         bearer(sync["upload_token"]),
@@ -506,8 +507,8 @@ def test_an_upload_token_submits_its_capture_once_and_reads_only_that_job(
     )
     assert seed.status_code == 202, seed.text
 
-    # After the session expires the token submits nothing, and reads its job for 10 minutes.
-    late = new_session(api_url, key)
+    # Once the capture session expired, the token submits nothing and reads its job for 10 min.
+    late = new_capture_session(api_url, key)
     expire(sessions, late["session_id"])
     gone = submit(api_url, bearer(late["upload_token"]), faceless(late["nonce"], ("BLINK",), 3))
     assert gone.status_code == 401 and "expired" in gone.json()["reason"]
@@ -577,7 +578,7 @@ def test_an_upload_token_of_a_revoked_key_is_refused(
     assert resp.status_code == 401 and "revoked" in resp.get_json()["reason"]
 
 
-def test_purge_drops_sessions_long_expired(
+def test_purge_drops_capture_sessions_long_expired(
     base_settings: Settings, make_key: Callable[..., Key], sessions: Any, api: FlaskClient
 ) -> None:
     key = make_key()
@@ -619,7 +620,7 @@ def test_require_session_through_the_admin_api_and_the_cli(
     assert "require_session" in shown.output
 
 
-def test_make_sample_builds_a_signed_session_capture(tmp_path: Path) -> None:
+def test_make_sample_builds_a_signed_capture_for_a_capture_session(tmp_path: Path) -> None:
     image = tmp_path / "face.png"
     image.write_bytes(png_bytes(astronaut()))
     # Six pictures (one photo six times shows no blink: make-sample refuses it).
@@ -642,7 +643,7 @@ def test_make_sample_builds_a_signed_session_capture(tmp_path: Path) -> None:
     assert too_long.exit_code == 1 and "session_nonce" in too_long.output
 
 
-def test_the_python_client_creates_and_reads_sessions(
+def test_the_python_client_creates_and_reads_capture_sessions(
     api_url: str, make_key: Callable[..., Key]
 ) -> None:
     key = make_key()
