@@ -228,10 +228,10 @@ def test_a_100_ms_blink_is_seen_at_15_fps_whatever_its_phase(
     assert judge_one(pipeline, "BLINK", frames).observed == {"BLINK": True}
 
 
-# --- sessions and captures --------------------------------------------------------------------
+# --- capture sessions and captures ------------------------------------------------------------
 
 
-def test_sessions_never_draw_one_axis_twice_in_a_row() -> None:
+def test_capture_sessions_never_draw_one_axis_twice_in_a_row() -> None:
     settings = Settings()
     rng = random.Random(5)
     drawn = {tuple(draw_steps(settings.session_challenge_pool, 3, rng)) for _ in range(3000)}
@@ -245,7 +245,7 @@ def test_sessions_never_draw_one_axis_twice_in_a_row() -> None:
     assert draw_steps(["TURN_LEFT", "TURN_RIGHT", "BLINK"], 3, rng)[1] == "BLINK"
 
 
-def test_capture_times_must_lie_in_the_session_lifetime() -> None:
+def test_capture_times_must_lie_in_the_capture_session_lifetime() -> None:
     from datetime import UTC, datetime
 
     created = datetime.fromtimestamp(T0 / 1000, UTC)

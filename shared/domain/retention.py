@@ -199,7 +199,7 @@ def purge(
     """Delete everything older than ``retention``, ``batch`` rows per transaction:
 
     - finished jobs (SUCCEEDED/FAILED) whose ``finished_at`` is older, with every row that hangs
-      off them (results, fingerprints, webhook deliveries and attempts, sessions, inputs);
+      off them (results, fingerprints, webhook deliveries and attempts, capture sessions, inputs);
     - inputs older, whatever their job's state (a job still QUEUED then fails with
       "the job's input was deleted");
     - H5 images past their own expiry (``ANTIHACK_IMAGE_TTL_S``);

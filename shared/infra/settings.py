@@ -14,8 +14,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from antihack.shared.choices import CHALLENGES, MAX_COLORS, MIN_COLORS, LogFormat, WorkerPool
 
 MiB = 1024 * 1024
-# The challenges the pipeline can observe (worker/pipeline/challenges.py); sessions draw theirs
-# from a configured subset.
+# The challenges the pipeline can observe (worker/pipeline/challenges.py); capture sessions
+# draw theirs from a configured subset.
 SESSION_CHALLENGES = CHALLENGES
 # What each challenge moves: a session never draws two steps of one axis in a row (a person
 # turning left then right would pass the second step on the first's return).
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     # key's earlier captures (a recording stolen through one partner and replayed through
     # another is a replay); "key" only with the submitting key's own.
     replay_scope: ReplayScope = "deployment"
-    # The purge deletes this many jobs (or inputs, images, sessions) per transaction, so a
+    # The purge deletes this many jobs (or inputs, images, capture sessions) per transaction, so a
     # large backlog never holds one long transaction or lock.
     purge_batch: int = 1000
     image_ttl_s: int = 3600

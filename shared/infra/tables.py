@@ -268,7 +268,7 @@ class CaptureSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set by the one submission that redeemed the nonce (a conditional UPDATE), with its job.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Indexed, as token_job_id: deleting a job (purge, DELETE) looks its sessions up by them.
+    # Indexed, as token_job_id: deleting a job (purge, DELETE) finds its capture sessions by them.
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
