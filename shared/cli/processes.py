@@ -193,12 +193,15 @@ def _quiet(settings: Settings) -> list[str]:
 @click.option("--check", is_flag=True, help="Only check that models and migrations agree.")
 def migrate(check: bool) -> None:
     """Apply database migrations (alembic upgrade head)."""
+    from antihack.shared.infra.migrate import MigrationsDisagree, upgrade
     from antihack.shared.infra.migrate import check as check_models
-    from antihack.shared.infra.migrate import upgrade
 
     url = load_settings().effective_database_url
     if check:
-        check_models(url)
+        try:
+            check_models(url)
+        except MigrationsDisagree as exc:  # one line, not Alembic's traceback; exit status 1
+            raise click.ClickException(f"{exc} (run `antihack migrate`)") from None
         click.echo("models and migrations agree")
     else:
         upgrade(url)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.util.exc import CommandError
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -22,6 +23,14 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
+class MigrationsDisagree(Exception):
+    """The database is not at the newest revision, or the tables differ from the migrations."""
+
+
 def check(database_url: str) -> None:
-    """Raise if the models and the migrations disagree (``alembic check``)."""
-    command.check(alembic_config(database_url))
+    """Raise ``MigrationsDisagree`` (with Alembic's one-line reason) if the database is not at
+    head or the tables and the migrations disagree (``alembic check``)."""
+    try:
+        command.check(alembic_config(database_url))
+    except CommandError as exc:
+        raise MigrationsDisagree(str(exc)) from None
