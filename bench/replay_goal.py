@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -44,25 +43,10 @@ from antihack.worker.pipeline.replay import (
 )
 from antihack.worker.pipeline.run import Analysis, Pipeline, PipelineContext, _Timer
 from tests.genuine import genuine_capture
+from tests.transforms import rescale, rotate
 
 Image = NDArray[np.uint8]
 REPLAYS = ("replay_jpeg", "replay_rotate", "replay_crop", "replay_mirror")
-
-
-def _rotate(degrees: float, scale: float = 1.0) -> Callable[[Image], Image]:
-    def turn(image: Image) -> Image:
-        h, w = image.shape[:2]
-        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, scale)
-        return np.asarray(cv2.warpAffine(image, matrix, (w, h)), dtype=np.uint8)
-
-    return turn
-
-
-def _scale(factor: float) -> Callable[[Image], Image]:
-    inter = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    return lambda image: np.asarray(
-        cv2.resize(image, None, fx=factor, fy=factor, interpolation=inter), dtype=np.uint8
-    )
 
 
 def _crop(image: Image) -> Image:
@@ -76,13 +60,13 @@ def _mirror(image: Image) -> Image:
 
 # Each frame is encoded once more by the capture (at `quality`): "jpeg q30" is that encoding.
 EXTRA: dict[str, tuple[Callable[[Image], Image], int]] = {
-    "x_rotate+10": (_rotate(10), 90),
-    "x_rotate-10": (_rotate(-10), 90),
-    "x_scale0.8": (_scale(0.8), 90),
-    "x_scale1.25": (_scale(1.25), 90),
+    "x_rotate+10": (rotate(10), 90),
+    "x_rotate-10": (rotate(-10), 90),
+    "x_scale0.8": (rescale(0.8), 90),
+    "x_scale1.25": (rescale(1.25), 90),
     "x_crop10%": (_crop, 90),
     "x_jpeg_q30": (lambda image: image, 30),
-    "x_mirror+rot+scale+q30": (lambda image: _rotate(7, 0.85)(_mirror(image)), 30),
+    "x_mirror+rot+scale+q30": (lambda image: rotate(7, 0.85)(_mirror(image)), 30),
 }
 
 

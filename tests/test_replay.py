@@ -38,26 +38,11 @@ from antihack.worker.replay_index import DbHistory, replay_rows
 from tests.conftest import Key
 from tests.genuine import genuine_capture, genuine_frames
 from tests.helpers import new_jobs, submit
+from tests.transforms import rescale, rotate
 
 Image = NDArray[np.uint8]
 ORIGINAL_SEED, STILL_SEED = 1301, 1302  # seeds no other test uses
 PARTNER_A, PARTNER_B = "partner-a", "partner-b"
-
-
-def _rotate(degrees: float) -> Callable[[Image], Image]:
-    def turn(image: Image) -> Image:
-        h, w = image.shape[:2]
-        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-        return np.asarray(cv2.warpAffine(image, matrix, (w, h)), dtype=np.uint8)
-
-    return turn
-
-
-def _scale(factor: float) -> Callable[[Image], Image]:
-    inter = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    return lambda image: np.asarray(
-        cv2.resize(image, None, fx=factor, fy=factor, interpolation=inter), dtype=np.uint8
-    )
 
 
 def _jpeg(quality: int) -> Callable[[Image], Image]:
@@ -93,10 +78,10 @@ def _crop_other_side(image: Image) -> Image:
 
 TRANSFORMS: dict[str, Callable[[Image], Image]] = {
     "mirror": lambda image: np.ascontiguousarray(image[:, ::-1]),
-    "rotate +10": _rotate(10),
-    "rotate -10": _rotate(-10),
-    "scale 0.8": _scale(0.8),
-    "scale 1.25": _scale(1.25),
+    "rotate +10": rotate(10),
+    "rotate -10": rotate(-10),
+    "scale 0.8": rescale(0.8),
+    "scale 1.25": rescale(1.25),
     "crop 10% left/top": _crop,
     "crop 10% right/bottom": _crop_other_side,
     "jpeg q30": _jpeg(30),
@@ -106,7 +91,7 @@ TRANSFORMS: dict[str, Callable[[Image], Image]] = {
     "contrast -20%": _levels(0.0, 0.8),
     "colour shift": _colour,
     "mirror+rotate+scale+jpeg": lambda image: _jpeg(30)(
-        _rotate(7)(_scale(0.85)(np.ascontiguousarray(image[:, ::-1])))
+        rotate(7)(rescale(0.85)(np.ascontiguousarray(image[:, ::-1])))
     ),
 }
 
