@@ -12,16 +12,18 @@ import redis
 from flask import Blueprint, Response, g, request, url_for
 from flask.typing import ResponseReturnValue
 
-from antihack.api.app_helpers import json_response
+from antihack.api.app_helpers import json_response, model_response
 from antihack.api.auth import client_key, current_key, current_upload
 from antihack.api.context import db, services
 from antihack.api.submission import read_submission
+from antihack.shared.domain import schemas
 from antihack.shared.domain.capture import CaptureError, capture_from_image
 from antihack.shared.domain.errors import HTTP_CODES, ApiError
 from antihack.shared.domain.jobs import (
     Accepted,
     accept_job,
     capture_limits,
+    commit_accepted,
     get_owned_job,
     job_resource,
 )
@@ -84,8 +86,10 @@ def _submit() -> Accepted:
             "NO_PERMISSION",
             "this upload token submits only a capture whose session_nonce is its session's nonce",
         )
-    job = retry_on_disconnect(session, lambda: accept_job(session, key, sub, upload))
-    session.commit()
+    job = retry_on_disconnect(
+        session, lambda: accept_job(session, key, sub, upload, defer_charge=True)
+    )
+    commit_accepted(session, key, job)  # the quota charge travels with the COMMIT
     g.request_id = job.id
     if job.created:
         try:
@@ -98,7 +102,7 @@ def _submit() -> Accepted:
 def _accepted(job: Accepted, **headers: str) -> ResponseReturnValue:
     url = url_for("jobs.get_job", request_id=job.id, _external=True)
     body = {"request_id": job.id, "status": job.status, "job_url": url}
-    return json_response(body, 202, Location=url, **headers)
+    return model_response(schemas.Accepted, body, 202, Location=url, **headers)
 
 
 def _wait_final(job_id: str, timeout: float) -> Job | None:
@@ -130,8 +134,8 @@ def liveness_anti_hack() -> ResponseReturnValue:
     done = _wait_final(job.id, services().settings.sync_wait_s)
     if done is None or done.result is None:
         return _accepted(job)
-    body = done.result.body
-    code = 200 if body.get("status") == "OK" else HTTP_CODES.get(str(body.get("status")), 500)
+    body = schemas.job_result(done.result.body)
+    code = 200 if body["status"] == "OK" else HTTP_CODES.get(body["status"], 500)
     return json_response(body, code)
 
 
@@ -149,9 +153,8 @@ def get_job(request_id: str) -> ResponseReturnValue:
         # An upload token reads only the job it created; any other is "not found".
         raise ApiError("NOT_FOUND", f"no job {request_id!r} for this API key")
     job = get_owned_job(db(), current_key(), request_id)
-    return json_response(
-        job_resource(job, url_for("jobs.get_job", request_id=job.id, _external=True))
-    )
+    url = url_for("jobs.get_job", request_id=job.id, _external=True)
+    return model_response(schemas.Job, job_resource(job, url))
 
 
 @bp.delete("/v1/jobs/<request_id>")
@@ -166,7 +169,7 @@ def delete_job(request_id: str) -> ResponseReturnValue:
     with contextlib.suppress(redis.RedisError):  # the completion signal: gone in 2 min anyway
         services().redis.delete(done_key(request_id))
     log.info("job deleted", extra={"request_id": request_id, "deleted": dict(deleted)})
-    return json_response({"request_id": request_id, "status": "OK"})
+    return model_response(schemas.JobInputDeleted, {"request_id": request_id, "status": "OK"})
 
 
 @bp.post("/face/liveness_image")
@@ -199,11 +202,12 @@ def upload_image() -> ResponseReturnValue:
     )
     session.add(image)
     session.commit()
-    return json_response(
+    return model_response(
+        schemas.ImageUploaded,
         {
             "request_id": g.request_id,
             "status": "OK",
             "image_id": image.id,
-            "expires_at": image.expires_at.isoformat(),
-        }
+            "expires_at": image.expires_at,
+        },
     )

@@ -1,12 +1,11 @@
 """The OpenAPI 3.1 document (``/openapi.json``) and Swagger UI (``/docs``, assets from the
 ``flask-swagger-ui`` wheel, served from its installed directory: no CDN).
 
-The request and response bodies of the admin key and capture-session endpoints, and the
-named vocabularies (Challenge, QuotaPeriod, Permission, RequestId, ...), are generated from the
-pydantic models in ``shared/domain/schemas.py`` (the same models validate the requests); the paths
-and
-the other schemas are written here as a dict. ``tests/test_openapi.py`` validates the document
-and checks that every URL rule of the app is in it.
+Every schema (``components/schemas``: the request and response bodies, the seed's result and
+error, and the named vocabularies) is generated from the pydantic models in
+``shared/domain/schemas.py``, which also validate the requests and shape the answers; the paths,
+parameters, headers and responses are written here as a dict. ``tests/test_openapi.py`` validates
+the document and checks that every URL rule of the app is in it.
 """
 
 from __future__ import annotations
@@ -14,16 +13,15 @@ from __future__ import annotations
 from functools import cache
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from flask import Blueprint, Response, send_from_directory
 from flask.typing import ResponseReturnValue
 
 from antihack.api.app_helpers import json_response
-from antihack.shared.choices import JobState
-from antihack.shared.domain.errors import HTTP_CODES
-from antihack.shared.domain.schemas import component_schemas
-from antihack.shared.infra.tables import DELIVERY_STATES
+from antihack.api.webhooks import DEFAULT_PAGE
+from antihack.shared.domain.schemas import UsageQuery, component_schemas, query_parameter
+from antihack.shared.domain.webhooks import MAX_PAGE
 
 bp = Blueprint("openapi", __name__)
 
@@ -59,17 +57,6 @@ def _json(description: str, schema: str, **headers: dict[str, str]) -> dict[str,
     return out
 
 
-def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
-    return {"type": [kind, "null"], **extra}
-
-
-DATE_TIME = {"type": "string", "format": "date-time"}
-NULLABLE_DATE_TIME = _nullable("string", format="date-time")
-FLAG = {
-    "type": "integer",
-    "enum": [0, 1],
-    "default": 0,
-}
 RATE_HEADERS = {
     "RateLimit-Policy": _header("RateLimit-Policy"),
     "RateLimit": _header("RateLimit"),
@@ -120,346 +107,8 @@ def _op(
 
 # --- schemas --------------------------------------------------------------------------------
 
-EXTRA_FIELDS: dict[str, tuple[str, str]] = {
-    "mask_proba": ("number", "P(the face is covered by a mask); masked = mask_proba > 0.5"),
-    "quality_score": ("number", "frame quality in [0, 1]; quality_too_low = quality_score < 0.5"),
-    "quality_too_low": ("boolean", "quality_score < 0.5"),
-    "blur_or_dark": ("boolean", "face crop Laplacian variance < 40 or mean brightness < 65"),
-    "has_no_face": ("boolean", "no face in any frame"),
-    "face_too_small": ("boolean", "face box shorter side < 80 px"),
-    "image_too_small": ("boolean", "image side < 240 px"),
-    "masked": ("boolean", "mask_proba > 0.5"),
-    "face_quality_low": ("boolean", "face_quality_score < 0.5"),
-    "face_quality_score": ("number", "face probability x crop sharpness and light, in [0, 1]"),
-    "is_live": ("boolean", "live_proba > 0.5"),
-    "live_proba": ("number", "presentation-attack model's live probability (uncalibrated)"),
-    "eye_closed": ("boolean", "eye_score < 0.5"),
-    "eye_score": ("number", "P(eyes open), from the eye aspect ratio"),
-}
-
-
-def _extra_schema() -> dict[str, Any]:
-    props: dict[str, Any] = {}
-    for name, (kind, description) in EXTRA_FIELDS.items():
-        props[name] = {"type": kind, "description": description}
-        if kind == "number":
-            props[name].update(minimum=0, maximum=1)
-    return {
-        "type": "object",
-        "description": "Quality and face signals (the seed's fields; every threshold 0.5).",
-        "properties": props,
-        "required": list(EXTRA_FIELDS),
-    }
-
-
-# Hand-written below; the models of shared/domain/schemas.py generate the rest (component_schemas).
-SCHEMAS: dict[str, Any] = {
-    **component_schemas(),
-    "ErrorStatus": {
-        "type": "string",
-        "enum": list(HTTP_CODES),
-        "description": "The seed's status strings (DETETION_FAILED is the seed's spelling).",
-    },
-    "Error": {
-        "type": "object",
-        "description": "Every error answer. `reason` says what to fix.",
-        "properties": {
-            "status": _schema("ErrorStatus"),
-            "reason": {"type": "string"},
-            "request_id": _schema("RequestId"),
-        },
-        "required": ["status", "reason", "request_id"],
-        "examples": [
-            {
-                "status": "INVALID_ARGUMENT",
-                "reason": "must specify liveness_data_file' argument",
-                "request_id": "TID8bf47ab6eda64476973cc5f5b6ebf57e",
-            }
-        ],
-    },
-    "Extra": _extra_schema(),
-    "SeedResult": {
-        "type": "object",
-        "description": "The seed endpoint's success body.",
-        "properties": {
-            "request_id": _schema("RequestId"),
-            "status": {"type": "string", "const": "OK"},
-            "score": {
-                "type": "number",
-                "minimum": 0,
-                "maximum": 1,
-                "description": "Hack score; 0.98 or more means hack.",
-            },
-            "extra": {**_schema("Extra"), "description": "Only with return_extra=1."},
-            "image_base64": {
-                "type": "string",
-                "contentEncoding": "base64",
-                "contentMediaType": "image/jpeg",
-                "description": "The judged frame as JPEG; only with return_image=1.",
-            },
-        },
-        "required": ["request_id", "status", "score"],
-        "examples": [
-            {
-                "request_id": "TID8bf47ab6eda64476973cc5f5b6ebf57e",
-                "status": "OK",
-                "score": 0.13119,
-                "extra": {
-                    "mask_proba": 0.001,
-                    "quality_score": 0.961,
-                    "quality_too_low": False,
-                    "blur_or_dark": False,
-                    "has_no_face": False,
-                    "face_too_small": False,
-                    "image_too_small": False,
-                    "masked": False,
-                    "face_quality_low": False,
-                    "face_quality_score": 0.998143,
-                    "is_live": True,
-                    "live_proba": 0.996755,
-                    "eye_closed": False,
-                    "eye_score": 0.978606,
-                },
-            }
-        ],
-    },
-    "JobResult": {
-        "description": "Exactly the body the seed endpoint answers: a result or an error.",
-        "oneOf": [_schema("SeedResult"), _schema("Error")],
-    },
-    "JobState": {"type": "string", "enum": list(get_args(JobState))},
-    "Accepted": {
-        "type": "object",
-        "description": "A submission accepted as a job; poll `job_url`.",
-        "properties": {
-            "request_id": _schema("RequestId"),
-            "status": _schema("JobState"),
-            "job_url": {"type": "string", "format": "uri"},
-        },
-        "required": ["request_id", "status", "job_url"],
-    },
-    "Job": {
-        "type": "object",
-        "properties": {
-            "request_id": _schema("RequestId"),
-            "status": _schema("JobState"),
-            "created_at": DATE_TIME,
-            "started_at": NULLABLE_DATE_TIME,
-            "finished_at": NULLABLE_DATE_TIME,
-            "attempts": {"type": "integer", "minimum": 0},
-            "result": {"oneOf": [_schema("JobResult"), {"type": "null"}]},
-            "reasons": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "Reason codes of the decision (once finished).",
-                "examples": [["session_replayed"]],
-            },
-            "failed_steps": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["step", "why"],
-                    "properties": {
-                        "step": {"type": "string", "description": "The challenge step."},
-                        "why": {"type": "string", "description": "What was measured."},
-                    },
-                },
-                "description": "Challenge steps the capture did not perform (reason "
-                "challenge_not_met), in the drawn order, each with what was measured and what "
-                "was needed; empty when every step was met (once finished).",
-                "examples": [[{"step": "TURN_LEFT", "why": "yaw reached 4°, needs 12°"}]],
-            },
-            "model_versions": {
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "description": "Model name → version used (once finished).",
-            },
-            "job_url": {"type": "string", "format": "uri"},
-        },
-        "required": [
-            "request_id",
-            "status",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "attempts",
-            "result",
-        ],
-    },
-    "JobInputDeleted": {
-        "type": "object",
-        "properties": {
-            "request_id": _schema("RequestId"),
-            "status": {"type": "string", "const": "OK"},
-        },
-        "required": ["request_id", "status"],
-    },
-    "Submission": {
-        "type": "object",
-        "description": "Exactly one of liveness_data_file, liveness_data_url, image_id.",
-        "properties": {
-            "liveness_data_file": {
-                "type": "string",
-                "format": "binary",
-                "contentMediaType": "application/octet-stream",
-                "description": "A liveness capture (protobuf `antihack.liveness.v1.Capture`).",
-            },
-            "liveness_data_url": {
-                "type": "string",
-                "format": "uri",
-                "description": "http(s) URL of a capture, fetched by the service at submission "
-                "(no redirects, public addresses only, ANTIHACK_DOWNLOAD_TIMEOUT_S).",
-            },
-            "image_id": {
-                "type": "string",
-                "description": "An image uploaded by this key with POST /face/liveness_image.",
-            },
-            "return_image": {**FLAG, "description": "1: return the judged frame as JPEG."},
-            "return_extra": {**FLAG, "description": "1: return the `extra` signals."},
-            "callback_url": {
-                "type": "string",
-                "format": "uri",
-                "description": "Where the signed `liveness.completed` webhook is POSTed "
-                "(instead of the key's webhook_url).",
-            },
-        },
-    },
-    "ImageUpload": {
-        "type": "object",
-        "properties": {
-            "image": {
-                "type": "string",
-                "format": "binary",
-                "contentMediaType": "image/*",
-                "description": "A JPEG or PNG image.",
-            }
-        },
-        "required": ["image"],
-    },
-    "ImageUploaded": {
-        "type": "object",
-        "properties": {
-            "request_id": _schema("RequestId"),
-            "status": {"type": "string", "const": "OK"},
-            "image_id": {"type": "string", "pattern": "^IMG[0-9a-f]{32}$"},
-            "expires_at": DATE_TIME,
-        },
-        "required": ["request_id", "status", "image_id", "expires_at"],
-    },
-    "UsageDay": {
-        "type": "object",
-        "properties": {
-            "date": {"type": "string", "format": "date"},
-            "accepted": {"type": "integer", "minimum": 0},
-            "succeeded": {"type": "integer", "minimum": 0},
-            "failed": {"type": "integer", "minimum": 0},
-            "refunded": {"type": "integer", "minimum": 0},
-        },
-        "required": ["date", "accepted", "succeeded", "failed", "refunded"],
-    },
-    "Usage": {
-        "type": "object",
-        "properties": {
-            "api_id": {"type": "string"},
-            "period": _schema("QuotaPeriod"),
-            "period_key": {"type": "string", "examples": ["day:2026-11-26", "total"]},
-            "period_start": NULLABLE_DATE_TIME,
-            "period_end": NULLABLE_DATE_TIME,
-            "used": {"type": "integer", "minimum": 0},
-            "limit": _nullable("integer", description="null: no quota"),
-            "remaining": _nullable("integer"),
-            "days": {"type": "array", "items": _schema("UsageDay")},
-        },
-        "required": ["api_id", "period", "period_key", "used", "limit", "remaining", "days"],
-    },
-    "UsageList": {
-        "type": "object",
-        "properties": {"keys": {"type": "array", "items": _schema("Usage")}},
-        "required": ["keys"],
-    },
-    "DeliveryState": {"type": "string", "enum": list(DELIVERY_STATES)},
-    "WebhookAttempt": {
-        "type": "object",
-        "properties": {
-            "attempted_at": DATE_TIME,
-            "url": {"type": "string", "format": "uri"},
-            "status_code": _nullable("integer"),
-            "latency_ms": _nullable("integer"),
-            "error": _nullable("string"),
-        },
-        "required": ["attempted_at", "url", "status_code"],
-    },
-    "WebhookDelivery": {
-        "type": "object",
-        "properties": {
-            "id": {
-                "type": "string",
-                "pattern": "^msg_",
-                "description": "The `webhook-id` header of every attempt of this delivery.",
-            },
-            "event_type": {"type": "string", "examples": ["liveness.completed"]},
-            "request_id": _schema("RequestId"),
-            "api_id": {"type": "string"},
-            "url": {"type": "string", "format": "uri"},
-            "target": {"type": "string", "enum": ["callback", "key"]},
-            "status": _schema("DeliveryState"),
-            "attempts": {"type": "integer", "minimum": 0},
-            "next_attempt_at": NULLABLE_DATE_TIME,
-            "created_at": DATE_TIME,
-            "delivered_at": NULLABLE_DATE_TIME,
-            "last_status_code": _nullable("integer"),
-            "last_error": _nullable("string"),
-            "attempt_log": {
-                "type": "array",
-                "items": _schema("WebhookAttempt"),
-                "description": "Only when one delivery is read.",
-            },
-        },
-        "required": ["id", "event_type", "request_id", "api_id", "url", "status", "attempts"],
-    },
-    "WebhookDeliveryPage": {
-        "type": "object",
-        "properties": {
-            "deliveries": {"type": "array", "items": _schema("WebhookDelivery")},
-            "next_before": _nullable(
-                "string", description="Pass as `before` for the next page; null on the last."
-            ),
-        },
-        "required": ["deliveries", "next_before"],
-    },
-    "LivenessCompleted": {
-        "type": "object",
-        "description": "Body of the `liveness.completed` webhook (Standard Webhooks 1.0).",
-        "properties": {
-            "type": {"type": "string", "const": "liveness.completed"},
-            "timestamp": DATE_TIME,
-            "data": _schema("Job"),
-        },
-        "required": ["type", "timestamp", "data"],
-    },
-    "Health": {
-        "type": "object",
-        "properties": {"status": {"type": "string", "const": "OK"}},
-        "required": ["status"],
-    },
-    "Readiness": {
-        "type": "object",
-        "properties": {
-            "status": {"type": "string", "enum": ["OK", "NOT_READY"]},
-            "checks": {
-                "type": "object",
-                "properties": {
-                    "database": {"type": "string"},
-                    "redis": {"type": "string"},
-                    "workers": {"type": "string"},
-                    "consumption": {"type": "string"},
-                },
-                "required": ["database", "redis", "workers"],
-            },
-        },
-        "required": ["status", "checks"],
-    },
-}
+# Every body and named type: the models of shared/domain/schemas.py generate them.
+SCHEMAS: dict[str, Any] = component_schemas()
 
 # --- reusable parts -------------------------------------------------------------------------
 
@@ -524,13 +173,7 @@ PARAMETERS: dict[str, Any] = {
         "description": "One key (default: every key).",
         "schema": {"type": "string"},
     },
-    "Days": {
-        "name": "days",
-        "in": "query",
-        "required": False,
-        "description": "Days of per-day counts, today included.",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 31},
-    },
+    "Days": query_parameter(UsageQuery, "days"),
     "DeliveryIdPath": {
         "name": "delivery_id",
         "in": "path",
@@ -547,7 +190,7 @@ PARAMETERS: dict[str, Any] = {
         "name": "limit",
         "in": "query",
         "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
     },
     "Before": {
         "name": "before",

@@ -6,28 +6,26 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from antihack.api.app_helpers import json_response
+from antihack.api.app_helpers import model_response
 from antihack.api.auth import admin_only, client_key, current_key
 from antihack.api.context import db
 from antihack.shared.domain.errors import ApiError
 from antihack.shared.domain.quota import key_usage
+from antihack.shared.domain.schemas import Usage, UsageList, UsageQuery
 from antihack.shared.infra.tables import ApiKey
 
 bp = Blueprint("usage", __name__)
-MAX_DAYS = 366
 
 
 def _days() -> int:
-    raw = request.args.get("days", "31")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DAYS:
-        raise ApiError("INVALID_ARGUMENT", f"days must be an integer from 1 to {MAX_DAYS}")
-    return int(raw)
+    """Read in the view, after the key or admin check: a bad token is 401 before any 400."""
+    return UsageQuery.parse(request.args.to_dict()).days
 
 
 @bp.get("/v1/usage")
 @client_key(None)
 def my_usage() -> ResponseReturnValue:
-    return json_response(key_usage(db(), current_key(), _days()))
+    return model_response(Usage, key_usage(db(), current_key(), _days()))
 
 
 @bp.get("/admin/usage")
@@ -41,4 +39,4 @@ def all_usage() -> ResponseReturnValue:
     keys = list(db().scalars(query))
     if api_id and not keys:
         raise ApiError("NOT_FOUND", f"no API key {api_id!r}")
-    return json_response({"keys": [key_usage(db(), k, days) for k in keys]})
+    return model_response(UsageList, {"keys": [key_usage(db(), k, days) for k in keys]})

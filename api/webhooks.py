@@ -7,12 +7,14 @@ import logging
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from antihack.api.app_helpers import json_response
+from antihack.api.app_helpers import model_response
 from antihack.api.auth import admin_only, client_key, current_key
 from antihack.api.context import db, services
 from antihack.shared.domain import webhooks
 from antihack.shared.domain.errors import ApiError
 from antihack.shared.domain.jobs import get_owned_job
+from antihack.shared.domain.schemas import WebhookDelivery as DeliveryBody
+from antihack.shared.domain.schemas import WebhookDeliveryPage
 from antihack.shared.infra.tables import WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,7 @@ DEFAULT_PAGE = 50
 
 def _page(api_key_id: str | None) -> ResponseReturnValue:
     raw = request.args.get("limit", str(DEFAULT_PAGE))
-    if not raw.isdigit():
+    if not raw.isdecimal():  # not isdigit(): "²" is a digit that int() refuses (was a 500)
         raise ApiError(
             "INVALID_ARGUMENT", f"limit must be an integer from 1 to {webhooks.MAX_PAGE}"
         )
@@ -36,12 +38,13 @@ def _page(api_key_id: str | None) -> ResponseReturnValue:
         limit=limit,
         before=request.args.get("before") or None,
     )
-    return json_response(
+    return model_response(
+        WebhookDeliveryPage,
         {
             "deliveries": [webhooks.delivery_view(d) for d in found],
             # Pass as ``before`` for the next page; null on the last one.
             "next_before": found[-1].id if len(found) == limit else None,
-        }
+        },
     )
 
 
@@ -62,7 +65,7 @@ def _send_now(delivery: WebhookDelivery) -> ResponseReturnValue:
         session.rollback()
         log.warning("redelivery left to the dispatcher", extra={"delivery_id": delivery.id})
     session.refresh(delivery)
-    return json_response(webhooks.delivery_view(delivery), 202)
+    return model_response(DeliveryBody, webhooks.delivery_view(delivery), 202)
 
 
 @bp.get("/v1/webhooks/deliveries")
@@ -75,7 +78,7 @@ def my_deliveries() -> ResponseReturnValue:
 @client_key(None)
 def my_delivery(delivery_id: str) -> ResponseReturnValue:
     delivery = webhooks.owned_delivery(db(), current_key(), delivery_id)
-    return json_response(webhooks.delivery_view(delivery, with_attempts=True))
+    return model_response(DeliveryBody, webhooks.delivery_view(delivery, with_attempts=True))
 
 
 @bp.post("/v1/webhooks/deliveries/<delivery_id>/redeliver")
@@ -104,4 +107,4 @@ def any_delivery(delivery_id: str) -> ResponseReturnValue:
     delivery = db().get(WebhookDelivery, delivery_id)
     if delivery is None:
         raise ApiError("NOT_FOUND", f"no webhook delivery {delivery_id[:64]!r}")
-    return json_response(webhooks.delivery_view(delivery, with_attempts=True))
+    return model_response(DeliveryBody, webhooks.delivery_view(delivery, with_attempts=True))

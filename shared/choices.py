@@ -31,7 +31,6 @@ ENDPOINTS: tuple[Permission, ...] = get_args(Permission)
 
 JobState = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]
 CaptureSessionState = Literal["PENDING", "USED", "EXPIRED"]
-SessionState = CaptureSessionState  # old name, removed once schemas.py follows
 
 # Settings (shared/infra/settings.py): Celery pools `antihack worker` runs with, and log formats.
 WorkerPool = Literal["prefork", "threads", "solo"]

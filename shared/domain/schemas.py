@@ -1,24 +1,33 @@
 """The API's typed request and response models (pydantic v2): one definition per schema.
 
 A model validates what comes in (``parse`` turns pydantic's errors into the seed's
-``INVALID_ARGUMENT`` body, with the same reasons as before the models), shapes what goes out,
-and generates its part of the OpenAPI document (``component_schemas``); the CLI and the admin
-API use the same key models. The vocabularies (challenges, quota periods, permissions) are
+``INVALID_ARGUMENT`` body, with the same reasons as before the models), shapes what goes out
+(``shown``: the model's field order, a field not given left out, so that the answers are byte
+for byte what the domain's dicts and the worker's stored results were), and generates every
+schema of the OpenAPI document (``component_schemas``); the CLI and the admin API use the same
+key models. The vocabularies (challenges, quota periods, permissions, job states) are
 ``shared/choices.py``'s ``Literal`` types, named here so that the document refers to them.
+
+The multipart submission (``Submission``, ``ImageUpload``) is read by api/submission.py with
+the seed's own checks; its model documents the form (a test checks that both name the same
+fields).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    TypeAdapter,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -28,10 +37,32 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
 from antihack.shared import choices
-from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.errors import HTTP_CODES, ApiError
+from antihack.shared.infra.tables import DELIVERY_STATES
+
+log = logging.getLogger(__name__)
 
 MAX_NAME = 200  # api_keys.name
 MAX_INT = 2**31 - 1  # api_keys.quota_limit and .burst are PostgreSQL integers
+
+SEED_EXAMPLE_ID = "TID8bf47ab6eda64476973cc5f5b6ebf57e"  # the seed documentation's request id
+# The seed documentation's ``extra``, in the worker's order (worker/pipeline/run.py's _extra).
+EXTRA_EXAMPLE: dict[str, float | bool] = {
+    "mask_proba": 0.001,
+    "quality_score": 0.961,
+    "quality_too_low": False,
+    "blur_or_dark": False,
+    "has_no_face": False,
+    "face_too_small": False,
+    "image_too_small": False,
+    "masked": False,
+    "face_quality_low": False,
+    "face_quality_score": 0.998143,
+    "is_live": True,
+    "live_proba": 0.996755,
+    "eye_closed": False,
+    "eye_score": 0.978606,
+}
 
 # --- named types: each becomes one entry of components/schemas ------------------------------
 
@@ -46,7 +77,7 @@ RequestId = TypeAliasType(
         Field(
             pattern="^TID[0-9a-f]{32}$",
             description="Unique id of the request; for a submission it is also the job id.",
-            examples=["TID8bf47ab6eda64476973cc5f5b6ebf57e"],
+            examples=[SEED_EXAMPLE_ID],
         ),
     ],
 )
@@ -78,6 +109,79 @@ DateTime = Annotated[
 ]
 Url = Annotated[str, Field(json_schema_extra={"format": "uri"})]
 Ok = Literal["OK"]
+
+
+def omitted(
+    description: str | None = None, *, examples: list[Any] | None = None, **schema: Any
+) -> Any:
+    """The default of a response field that the body leaves out when it has no value (bodies
+    are dumped with ``exclude_unset``): documented as not required, and never null."""
+
+    def not_null(field: dict[str, Any]) -> None:
+        field.pop("default", None)
+        alternatives = [a for a in field.pop("anyOf", ()) if a != {"type": "null"}]
+        if len(alternatives) == 1:
+            field.update(alternatives[0])
+        elif alternatives:
+            field["anyOf"] = alternatives
+        field.update(schema)
+
+    return Field(
+        default=None, description=description, examples=examples, json_schema_extra=not_null
+    )
+
+
+def _no_default(field: dict[str, Any]) -> None:
+    field.pop("default", None)
+
+
+def optional(description: str | None = None) -> Any:
+    """The default of a nullable response field that the document does not require: ``None``
+    when not given, documented without the ``default: null`` that an answer has no use for."""
+    return Field(default=None, description=description, json_schema_extra=_no_default)
+
+
+def _one_of(union: dict[str, Any]) -> None:
+    """Exactly one alternative: the alternatives are disjoint, and the document says so."""
+    union["oneOf"] = union.pop("anyOf")
+
+
+def _seed_status(value: str) -> str:
+    if value not in HTTP_CODES:
+        raise ValueError(f"not one of the seed's status strings: {value!r}")
+    return value
+
+
+def _delivery_state(value: str) -> str:
+    if value not in DELIVERY_STATES:
+        raise ValueError(f"not a delivery state: {value!r}")
+    return value
+
+
+# The seed's status strings of an error (shared/domain/errors.py's HTTP_CODES).
+ErrorStatus = TypeAliasType(
+    "ErrorStatus",
+    Annotated[
+        str,
+        AfterValidator(_seed_status),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "enum": list(HTTP_CODES),
+                "description": "The seed's status strings (DETETION_FAILED is the seed's "
+                "spelling).",
+            }
+        ),
+    ],
+)
+DeliveryState = TypeAliasType(
+    "DeliveryState",
+    Annotated[
+        str,
+        AfterValidator(_delivery_state),
+        WithJsonSchema({"type": "string", "enum": list(DELIVERY_STATES)}),
+    ],
+)
 
 # --- turning validation errors into the seed's body -----------------------------------------
 
@@ -325,10 +429,342 @@ class Session(BaseModel):
     challenge: SessionChallenge
     expires_at: DateTime
     state: Annotated[
-        choices.SessionState, Field(description="USED once a submission redeemed its nonce.")
+        choices.CaptureSessionState, Field(description="USED once a submission redeemed its nonce.")
     ]
     job_id: Annotated[RequestId | None, Field(description="The job that redeemed the nonce.")]
     light: LightSequence | None = None
+
+
+# --- the seed endpoint and jobs -------------------------------------------------------------
+
+
+class Error(BaseModel):
+    """Every error answer. `reason` says what to fix."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "INVALID_ARGUMENT",
+                    "reason": "must specify liveness_data_file' argument",
+                    "request_id": SEED_EXAMPLE_ID,
+                }
+            ]
+        }
+    )
+
+    status: ErrorStatus
+    reason: str
+    request_id: RequestId
+
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class Extra(BaseModel):
+    """Quality and face signals (the seed's fields; every threshold 0.5)."""
+
+    mask_proba: Probability = Field(
+        description="P(the face is covered by a mask); masked = mask_proba > 0.5"
+    )
+    quality_score: Probability = Field(
+        description="frame quality in [0, 1]; quality_too_low = quality_score < 0.5"
+    )
+    quality_too_low: bool = Field(description="quality_score < 0.5")
+    blur_or_dark: bool = Field(
+        description="face crop Laplacian variance < 40 or mean brightness < 65"
+    )
+    has_no_face: bool = Field(description="no face in any frame")
+    face_too_small: bool = Field(description="face box shorter side < 80 px")
+    image_too_small: bool = Field(description="image side < 240 px")
+    masked: bool = Field(description="mask_proba > 0.5")
+    face_quality_low: bool = Field(description="face_quality_score < 0.5")
+    face_quality_score: Probability = Field(
+        description="face probability x crop sharpness and light, in [0, 1]"
+    )
+    is_live: bool = Field(description="live_proba > 0.5")
+    live_proba: Probability = Field(
+        description="presentation-attack model's live probability (uncalibrated)"
+    )
+    eye_closed: bool = Field(description="eye_score < 0.5")
+    eye_score: Probability = Field(description="P(eyes open), from the eye aspect ratio")
+
+
+class SeedResult(BaseModel):
+    """The seed endpoint's success body."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": SEED_EXAMPLE_ID,
+                    "status": "OK",
+                    "score": 0.13119,
+                    "extra": EXTRA_EXAMPLE,
+                }
+            ]
+        }
+    )
+
+    request_id: RequestId
+    status: Ok
+    score: Probability = Field(description="Hack score; 0.98 or more means hack.")
+    extra: Extra | None = omitted("Only with return_extra=1.")
+    image_base64: str | None = omitted(
+        "The judged frame as JPEG; only with return_image=1.",
+        contentEncoding="base64",
+        contentMediaType="image/jpeg",
+    )
+
+
+JobResult = TypeAliasType(
+    "JobResult",
+    Annotated[
+        SeedResult | Error,
+        Field(
+            description="Exactly the body the seed endpoint answers: a result or an error.",
+            json_schema_extra=_one_of,
+        ),
+    ],
+)
+
+
+class Accepted(BaseModel):
+    """A submission accepted as a job; poll `job_url`."""
+
+    request_id: RequestId
+    status: JobState
+    job_url: Url
+
+
+class FailedStep(BaseModel):
+    step: str = Field(description="The challenge step.")
+    why: str = Field(description="What was measured.")
+
+
+class Job(BaseModel):
+    request_id: RequestId
+    status: JobState
+    created_at: DateTime
+    started_at: DateTime | None
+    finished_at: DateTime | None
+    attempts: int = Field(ge=0)
+    result: JobResult | None = Field(json_schema_extra=_one_of)
+    reasons: list[str] | None = omitted(
+        "Reason codes of the decision (once finished).", examples=[["session_replayed"]]
+    )
+    failed_steps: list[FailedStep] | None = omitted(
+        "Challenge steps the capture did not perform (reason challenge_not_met), in the drawn "
+        "order, each with what was measured and what was needed; empty when every step was met "
+        "(once finished).",
+        examples=[[{"step": "TURN_LEFT", "why": "yaw reached 4°, needs 12°"}]],
+    )
+    model_versions: dict[str, str] | None = omitted("Model name → version used (once finished).")
+    job_url: Url | None = omitted()
+
+
+class JobInputDeleted(BaseModel):
+    request_id: RequestId
+    status: Ok
+
+
+Flag = Literal[0, 1]
+
+
+class Submission(BaseModel):
+    """Exactly one of liveness_data_file, liveness_data_url, image_id."""
+
+    # A multipart form: api/submission.py reads it (the seed's checks and reasons, `0`/`1` as
+    # text); this model documents it, and a test checks that the two name the same fields.
+    liveness_data_file: bytes | None = omitted(
+        "A liveness capture (protobuf `antihack.liveness.v1.Capture`).",
+        contentMediaType="application/octet-stream",
+    )
+    liveness_data_url: Url | None = omitted(
+        "http(s) URL of a capture, fetched by the service at submission (no redirects, public "
+        "addresses only, ANTIHACK_DOWNLOAD_TIMEOUT_S)."
+    )
+    image_id: str | None = omitted("An image uploaded by this key with POST /face/liveness_image.")
+    return_image: Flag = Field(default=0, description="1: return the judged frame as JPEG.")
+    return_extra: Flag = Field(default=0, description="1: return the `extra` signals.")
+    callback_url: Url | None = omitted(
+        "Where the signed `liveness.completed` webhook is POSTed (instead of the key's "
+        "webhook_url)."
+    )
+
+
+class ImageUpload(BaseModel):
+    image: bytes = Field(
+        description="A JPEG or PNG image.", json_schema_extra={"contentMediaType": "image/*"}
+    )
+
+
+class ImageUploaded(BaseModel):
+    request_id: RequestId
+    status: Ok
+    image_id: str = Field(pattern="^IMG[0-9a-f]{32}$")
+    expires_at: DateTime
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+
+def _digits(value: object) -> object:
+    """A number in a query string as the checks before the models took it: decimal digits, no
+    sign or space. ``isdecimal``, not ``isdigit``: "²" is a digit that ``int()`` refuses."""
+    if isinstance(value, str):
+        if not value.isdecimal():
+            raise ValueError("not a whole number")
+        return int(value)
+    return value
+
+
+class Query(Input):
+    """Query parameters: text, a parameter not named here ignored."""
+
+    model_config = ConfigDict(strict=False, extra="ignore")
+
+
+MAX_DAYS = 366
+
+
+class UsageQuery(Query):
+    """``GET /v1/usage`` and ``GET /admin/usage``."""
+
+    messages: ClassVar[dict[str, str]] = {"days": f"days must be an integer from 1 to {MAX_DAYS}"}
+
+    days: Annotated[int, BeforeValidator(_digits)] = Field(
+        default=31, ge=1, le=MAX_DAYS, description="Days of per-day counts, today included."
+    )
+
+
+def query_parameter(model: type[Query], name: str) -> dict[str, Any]:
+    """One field of a query model as an OpenAPI parameter object."""
+    generated = model.model_json_schema(schema_generator=_Schema)
+    schema = dict(generated["properties"][name])
+    parameter: dict[str, Any] = {
+        "name": name,
+        "in": "query",
+        "required": name in generated.get("required", ()),
+    }
+    if "description" in schema:
+        parameter["description"] = schema.pop("description")
+    return {**parameter, "schema": schema}
+
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class UsageDay(BaseModel):
+    date: date
+    accepted: Count
+    succeeded: Count
+    failed: Count
+    refunded: Count
+
+
+class Usage(BaseModel):
+    api_id: str
+    period: QuotaPeriod
+    period_key: str = Field(examples=["day:2026-11-26", "total"])
+    period_start: DateTime | None = optional()
+    period_end: DateTime | None = optional()
+    used: Count
+    limit: int | None = Field(description="null: no quota")
+    remaining: int | None
+    days: list[UsageDay]
+
+
+class UsageList(BaseModel):
+    keys: list[Usage]
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+class WebhookAttempt(BaseModel):
+    attempted_at: DateTime
+    url: Url
+    status_code: int | None
+    latency_ms: int | None = optional()
+    error: str | None = optional()
+
+
+class WebhookDelivery(BaseModel):
+    id: str = Field(
+        pattern="^msg_", description="The `webhook-id` header of every attempt of this delivery."
+    )
+    event_type: str = Field(examples=["liveness.completed"])
+    request_id: RequestId
+    api_id: str
+    url: Url
+    target: Literal["callback", "key"] | None = omitted()
+    status: DeliveryState
+    attempts: Count
+    next_attempt_at: DateTime | None = optional()
+    created_at: DateTime | None = omitted()
+    delivered_at: DateTime | None = optional()
+    last_status_code: int | None = optional()
+    last_error: str | None = optional()
+    attempt_log: list[WebhookAttempt] | None = omitted("Only when one delivery is read.")
+
+
+class WebhookDeliveryPage(BaseModel):
+    deliveries: list[WebhookDelivery]
+    next_before: str | None = Field(
+        description="Pass as `before` for the next page; null on the last."
+    )
+
+
+class LivenessCompleted(BaseModel):
+    """Body of the `liveness.completed` webhook (Standard Webhooks 1.0)."""
+
+    type: Literal["liveness.completed"]
+    timestamp: DateTime
+    data: Job
+
+
+# --- probes ---------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Ok
+
+
+class ReadinessChecks(BaseModel):
+    database: str
+    redis: str
+    workers: str
+    consumption: str | None = omitted()
+
+
+class Readiness(BaseModel):
+    status: Literal["OK", "NOT_READY"]
+    checks: ReadinessChecks
+
+
+# --- answering -----------------------------------------------------------------------------
+
+
+def shown(body: BaseModel) -> dict[str, Any]:
+    """A response model as the JSON the API sends: fields in the model's order, a field that
+    was not given left out (not null), dates as ``isoformat()``."""
+    return body.model_dump(mode="json", exclude_unset=True)
+
+
+JOB_RESULT: TypeAdapter[SeedResult | Error] = TypeAdapter(JobResult)
+
+
+def job_result(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's stored result (the seed endpoint's body) checked and shaped by its model; a
+    stored body outside the model is returned as it is (and logged), never refused."""
+    try:
+        result = JOB_RESULT.validate_python(body)
+    except ValidationError as exc:
+        log.error("stored result outside its model, sent as it is: %s", exc)
+        return dict(body)
+    shaped: dict[str, Any] = JOB_RESULT.dump_python(result, mode="json", exclude_unset=True)
+    return shaped
 
 
 # --- the document's part --------------------------------------------------------------------
@@ -343,16 +779,51 @@ DOCUMENTED: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (SessionOptions, "validation"),
     (NewSession, "serialization"),
     (Session, "serialization"),
+    (Error, "serialization"),
+    (SeedResult, "serialization"),
+    (Accepted, "serialization"),
+    (Job, "serialization"),
+    (JobInputDeleted, "serialization"),
+    (Submission, "validation"),
+    (ImageUpload, "validation"),
+    (ImageUploaded, "serialization"),
+    (Usage, "serialization"),
+    (UsageList, "serialization"),
+    (WebhookDelivery, "serialization"),
+    (WebhookDeliveryPage, "serialization"),
+    (LivenessCompleted, "serialization"),
+    (Health, "serialization"),
+    (Readiness, "serialization"),
 )
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 
+# Values, not schemas: kept as written (an example body in the order the service sends it).
+_AS_WRITTEN = ("examples", "default", "const", "enum")
+
+
+def _ordered(value: Any, key: str | None) -> Any:
+    """pydantic's order (keywords sorted, properties in field order), values as written."""
+    if key in _AS_WRITTEN:
+        return value
+    if isinstance(value, dict):
+        names = key == "properties"  # field names, in the model's order
+        items = value.items() if names else sorted(value.items())
+        return {k: _ordered(v, None if names else k) for k, v in items}
+    if isinstance(value, list):
+        return [_ordered(v, key) for v in value]
+    return value
+
+
 class _Schema(GenerateJsonSchema):
     """pydantic's JSON Schema (2020-12, as OpenAPI 3.1 uses) without the titles it derives
-    from field names: the property names say it."""
+    from field names (the property names say it), and examples in the order of the wire."""
 
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False
+
+    def sort(self, value: Any, parent_key: str | None = None) -> Any:
+        return _ordered(value, parent_key)
 
 
 def component_schemas() -> dict[str, Any]:
