@@ -9,6 +9,8 @@ only sets environment defaults) are leaves every layer may name.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,16 @@ def test_the_leaves_import_nothing_of_ours() -> None:
     for path in (ROOT / "shared" / "choices.py", *sorted((ROOT / "shared" / "proto").glob("*.py"))):
         ours = [n for n in imported(path) if n.startswith("antihack.") and not n.startswith(LEAVES)]
         assert ours == [], path
+
+
+def test_the_python_client_loads_no_server_layer() -> None:
+    """A client application imports the SDK's client without the database, web or task layers."""
+    code = (
+        "import sys, antihack.shared.sdk.client\n"
+        "heavy = ('sqlalchemy', 'flask', 'celery', 'cv2', 'onnxruntime', 'pydantic')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

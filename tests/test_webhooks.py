@@ -20,7 +20,7 @@ import requests
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
-from antihack.shared.domain import webhooks
+from antihack.shared.domain import signatures, webhooks
 from antihack.shared.domain.jobs import claim, finish
 from antihack.shared.domain.keys import _new_secrets
 from antihack.shared.infra.db import transaction
@@ -478,7 +478,7 @@ def test_our_secrets_and_signatures_are_what_standardwebhooks_expects() -> None:
         secret = _new_secrets().webhook_secret
         assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
         lib = Webhook(secret)
-        ours = webhooks.sign(secret, "msg_1", ts, body)
+        ours = signatures.sign(secret, "msg_1", ts, body)
         assert ours == lib.sign("msg_1", datetime.fromtimestamp(ts, UTC), body.decode())
         headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts)}
         other = _new_secrets().webhook_secret

@@ -8,9 +8,6 @@ recorded. The HTTP exchange itself is the worker's (``worker/webhook_tasks.py``)
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import secrets
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from antihack.shared.domain.errors import ApiError
+from antihack.shared.domain.signatures import sign
 from antihack.shared.infra.db import rowcount
 from antihack.shared.infra.queues import WEBHOOK_SEND_TASK, WEBHOOKS_QUEUE
 from antihack.shared.infra.secrets import decrypt
@@ -45,28 +43,12 @@ log = logging.getLogger(__name__)
 
 EVENT_COMPLETED = "liveness.completed"
 TARGET_CALLBACK, TARGET_KEY = "callback", "key"
-SECRET_PREFIX = "whsec_"
 SENDING = "sending:"
 MAX_PAGE = 200
 # A 429/503's Retry-After is honoured up to the schedule's longest wait, and at least this.
 MAX_RETRY_AFTER_S = 3600.0
 
 # --- signatures --------------------------------------------------------------------------------
-
-
-def signing_key(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_`` secret, decoded exactly as the ``standardwebhooks`` library
-    does (standard base64 of what follows the prefix), so that its verification matches ours."""
-    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
-    return base64.b64decode(raw + "==")
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``."""
-    digest = hmac.new(
-        signing_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256
-    ).digest()
-    return "v1," + base64.b64encode(digest).decode()
 
 
 def signature_header(signing_secrets: list[str], msg_id: str, timestamp: int, body: bytes) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from antihack.shared.domain.webhooks import sign
+from antihack.shared.domain.signatures import sign
 
 FINAL = ("SUCCEEDED", "FAILED")
 # Standard Webhooks: refuse timestamps further than this from now (replayed or delayed calls).
