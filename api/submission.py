@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from flask import request
 from sqlalchemy.orm import Session
 
 from antihack.api.context import services
+from antihack.api.form import read_form
 from antihack.shared.domain.capture import CaptureError, capture_from_image, parse_capture
 from antihack.shared.domain.capture_sessions import CaptureFacts
 from antihack.shared.domain.errors import ApiError
@@ -57,8 +59,8 @@ def _download(url: str, settings: Settings) -> bytes:
             semaphore.release()
 
 
-def _flag(name: str) -> bool:
-    raw = request.form.get(name)
+def _flag(form: Mapping[str, str], name: str) -> bool:
+    raw = form.get(name)
     if raw is None or raw == "":
         return False
     if raw not in ("0", "1"):
@@ -83,9 +85,10 @@ def read_submission(session: Session, key: ApiKey, settings: Settings) -> Submis
     """Validate the request and load its payload; every problem is a seed error, not a job."""
     if request.mimetype != "multipart/form-data":
         raise ApiError("INVALID_ARGUMENT", "the request body must be multipart/form-data")
-    upload = request.files.get("liveness_data_file")
-    url = request.form.get("liveness_data_url", "").strip()
-    image_id = request.form.get("image_id", "").strip()
+    form, files = read_form(request)
+    upload = files.get("liveness_data_file")
+    url = form.get("liveness_data_url", "").strip()
+    image_id = form.get("image_id", "").strip()
     given = [name for name, v in zip(SOURCES, (upload, url, image_id), strict=True) if v]
     if not given:
         raise ApiError(
@@ -94,9 +97,9 @@ def read_submission(session: Session, key: ApiKey, settings: Settings) -> Submis
         )
     if len(given) > 1:
         raise ApiError("INVALID_ARGUMENT", f"give exactly one of {', '.join(SOURCES)}, got {given}")
-    return_image, return_extra = _flag("return_image"), _flag("return_extra")
+    return_image, return_extra = _flag(form, "return_image"), _flag(form, "return_extra")
     idem = _idempotency_key()
-    callback_url = request.form.get("callback_url", "").strip() or None
+    callback_url = form.get("callback_url", "").strip() or None
     if callback_url:
         try:
             resolve(callback_url, allow_private=settings.allow_private_urls)

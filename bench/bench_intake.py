@@ -9,12 +9,12 @@ rate-limit check it takes in production.
     ANTIHACK_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres \\
     ANTIHACK_REDIS_URL=redis://127.0.0.1:6379/14 python -m bench bench_intake
 
-BENCH_PROCESSES (default: the CPU count), BENCH_CLIENTS (32), BENCH_KEYS (1: every submission
-takes the same quota counter), BENCH_ROUNDS, BENCH_ROUND_S and BENCH_CLIENT (raw: asyncio
-sockets, the cheapest client; requests: a requests.Session per thread, as bench_submit) change
-the set-up. Beside the rates it prints the CPU time per request of the API processes and of the
-local PostgreSQL server (user + system, from /proc), which other load on the machine changes
-much less than the rates.
+BENCH_PROCESSES (default: the CPU count), BENCH_THREADS (16 per process), BENCH_CLIENTS (32),
+BENCH_KEYS (1: every submission takes the same quota counter), BENCH_ROUNDS, BENCH_ROUND_S and
+BENCH_CLIENT (raw: asyncio sockets, the cheapest client; requests: a requests.Session per
+thread, as bench_submit) change the set-up. Beside the rates it prints the CPU time per
+request of the API processes and of the local PostgreSQL server (user + system, from /proc),
+which other load on the machine changes much less than the rates.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ ROUND_S = float(os.environ.get("BENCH_ROUND_S", "4"))
 CLIENT = os.environ.get("BENCH_CLIENT", "raw")
 # API keys the clients share out (each key's submissions serialise on its quota counter).
 KEYS = int(os.environ.get("BENCH_KEYS", "1"))
-THREADS = 16
+# Threads per API process (antihack api --threads).
+THREADS = int(os.environ.get("BENCH_THREADS", "16"))
 
 
 def multipart(payload: bytes) -> tuple[bytes, str]:

@@ -12,13 +12,22 @@ against two Celery peers on the same Redis and PostgreSQL, in the same run:
   ``POST /v1/jobs`` from the clients), intake included;
 - the worker's CPU per job: the analyze task run in this process on one job after another,
   ``time.process_time`` around it (claim, read, parse, result, notify; no Celery, no pipeline),
-  without and with a webhook (callback_url: the outbox row and its publish).
+  without and with a webhook (callback_url: the outbox row and its publish); and of its
+  bookkeeping alone (claim and read, result, charge, webhook outbox: worker/bookkeeping.py);
+- with ``--batch-sizes``: the GPU worker's bookkeeping by batch size, in this process: one
+  statement claims N jobs, one reads their session ids, the no-op pipeline runs on each, one
+  statement records the N results; jobs/s and CPU ms per job (this process's and the database
+  server's) for each N.
 
-All workers but the threads-pool one: 2 processes (prefork); all acks_late, prefetch 1.
+All workers but the threads-pool one: 2 processes (prefork); all acks_late, prefetch 1. The
+throughput runs end when every job has said it is done (bare: its Redis push; antihack: the
+worker's completion notice, pushed after the result's commit), read with Redis calls on both
+sides, and antihack's jobs are checked SUCCEEDED in the database afterwards.
 
     python -m bench bench_queue
     python bench/bench_queue.py --skip-api    # the peers and the job path only
     python bench/bench_queue.py --cpu-only    # the worker's CPU per job only
+    python bench/bench_queue.py --batch-sizes 1 2 4 8 16 32 [--batch-jobs 640]
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from antihack.shared.domain.jobs import Submission, create_job
-from antihack.shared.infra.db import make_engine, make_sessionmaker, transaction
+from antihack.shared.infra.db import kept_connections, make_engine, make_sessionmaker, transaction
 from antihack.shared.infra.queues import ANALYZE_QUEUE, ANALYZE_TASK, done_key
 from antihack.shared.infra.settings import Settings
 from antihack.shared.infra.tables import ApiKey, Job
@@ -182,21 +191,24 @@ def job_path(st: Stack, threads: int = 0) -> Figures:
         latencies = [run_one(job_id) for job_id in ids][1:]  # the first warms the processes
         ids = new_jobs(st, THROUGHPUT)
 
-        def finished() -> bool:
-            with engine.connect() as conn:
-                n = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(Job)
-                    .where(Job.id.in_(ids), Job.status == "SUCCEEDED")
-                ).scalar()
-            return int(n or 0) >= THROUGHPUT
-
         t0 = time.perf_counter()
         with ThreadPoolExecutor(CLIENTS) as pool:
             list(pool.map(lambda j: app.send_task(ANALYZE_TASK, args=(j,), queue=ANALYZE_QUEUE),
                           ids))  # fmt: skip
-        wait_until(finished, 600, "antihack jobs", interval=0.02)
-        return latencies, THROUGHPUT / (time.perf_counter() - t0)
+        # Until every job's completion notice is there, one Redis call every 20 ms as for the
+        # bare tasks (a database query over all the ids as often would cost this process and
+        # the server more than the worker's bookkeeping, on the same cores).
+        keys = [done_key(job_id) for job_id in ids]
+        wait_until(lambda: r.exists(*keys) >= THROUGHPUT, 600, "antihack jobs", interval=0.02)
+        rate = THROUGHPUT / (time.perf_counter() - t0)
+        with engine.connect() as conn:
+            succeeded = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(Job)
+                .where(Job.id.in_(ids), Job.status == "SUCCEEDED")
+            ).scalar()
+        assert succeeded == THROUGHPUT, f"{succeeded} of {THROUGHPUT} jobs SUCCEEDED"
+        return latencies, rate
     finally:
         worker.stop()
         engine.dispose()
@@ -263,20 +275,28 @@ def worker_cpu(st: Stack, **submission: Any) -> tuple[float, float]:
     return median(cpu), median(wall)
 
 
-def bookkeeping_cpu(st: Stack, **submission: Any) -> float:
-    """CPU ms per job of the bookkeeping alone: claim + read (``claim_jobs``), then result,
-    refund check and webhook outbox (``finish_jobs``), a transaction each, one job at a time."""
-    from antihack.shared.domain.jobs import AttemptResult, claim_jobs, finish_jobs
+def worker_books(st: Stack) -> Any:
+    """The worker's bookkeeping (worker/bookkeeping.py) on the stack's database, as a worker
+    process has it."""
+    from antihack.worker.bookkeeping import Books
 
-    sessions = make_sessionmaker(make_engine(st.settings.effective_database_url))
-    lease = timedelta(minutes=5)
+    engine = make_engine(st.settings.effective_database_url)
+    return Books(make_sessionmaker(engine), kept_connections(engine), timedelta(minutes=5), 3, None)
+
+
+def bookkeeping_cpu(st: Stack, **submission: Any) -> float:
+    """CPU ms per job of the bookkeeping alone, as the prefork worker does it, one job at a
+    time: claim + read (``Books.claim``), then result, refund check and webhook outbox
+    (``Books.record``)."""
+    from antihack.shared.domain.jobs import AttemptResult
+    from antihack.worker.bookkeeping import Recording
+
+    keeper = worker_books(st)
 
     def one(job_id: str) -> None:
-        with transaction(sessions) as session:
-            owned = claim_jobs(session, [job_id], lease, 3)[job_id].claim
+        owned = keeper.claim([job_id])[job_id].claim
         body = {"status": "OK", "request_id": job_id, "score": 0.5}
-        with transaction(sessions) as session:
-            assert finish_jobs(session, [AttemptResult(owned, body, reasons=["bench"])])
+        assert keeper.record([Recording(AttemptResult(owned, body, reasons=["bench"]))])
 
     for job_id in new_jobs(st, 5, **submission):
         one(job_id)
@@ -291,14 +311,117 @@ def bookkeeping_cpu(st: Stack, **submission: Any) -> float:
     return median(cpu)
 
 
+def server_cpu(database: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL process serving ``database``, by pid (from /proc;
+    none where the server is not on this machine)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not cmdline.startswith("postgres:") or f" {database} " not in cmdline:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(proc.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def server_cpu_since(database: str, before: dict[int, float]) -> float:
+    """CPU seconds the server's processes for ``database`` spent since ``before`` (one that
+    ended in between is not counted)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in server_cpu(database).items())
+
+
+def batch_sizes(
+    st: Stack, sizes: Sequence[int], jobs: int
+) -> list[tuple[int, float, float, float]]:
+    """The GPU worker's bookkeeping by batch size N, in this process: ``jobs`` jobs taken N at a
+    time, each batch one claim, one session-id read and one record statement (``Books``, as
+    the threads-pool worker's lanes run them), the no-op pipeline on each job between (capture
+    parsed, analysed, its body made). Rounds alternate the sizes, 3 each; per size the median
+    round's jobs/s, this process's CPU ms per job and the database server's."""
+    from antihack.shared.domain.capture import parse_capture
+    from antihack.shared.domain.jobs import AttemptResult, capture_limits
+    from antihack.worker.bookkeeping import Recording
+    from antihack.worker.pipeline.noop import NoopPipeline
+    from antihack.worker.pipeline.run import PipelineContext
+
+    keeper, pipeline = worker_books(st), NoopPipeline()
+    limits = capture_limits(st.settings)
+    database = sa.make_url(st.settings.effective_database_url).database or ""
+
+    def run(ids: list[str], size: int) -> None:
+        for i in range(0, len(ids), size):
+            batch = ids[i : i + size]
+            taken = keeper.claim(batch)
+            captures = {j: parse_capture(taken[j].payload or b"", limits) for j in batch}
+            seen = keeper.seen([(taken[j].claim, captures[j].session_id) for j in batch])
+            recordings = []
+            for j in batch:
+                ctx = PipelineContext.fresh(
+                    seen_session_ids=frozenset([captures[j].session_id] if j in seen else [])
+                )
+                analysis = pipeline.analyze(captures[j], ctx)
+                body = analysis.seed_body(j, taken[j].return_extra)
+                recordings.append(
+                    Recording(AttemptResult(taken[j].claim, body, reasons=analysis.reasons))
+                )
+            assert len(keeper.record(recordings)) == len(batch)
+
+    run(new_jobs(st, 2 * max(sizes)), max(sizes))  # warm-up: connections, prepared statements
+    figures: dict[int, list[tuple[float, float, float]]] = {n: [] for n in sizes}
+    for _ in range(3):
+        for size in sizes:
+            ids = new_jobs(st, jobs)
+            c0, s0, w0 = time.process_time(), server_cpu(database), time.perf_counter()
+            run(ids, size)
+            wall = time.perf_counter() - w0
+            figures[size].append(
+                (
+                    jobs / wall,
+                    (time.process_time() - c0) * 1000 / jobs,
+                    server_cpu_since(database, s0) * 1000 / jobs,
+                )
+            )
+    out = []
+    for size in sizes:
+        rounds = sorted(figures[size])
+        rate, cpu, server = rounds[len(rounds) // 2]
+        out.append((size, rate, cpu, server))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--skip-api", action="store_true", help="leave out the end-to-end run")
     parser.add_argument(
         "--cpu-only", action="store_true", help="only the worker's CPU per job (no Celery runs)"
     )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="only the GPU worker's bookkeeping by batch size (e.g. 1 2 4 8 16 32)",
+    )
+    parser.add_argument(
+        "--batch-jobs", type=int, default=640, help="jobs per round of --batch-sizes [640]"
+    )
     args = parser.parse_args(list(argv) if argv is not None else [])
     print(f"load average {load_average()} (1/5/15 min)")
+    if args.batch_sizes:
+        with stack() as st:
+            rows = batch_sizes(st, args.batch_sizes, args.batch_jobs)
+        print(f"\nbookkeeping by batch size, no-op pipeline, {args.batch_jobs} jobs a round, "
+              "median of 3 rounds")  # fmt: skip
+        print(f"{'batch':>6} {'jobs/s':>8} {'CPU ms/job':>11} {'DB CPU ms/job':>14}")
+        for size, rate, own_ms, server_ms in rows:
+            print(f"{size:>6} {rate:>8.0f} {own_ms:>11.3f} {server_ms:>14.3f}")
+        print(f"load average at the end {load_average()}")
+        return
     figures: dict[str, Figures] = {}
     with stack() as st:
         if not args.cpu_only:

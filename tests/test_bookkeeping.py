@@ -10,15 +10,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
+from antihack.shared.domain import webhooks
 from antihack.shared.domain.jobs import AttemptResult, claim_jobs, finish_jobs, sessions_seen
-from antihack.shared.infra.db import transaction
-from antihack.shared.infra.tables import Fingerprint, Job, JobResult
-from antihack.worker.bookkeeping import Bookkeeper, GroupLane, Recording
+from antihack.shared.infra.db import driver_rows, kept_connections, transaction
+from antihack.shared.infra.settings import Settings
+from antihack.shared.infra.tables import ApiKey, Fingerprint, Job, JobResult, WebhookDelivery
+from antihack.worker.bookkeeping import Bookkeeper, Books, GroupLane, Recording
 from tests.conftest import Key
 from tests.devstack import wait_until
-from tests.helpers import new_jobs
+from tests.helpers import new_jobs, quota_used
 
 LEASE = timedelta(seconds=60)
 
@@ -152,8 +154,6 @@ def test_result_charge_and_webhook_row_commit_together_or_not_at_all(
     """A record whose transaction fails after finish_jobs (the commit never comes) leaves
     neither the result nor the webhook delivery, and the job RUNNING for its attempt: a
     redelivery's attempt records it once."""
-    from antihack.shared.infra.tables import WebhookDelivery
-
     [job_id] = new_jobs(sessions, key.api_id)
     with transaction(sessions) as s:
         s.execute(update(Job).where(Job.id == job_id).values(callback_url="http://127.0.0.1:9/h"))
@@ -176,3 +176,95 @@ def test_result_charge_and_webhook_row_commit_together_or_not_at_all(
     with transaction(sessions) as s:
         assert finish_jobs(s, [AttemptResult(owned.claim, body)]) == {}  # recorded already
     assert state() == ("SUCCEEDED", 1, 1)
+
+
+def books(sessions: Any) -> Books:
+    """The worker's bookkeeping as a prefork process has it: connections kept in autocommit
+    for what is one statement (PostgreSQL; transactions on SQLite)."""
+    return Books(sessions, kept_connections(sessions.kw["bind"]), LEASE, 3, refund_limit=None)
+
+
+def test_a_result_whose_key_gained_a_webhook_since_the_claim_gets_its_delivery(
+    sessions: Any, make_key: Any
+) -> None:
+    """A result without replay rows, refund or webhook is recorded by one statement on its
+    own; the statement checks that the job still has no endpoint, so a key given a webhook_url
+    between the claim and the result still gets its delivery, in the result's transaction."""
+    plain, hooked = make_key(), make_key()
+    [quiet] = new_jobs(sessions, plain.api_id)
+    [loud] = new_jobs(sessions, hooked.api_id)
+    keeper = books(sessions)
+    taken = keeper.claim([quiet, loud])
+    if keeper.autocommit is not None:  # PostgreSQL: the claim says whether a webhook is due
+        assert not taken[quiet].claim.webhook and not taken[loud].claim.webhook
+    with transaction(sessions) as s:
+        s.execute(
+            update(ApiKey)
+            .where(ApiKey.id == hooked.api_id)
+            .values(webhook_url="http://127.0.0.1:9/hook")
+        )
+    body = {"status": "OK", "score": 0.5}
+    done = keeper.record(
+        [Recording(AttemptResult(taken[j].claim, {**body, "request_id": j})) for j in (quiet, loud)]
+    )
+    assert not done[quiet].webhook_due and done[loud].webhook_due
+    with transaction(sessions) as s:
+        hooks = s.scalars(select(WebhookDelivery.job_id)).all()
+        results = s.scalars(select(JobResult.job_id).where(JobResult.job_id.in_([quiet, loud])))
+        assert sorted(results.all()) == sorted([quiet, loud])
+    assert loud in hooks and quiet not in hooks
+    assert keeper.record([Recording(AttemptResult(taken[quiet].claim, body))]) == {}  # once
+
+
+def test_a_claim_past_its_attempts_fails_the_job_and_refunds_it(
+    sessions: Any, make_key: Any
+) -> None:
+    key = make_key(quota=10, quota_period="total")
+    [job_id] = new_jobs(sessions, key.api_id)
+    assert quota_used(sessions, key.api_id) == 1
+    with transaction(sessions) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(attempts=3))
+    assert books(sessions).claim([job_id]) == {}
+    with transaction(sessions) as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.status == "FAILED" and job.result is not None
+        assert job.result.body["status"] == "INTERNAL_ERROR"
+        assert job.result.reasons == ["attempts_exhausted"]
+    assert quota_used(sessions, key.api_id) == 0
+
+
+def test_a_delivery_is_claimed_for_sending_once(
+    sessions: Any, base_settings: Settings, make_key: Any
+) -> None:
+    key = make_key()
+    [job_id] = new_jobs(sessions, key.api_id)
+    with transaction(sessions) as s:
+        s.execute(update(Job).where(Job.id == job_id).values(callback_url="http://127.0.0.1:9/h"))
+    keeper = books(sessions)
+    owned = keeper.claim([job_id])[job_id].claim
+    done = keeper.record([Recording(AttemptResult(owned, {"status": "OK", "request_id": job_id}))])
+    delivery_id = done[job_id].delivery_id
+    assert delivery_id is not None and done[job_id].webhook_due
+    lease = webhooks.claim_lease(base_settings)
+    token = keeper.claim_delivery(delivery_id, lease)
+    assert token is not None
+    assert keeper.claim_delivery(delivery_id, lease) is None  # taken: not due until the lease ends
+    with transaction(sessions) as s:
+        delivery = s.get(WebhookDelivery, delivery_id)
+        assert delivery is not None and delivery.claim_token == token
+
+
+def test_a_kept_connection_the_server_ended_is_replaced(sessions: Any, key: Key) -> None:
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("connections are kept on PostgreSQL only")
+    first, second = new_jobs(sessions, key.api_id, 2)
+    keeper = books(sessions)
+    assert keeper.autocommit is not None
+    assert first in keeper.claim([first])
+    pid = keeper.autocommit.run(lambda c: driver_rows(c, "SELECT pg_backend_pid()", {}))[0][0]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    assert second in keeper.claim([second])  # once more, on a fresh connection
+    again = keeper.autocommit.run(lambda c: driver_rows(c, "SELECT pg_backend_pid()", {}))
+    assert again[0][0] != pid

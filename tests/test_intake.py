@@ -1,11 +1,12 @@
 """The submission path's shortcuts keep their promises: the API loads no worker code, a cached
 key is refused within the cache's bound once revoked, a dead database connection costs no
-error and no double charge."""
+error and no double charge, the quota charge travels with the COMMIT."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -188,3 +189,34 @@ def test_a_connection_that_dies_mid_submission_is_retried_once_and_charged_once(
     resp = _submit(client, key)
     assert killed and resp.status_code == 202, resp.get_json()
     assert _jobs(sessions, key.api_id) == 1 and quota_used(sessions, key.api_id) == 1
+
+
+def test_the_quota_charge_travels_with_the_commit_and_a_refusal_commits_nothing(
+    base_settings: Settings,
+    make_key: Any,
+    sessions: Any,
+    postgres: sa.Engine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The charge locks the key's counter row until the COMMIT: both go to PostgreSQL in one
+    pipeline, so that no answer is read between them (the lock's hold is the server's work).
+    At the limit the charge fails and its job is not committed; the connection serves on."""
+    from psycopg.pq import PipelineStatus
+
+    key = make_key(quota=2, quota_period="total")
+    app = create_test_app(base_settings)
+    client = app.test_client()
+    engine = app.extensions["antihack"].sessions.kw["bind"]
+    modes: list[int] = []
+
+    def note_the_charge(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("INSERT INTO quota_counters"):
+            modes.append(conn.connection.dbapi_connection.pgconn.pipeline_status)
+
+    event.listen(engine, "before_cursor_execute", note_the_charge)
+    codes = [_submit(client, key).status_code for _ in range(4)]
+    assert codes == [202, 202, 403, 403]
+    assert modes == [PipelineStatus.ON] * 4  # each charge, the refused ones too, pipelined
+    assert _jobs(sessions, key.api_id) == 2 and quota_used(sessions, key.api_id) == 2
+    assert _read(client, key.headers) == 404  # the refusals left their connections usable
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records

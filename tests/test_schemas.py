@@ -274,21 +274,23 @@ def test_the_submission_model_names_the_form_fields_the_api_reads() -> None:
     tree = ast.parse((ROOT / "api" / "submission.py").read_text())
     read: set[str] = set()
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or not node.args:
+        if not isinstance(node, ast.Call):
             continue
-        first = node.args[0]
-        if not isinstance(first, ast.Constant) or not isinstance(first.value, str):
-            continue
-        func = node.func
-        flag = isinstance(func, ast.Name) and func.id == "_flag"
-        field = (  # request.form.get("...") or request.files.get("...")
+        func, args = node.func, node.args
+        if isinstance(func, ast.Name) and func.id == "_flag" and len(args) == 2:
+            name = args[1]  # _flag(form, "...")
+        elif (  # form.get("...") or files.get("...")
             isinstance(func, ast.Attribute)
             and func.attr == "get"
-            and isinstance(func.value, ast.Attribute)
-            and func.value.attr in ("form", "files")
-        )
-        if flag or field:
-            read.add(first.value)
+            and isinstance(func.value, ast.Name)
+            and func.value.id in ("form", "files")
+            and args
+        ):
+            name = args[0]
+        else:
+            continue
+        if isinstance(name, ast.Constant) and isinstance(name.value, str):
+            read.add(name.value)
     assert read == set(schemas.Submission.model_fields)
 
 

@@ -1,14 +1,19 @@
-"""Claims and results of a threads-pool worker's jobs, many in one statement (group commit).
+"""A worker's job bookkeeping: claims and results in as few statements, transactions and
+round trips as they can take; many jobs' in one statement (group commit) in a threads pool.
+
+``Books`` holds the statements, for one job (a prefork process) or many: what is one statement
+(a claim, a session-id read, a result that brings nothing else) runs alone in autocommit on a
+connection the thread keeps (no BEGIN, no COMMIT, no session, no pool checkout per job); the
+rest (a result with replay rows, a refund or a webhook delivery) in one transaction.
 
 A GPU worker runs many jobs at once in one process (Celery's threads pool) so that their model
 calls share batches (worker/pipeline/batching.py). Claiming and recording each job on its own
 costs a database round trip and some Python per job in that one process; under load the
 bookkeeping, not the GPU, would set the pace. Here a task thread hands its claim (or its result)
 to a lane, and the lane's thread runs every request that queued while its previous statement
-ran as one: ``claim_jobs`` / ``finish_jobs`` (shared/domain/jobs.py), one transaction per batch.
-There
-is no waiting for a batch to fill: when idle a request runs at once, alone; under load the
-batches grow with the backlog, up to ``max_batch``.
+ran as one (``Books``: jobs.take_jobs, jobs.finish_quiet_jobs / finish_jobs). There is no
+waiting for a batch to fill: when idle a request runs at once, alone; under load the batches
+grow with the backlog, up to ``max_batch``.
 
 Every guarantee of the single-job path holds per job: a claim still takes a QUEUED job once,
 a result is still recorded only by the attempt that owns the job, with its charge and webhook
@@ -28,23 +33,27 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Generic, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from antihack.shared.domain import webhooks
 from antihack.shared.domain.jobs import (
     AttemptResult,
     Claim,
     ClaimedJob,
     Finished,
-    claim_jobs,
     finish_jobs,
+    finish_quiet_jobs,
     sessions_seen,
+    take_jobs,
 )
-from antihack.shared.infra.db import Base, retry_on_disconnect, transaction
+from antihack.shared.infra.db import Base, KeptConnections, retry_on_disconnect, transaction
 
 log = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+T = TypeVar("T")
 
 
 class LaneClosed(RuntimeError):
@@ -66,7 +75,8 @@ class GroupLane(Generic[In, Out]):
     """Runs the requests queued while its previous batch ran as one batch, in one thread.
 
     ``run(items)`` returns one answer per item, in order; ``key(item)`` names what may be in a
-    batch once (a later request with the same key waits for the next batch).
+    batch once (a later request with the same key waits for the next batch). ``on_exit`` runs
+    in the lane's thread when it stops (it gives back the connection the thread kept).
     """
 
     def __init__(
@@ -75,12 +85,14 @@ class GroupLane(Generic[In, Out]):
         run: Callable[[list[In]], list[Out]],
         key: Callable[[In], Hashable],
         max_batch: int = 64,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self.name = name
         self._run = run
         self._key = key
+        self._on_exit = on_exit
         self.max_batch = max_batch
         self.stats = LaneStats()
         self._cond = threading.Condition()
@@ -137,6 +149,8 @@ class GroupLane(Generic[In, Out]):
                 left, self._queue = list(self._queue), deque()
             for _, future in left:
                 future.set_exception(LaneClosed(f"{self.name}: bookkeeping stopped"))
+            if self._on_exit is not None:
+                self._on_exit()
 
     def _answer(self, batch: list[tuple[In, Future[Out]]]) -> None:
         try:
@@ -172,6 +186,78 @@ class Recording:
     rows: Sequence[Base] = ()
 
 
+@dataclass(frozen=True)
+class Books:
+    """A worker's bookkeeping statements, for one job or many at a time, each unit of work as
+    short as it can be: what is one statement runs alone in autocommit, on a connection this
+    thread keeps (``autocommit``, PostgreSQL; no BEGIN and COMMIT round trips, no session),
+    the rest in a transaction (``sessions``).
+
+    - claim: one statement (jobs.take_jobs); failing the jobs that are past their attempts
+      takes a transaction of its own.
+    - record: a result that brings nothing else (no replay rows, no refund, no webhook) is one
+      statement (jobs.finish_quiet_jobs); any other, or one whose job gained a webhook endpoint
+      since its claim, goes in a transaction with its rows and its delivery (jobs.finish_jobs).
+    - seen: one read (jobs.sessions_seen); claim_delivery: one statement.
+    """
+
+    sessions: sessionmaker[Session]
+    autocommit: KeptConnections | None  # None: every unit in a transaction (SQLite)
+    lease: timedelta
+    max_attempts: int
+    refund_limit: int | None
+
+    def claim(self, job_ids: list[str]) -> dict[str, ClaimedJob]:
+        """The jobs of ``job_ids`` that were QUEUED, now ours, with what analysing them needs."""
+        taken, exhausted = self._alone(
+            lambda connection: take_jobs(
+                connection, job_ids, self.lease, self.max_attempts, refund_limit=self.refund_limit
+            )
+        )
+        if exhausted:
+            with transaction(self.sessions) as session:
+                retry_on_disconnect(session, lambda: finish_jobs(session, exhausted))
+        return taken
+
+    def record(self, recordings: Sequence[Recording]) -> dict[str, Finished]:
+        """Record the results whose attempts still own their jobs; returns those recorded."""
+        done: dict[str, Finished] = {}
+        quiet = [r.result for r in recordings if not r.rows]
+        if quiet and self.autocommit is not None:
+            done = self.autocommit.run(lambda connection: finish_quiet_jobs(connection, quiet))
+        rest = [r for r in recordings if r.result.claim.job_id not in done]
+        if rest:
+            with transaction(self.sessions) as session:
+                more = retry_on_disconnect(
+                    session, lambda: finish_jobs(session, [r.result for r in rest])
+                )
+                for r in rest:
+                    if r.result.claim.job_id in more:
+                        session.add_all(r.rows)
+            done.update(more)
+        return done
+
+    def seen(self, asked: Sequence[tuple[Claim, str]]) -> set[str]:
+        """The jobs of ``asked`` whose key sent their capture session id in another job."""
+        return self._alone(lambda connection: sessions_seen(connection, asked))
+
+    def claim_delivery(self, delivery_id: str, lease: timedelta) -> str | None:
+        """Claim a recorded result's webhook delivery to send it now (webhooks.claim_delivery):
+        its claim token, or None if someone claimed it first."""
+        return self._alone(
+            lambda connection: webhooks.claim_delivery(connection, delivery_id, lease)
+        )
+
+    def _alone(self, work: Callable[[Connection], T]) -> T:
+        """``work``, one statement: in autocommit on this thread's kept connection, else
+        (SQLite) in a transaction of its own."""
+        if self.autocommit is not None:
+            return self.autocommit.run(work)
+        with transaction(self.sessions) as session:
+            # No pre-ping on checkout (shared/infra/db.py): a dead connection runs it once more.
+            return retry_on_disconnect(session, lambda: work(session.connection()))
+
+
 class Bookkeeper:
     """The claim lane and the record lane of one worker process."""
 
@@ -182,28 +268,28 @@ class Bookkeeper:
         max_attempts: int,
         refund_limit: int | None,
         max_batch: int = 64,
+        autocommit: KeptConnections | None = None,
     ) -> None:
-        self.sessions = sessions
-        self.lease = lease
-        self.max_attempts = max_attempts
-        self.refund_limit = refund_limit
+        self.books = Books(sessions, autocommit, lease, max_attempts, refund_limit)
         self.pid = os.getpid()
+        # Each lane's thread keeps its own connection (autocommit) while it runs.
+        done = autocommit.close if autocommit is not None else None
         self.claims: GroupLane[str, ClaimedJob | None] = GroupLane(
-            "claim", self._claim, lambda job_id: job_id, max_batch
+            "claim", self._claim, lambda job_id: job_id, max_batch, done
         )
         self.records: GroupLane[Recording, Finished | None] = GroupLane(
-            "record", self._record, lambda r: r.result.claim.job_id, max_batch
+            "record", self._record, lambda r: r.result.claim.job_id, max_batch, done
         )
         self.sessions_seen: GroupLane[tuple[Claim, str], bool] = GroupLane(
-            "history", self._seen, lambda c: c[0].job_id, max_batch
+            "history", self._seen, lambda c: c[0].job_id, max_batch, done
         )
 
     def claim(self, job_id: str) -> ClaimedJob | None:
-        """The job and what analysing it needs, if it was QUEUED (claim_jobs)."""
+        """The job and what analysing it needs, if it was QUEUED (Books.claim)."""
         return self.claims.submit(job_id)
 
     def record(self, recording: Recording) -> Finished | None:
-        """Record the result if its attempt still owns the job (finish_jobs); None if not."""
+        """Record the result if its attempt still owns the job (Books.record); None if not."""
         return self.records.submit(recording)
 
     def seen_before(self, owned: Claim, session_id: str) -> bool:
@@ -216,29 +302,15 @@ class Bookkeeper:
         self.sessions_seen.close()
 
     def _claim(self, job_ids: list[str]) -> list[ClaimedJob | None]:
-        with transaction(self.sessions) as session:
-            # No pre-ping on checkout (shared/infra/db.py): a dead connection runs it once more.
-            taken = retry_on_disconnect(
-                session,
-                lambda: claim_jobs(
-                    session, job_ids, self.lease, self.max_attempts, refund_limit=self.refund_limit
-                ),
-            )
+        taken = self.books.claim(job_ids)
         return [taken.get(job_id) for job_id in job_ids]
 
     def _seen(self, asked: list[tuple[Claim, str]]) -> list[bool]:
-        with transaction(self.sessions) as session:
-            seen = sessions_seen(session, asked)
+        seen = self.books.seen(asked)
         return [owned.job_id in seen for owned, _ in asked]
 
     def _record(self, recordings: list[Recording]) -> list[Finished | None]:
-        with transaction(self.sessions) as session:
-            done = retry_on_disconnect(
-                session, lambda: finish_jobs(session, [r.result for r in recordings])
-            )
-            for r in recordings:
-                if r.result.claim.job_id in done:
-                    session.add_all(r.rows)
+        done = self.books.record(recordings)
         return [done.get(r.result.claim.job_id) for r in recordings]
 
 
@@ -252,13 +324,14 @@ def start(
     max_attempts: int,
     refund_limit: int | None,
     max_batch: int = 64,
+    autocommit: KeptConnections | None = None,
 ) -> Bookkeeper:
     """Batch this process's claims and records from now on (a threads-pool worker)."""
     global _keeper
     with _keeper_lock:
         if _keeper is not None and _keeper.pid == os.getpid():
             _keeper.close()
-        _keeper = Bookkeeper(sessions, lease, max_attempts, refund_limit, max_batch)
+        _keeper = Bookkeeper(sessions, lease, max_attempts, refund_limit, max_batch, autocommit)
         return _keeper
 
 

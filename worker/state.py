@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from antihack.shared.infra.db import make_engine, make_sessionmaker
+from antihack.shared.infra.db import (
+    KeptConnections,
+    kept_connections,
+    make_engine,
+    make_sessionmaker,
+)
 from antihack.shared.infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,9 @@ if TYPE_CHECKING:
 class WorkerState:
     settings: Settings
     sessions: sessionmaker[Session]
+    # Connections of the same pool kept in autocommit, for the bookkeeping that is one
+    # statement (worker/bookkeeping.py); None on SQLite.
+    autocommit: KeptConnections | None
     redis: redis.Redis
     pid: int
     _pipeline: Pipeline | NoopPipeline | None = field(default=None)
@@ -99,9 +107,11 @@ def get_state(settings: Settings) -> WorkerState:
     if state is None or state.pid != os.getpid():
         with _state_lock:
             if _state is None or _state.pid != os.getpid():
+                engine = make_engine(settings.effective_database_url)
                 _state = WorkerState(
                     settings=settings,
-                    sessions=make_sessionmaker(make_engine(settings.effective_database_url)),
+                    sessions=make_sessionmaker(engine),
+                    autocommit=kept_connections(engine),
                     redis=redis.Redis.from_url(settings.redis_client_url, socket_timeout=10),
                     pid=os.getpid(),
                 )

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from antihack.shared.domain import retention
+from antihack.shared.domain import retention, webhooks
 from antihack.shared.domain.capture import CaptureError, parse_capture
 from antihack.shared.domain.jobs import (
     AttemptResult,
@@ -25,16 +26,13 @@ from antihack.shared.domain.jobs import (
     ClaimedJob,
     Finished,
     capture_limits,
-    claim_jobs,
     due_for_publish,
     error_body,
-    finish_jobs,
     release,
-    sessions_seen,
 )
 from antihack.shared.domain.light import LightSequence
 from antihack.shared.infra.broker import held_job_ids
-from antihack.shared.infra.db import Base, retry_on_disconnect, transaction
+from antihack.shared.infra.db import Base, transaction
 from antihack.shared.infra.metrics import (
     count_attempt,
     count_finished,
@@ -56,7 +54,6 @@ from antihack.worker import bookkeeping
 from antihack.worker.celery_app import AntihackCelery, AntihackTask
 from antihack.worker.replay_index import DbHistory, replay_rows
 from antihack.worker.state import WorkerState, current_state, get_state
-from antihack.worker.webhook_tasks import publish_for_job
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +108,15 @@ def _claim(st: WorkerState, settings: Settings, job_id: str) -> ClaimedJob | Non
     keeper = bookkeeping.current()
     if keeper is not None:
         return keeper.claim(job_id)
+    return _books(st, settings).claim([job_id]).get(job_id)
+
+
+def _books(st: WorkerState, settings: Settings) -> bookkeeping.Books:
+    """This process's bookkeeping statements, one job at a time (prefork)."""
     s = settings
-    with transaction(st.sessions) as session:
-        # No pre-ping on checkout (shared/infra/db.py): a connection found dead runs it once more.
-        taken = retry_on_disconnect(
-            session,
-            lambda: claim_jobs(
-                session, [job_id], _lease(s), s.max_attempts, refund_limit=s.poison_refund_limit
-            ),
-        )
-    return taken.get(job_id)
+    return bookkeeping.Books(
+        st.sessions, st.autocommit, _lease(s), s.max_attempts, s.poison_refund_limit
+    )
 
 
 def _lease(settings: Settings) -> timedelta:
@@ -199,8 +195,7 @@ def _history(st: WorkerState, owned: Claim, session_id: str) -> frozenset[str]:
     if keeper is not None:
         seen = keeper.seen_before(owned, session_id)
     else:
-        with transaction(st.sessions) as session:
-            seen = owned.job_id in sessions_seen(session, [(owned, session_id)])
+        seen = owned.job_id in _books(st, st.settings).seen([(owned, session_id)])
     return frozenset([session_id[:100]]) if seen else frozenset()
 
 
@@ -209,25 +204,41 @@ def _store(task: AntihackTask, result: AttemptResult, rows: Sequence[Base] = ())
     st = task.state
     job_id = result.claim.job_id
     keeper = bookkeeping.current()
+    recording = bookkeeping.Recording(result, rows)
     finished: Finished | None
     if keeper is not None:
-        finished = keeper.record(bookkeeping.Recording(result, rows))
+        finished = keeper.record(recording)
     else:
-        with transaction(st.sessions) as session:
-            finished = retry_on_disconnect(session, lambda: finish_jobs(session, [result])).get(
-                job_id
-            )
-            if finished is not None:
-                session.add_all(rows)
+        finished = _books(st, st.settings).record([recording]).get(job_id)
     if finished is None:
         # Another attempt owns the job now (our lease ran out); its result will stand.
         count_attempt("lost_lease")
         return "lost-lease"
     count_finished(result.body)
-    if finished.webhook_due:
+    if finished.webhook_due and finished.delivery_id is not None:
         # Committed: the result's webhook delivery exists; send it now, not at the next dispatch.
-        publish_for_job(st.settings, task.app, job_id)
+        _send_webhook(task, job_id, finished.delivery_id)
     return str(result.body.get("status"))
+
+
+def _send_webhook(task: AntihackTask, job_id: str, delivery_id: str) -> None:
+    """Claim the delivery (one statement, by its id) and publish its send; a send that cannot
+    be published is released for the dispatcher, as webhook_tasks.claim_and_publish does."""
+    st = task.state
+    settings = st.settings
+    keeper = bookkeeping.current()
+    # A threads pool's task threads keep no connection of their own: a transaction of the pool.
+    books = _books(st, settings) if keeper is None else replace(keeper.books, autocommit=None)
+    try:
+        token = books.claim_delivery(delivery_id, webhooks.claim_lease(settings))
+        if token is not None and webhooks.publish(task.app, [(delivery_id, token)]):
+            with transaction(st.sessions) as session:
+                webhooks.release_claim(session, delivery_id, token)
+    except Exception:  # the dispatcher sends it (once its claim lapses, if it was taken)
+        log.warning(
+            "could not publish the job's webhook",
+            extra={"request_id": job_id, "delivery_id": delivery_id},
+        )
 
 
 def _notify(st: WorkerState, job_id: str) -> None:
@@ -302,8 +313,14 @@ def _load_models_once(sender: Any = None, **_: Any) -> None:
         if isinstance(app, AntihackCelery):
             # Its threads' claims and results share statements (worker/bookkeeping.py).
             s = app.settings
-            sessions = get_state(s).sessions
-            bookkeeping.start(sessions, _lease(s), s.max_attempts, s.poison_refund_limit)
+            st = get_state(s)
+            bookkeeping.start(
+                st.sessions,
+                _lease(s),
+                s.max_attempts,
+                s.poison_refund_limit,
+                autocommit=st.autocommit,
+            )
 
 
 @worker_shutdown.connect

@@ -19,7 +19,6 @@ from antihack.shared.infra.settings import Settings
 from antihack.shared.infra.tables import Job, utcnow
 from antihack.shared.infra.urlguard import UrlRefused, post
 from antihack.worker.celery_app import AntihackTask
-from antihack.worker.state import get_state
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +140,3 @@ def dispatch(self: AntihackTask) -> int:
 def send(self: AntihackTask, delivery_id: str, token: str) -> str:
     """One attempt of one delivery; a duplicate message finds the claim taken and does nothing."""
     return attempt(self.state.sessions, self.settings, delivery_id, token)
-
-
-def publish_for_job(settings: Settings, publisher: webhooks.Publisher, job_id: str) -> None:
-    """Send a finished job's deliveries now rather than at the dispatcher's next run."""
-    try:
-        claim_and_publish(get_state(settings).sessions, settings, publisher, job_id=job_id)
-    except Exception:  # the dispatcher sends it when the claim lapses
-        log.warning("could not publish the job's webhook", extra={"request_id": job_id})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, tuple_, update
@@ -22,9 +23,9 @@ from antihack.shared.domain.capture_sessions import (
     spend_upload_token,
 )
 from antihack.shared.domain.errors import ApiError
-from antihack.shared.domain.quota import charge, period_key, refund
+from antihack.shared.domain.quota import charge, charge_and_commit, period_key, refund
 from antihack.shared.domain.webhooks import Completion, completion_row
-from antihack.shared.infra.db import Base, rowcount
+from antihack.shared.infra.db import Base, driver_rows, on_psycopg, rowcount
 from antihack.shared.infra.secrets import new_request_id
 from antihack.shared.infra.settings import Settings
 from antihack.shared.infra.tables import (
@@ -80,10 +81,17 @@ class Accepted:
     id: str
     status: str
     created: bool
+    # The quota period accept_job(defer_charge=True) left to commit_accepted to charge.
+    charge_period: str | None = None
 
 
 def accept_job(
-    session: Session, key: ApiKey, sub: Submission, upload: UploadGrant | None = None
+    session: Session,
+    key: ApiKey,
+    sub: Submission,
+    upload: UploadGrant | None = None,
+    *,
+    defer_charge: bool = False,
 ) -> Accepted:
     """Insert the job and its input and charge the quota (not committed).
 
@@ -97,14 +105,16 @@ def accept_job(
 
     The statements are Core ``INSERT``s (no unit of work), and the quota is charged last: the
     charge locks the key's counter row until the commit, which serialises the key's
-    submissions, so nothing else of the transaction may run while it is held.
+    submissions, so nothing else of the transaction may run while it is held. With
+    ``defer_charge`` a submission without an Idempotency-Key is not charged here: then
+    :func:`commit_accepted` must end the transaction, and sends the charge with the COMMIT.
     """
     now = utcnow()
     idem = idempotency_scope(sub.idempotency_key, upload)
     job_id = new_request_id()
     if not idem:
-        _insert(session, key, job_id, sub, upload, now, None)
-        return Accepted(job_id, QUEUED, True)
+        period = _insert(session, key, job_id, sub, upload, now, None, charge_now=not defer_charge)
+        return Accepted(job_id, QUEUED, True, period if defer_charge else None)
     jobs = _table(Job)
     existing = _by_idempotency_key(session, key.id, idem)
     if existing is not None and existing.created_at > now - IDEMPOTENCY_WINDOW:
@@ -123,6 +133,15 @@ def accept_job(
             raise
         return _same_or_conflict(existing, sub)
     return Accepted(job_id, QUEUED, True)
+
+
+def commit_accepted(session: Session, key: ApiKey, accepted: Accepted) -> None:
+    """Commit :func:`accept_job`'s transaction; a charge it deferred goes with the COMMIT, in
+    one round trip (:func:`antihack.shared.domain.quota.charge_and_commit`), or OUT_OF_QUOTA."""
+    if accepted.charge_period is None:
+        session.commit()
+    else:
+        charge_and_commit(session, key, accepted.charge_period)
 
 
 def create_job(
@@ -156,11 +175,14 @@ def _insert(
     upload: UploadGrant | None,
     now: datetime,
     idem: str | None,
-) -> None:
+    charge_now: bool = True,
+) -> str | None:
     """Insert the job and its input, spend the upload token and redeem the capture session for
-    it (both rows point at the job), then charge the quota."""
+    it (both rows point at the job), then charge the quota (unless not ``charge_now``); returns
+    the period charged (None without a quota)."""
     # Core on the session's connection, with statements made once: no unit of work, no ORM
     # execution layer (this is the API's hot path, every accepted request).
+    period = None if key.quota_limit is None else period_key(key.quota_period, now)
     connection = session.connection()
     connection.execute(
         _insert_statement(Job, False),
@@ -177,8 +199,8 @@ def _insert(
             created_at=now,
             enqueued_at=now,
             attempts=0,
-            # The period charge() takes below, from the same clock reading.
-            charged_period=None if key.quota_limit is None else period_key(key.quota_period, now),
+            # The period charged below (or at the commit), from the same clock reading.
+            charged_period=period,
         ),
     )
     connection.execute(
@@ -192,7 +214,9 @@ def _insert(
         if check is not None:
             jobs = _table(Job)
             session.execute(update(jobs).where(jobs.c.id == job_id).values(session_check=check))
-    charge(session, key, now)
+    if charge_now:
+        charge(session, key, now)
+    return period
 
 
 def _by_idempotency_key(session: Session, key_id: str, idem: str) -> Any:
@@ -250,6 +274,9 @@ class Claim:
     job_id: str
     attempt: int
     api_key_id: str
+    # Whether the job had a webhook endpoint when it was claimed (its callback_url or its key's
+    # webhook_url); True where unknown. Without one its result may go by finish_quiet_jobs.
+    webhook: bool = True
 
 
 @dataclass(frozen=True)
@@ -325,28 +352,61 @@ def claim_jobs(
     The claim is one statement for any number of jobs: a threads-pool worker claims the jobs
     its threads were handed together (worker/bookkeeping.py).
     """
+    taken, exhausted = take_jobs(
+        session.connection(), job_ids, lease, max_attempts, refund_limit=refund_limit
+    )
+    if exhausted:
+        finish_jobs(session, exhausted)
+    return taken
+
+
+def take_jobs(
+    connection: Connection,
+    job_ids: Sequence[str],
+    lease: timedelta,
+    max_attempts: int,
+    *,
+    refund_limit: int | None = None,
+) -> tuple[dict[str, ClaimedJob], list[AttemptResult]]:
+    """The statement of :func:`claim_jobs`: the jobs taken, and the results that fail those
+    past ``max_attempts``, for the caller to record (:func:`finish_jobs`, in a transaction).
+
+    Being one statement, it may run on a connection in autocommit, where it commits alone at
+    once (no BEGIN and COMMIT round trips): the worker's way. Its commit never waits for the
+    disk (PostgreSQL): a claim lost in a database crash leaves the job as it was (QUEUED, its
+    attempts with it); the worker's record then matches no RUNNING attempt and writes nothing,
+    and the sweeper publishes the job again. The result's commit (finish_jobs) stays
+    synchronous: that one must not be lost once acknowledged.
+    """
     if not job_ids:
-        return {}
+        return {}, []
     now = utcnow()
-    params: dict[str, Any] = {"claimed_at": now, "lease_until": now + lease}
-    if len(job_ids) == 1:
-        params.update(job_id=job_ids[0])
+    if on_psycopg(connection):
+        rows = driver_rows(
+            connection,
+            _PG_CLAIM,
+            {
+                "job_ids": list(job_ids),
+                "now": _naive(now),
+                "lease_until": _naive(now + lease),
+                "queued": QUEUED,
+                "running": RUNNING,
+            },
+        )
     else:
-        params.update(job_ids=list(job_ids))
-    # On the session's connection: a Core statement needs none of the session's execution layer.
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        # The claim's commit need not wait for the disk. A claim lost in a database crash leaves
-        # the job as it was (QUEUED, its attempts and any exhausted-attempts failure with it: a
-        # transaction is lost whole or not at all); the worker's record then matches no RUNNING
-        # attempt and writes nothing, and the sweeper publishes the job again. The result's
-        # commit (finish_jobs) stays synchronous: that one must not be lost once acknowledged.
-        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-    rows = connection.execute(_claim_statement(len(job_ids) == 1), params).all()
+        params: dict[str, Any] = {"claimed_at": now, "lease_until": now + lease}
+        if len(job_ids) == 1:
+            params.update(job_id=job_ids[0])
+        else:
+            params.update(job_ids=list(job_ids))
+        # A Core statement on the connection: none of the session's execution layer.
+        rows = [
+            (*row, True) for row in connection.execute(_claim_statement(len(job_ids) == 1), params)
+        ]
     taken: dict[str, ClaimedJob] = {}
     exhausted: list[AttemptResult] = []
-    for job_id, attempt, key_id, image, extra, check, payload, light, signed, secret in rows:
-        owned = Claim(str(job_id), int(attempt), str(key_id))
+    for job_id, attempt, key_id, image, extra, check, payload, light, signed, secret, hook in rows:
+        owned = Claim(str(job_id), int(attempt), str(key_id), bool(hook))
         if owned.attempt > max_attempts:
             body = error_body(
                 owned.job_id, "INTERNAL_ERROR", f"the job failed {max_attempts} times"
@@ -367,9 +427,38 @@ def claim_jobs(
             bool(signed),
             str(secret),
         )
-    if exhausted:
-        finish_jobs(session, exhausted)
-    return taken
+    return taken, exhausted
+
+
+# The claim on PostgreSQL, run on the driver (``driver_rows``); the same as _claim_statement
+# for any number of jobs (``= ANY``: one statement text, prepared once per connection), and
+# also telling whether the job has a webhook endpoint. set_config makes its commit
+# asynchronous (take_jobs) without a SET statement of its own: it is the claim's transaction
+# that commits, in autocommit too, before the setting ends with it.
+_PG_CLAIM = """
+UPDATE jobs SET status = %(running)s, attempts = jobs.attempts + 1,
+    started_at = %(now)s, lease_expires_at = %(lease_until)s
+FROM api_keys AS k
+WHERE jobs.id = ANY(CAST(%(job_ids)s AS varchar[])) AND jobs.status = %(queued)s
+    AND k.id = jobs.api_key_id
+    AND set_config('synchronous_commit', 'off', true) IS NOT NULL
+RETURNING jobs.id, jobs.attempts, jobs.api_key_id, jobs.return_image, jobs.return_extra,
+    jobs.session_check,
+    (SELECT i.payload FROM job_inputs AS i WHERE i.job_id = jobs.id),
+    (SELECT s.light FROM capture_sessions AS s WHERE s.job_id = jobs.id LIMIT 1),
+    k.require_signed, k.sdk_secret_enc,
+    coalesce(jobs.callback_url, '') <> '' OR coalesce(k.webhook_url, '') <> ''
+"""
+
+
+def _naive(value: datetime) -> datetime:
+    """A UTC datetime as the UTCDateTime columns store it, for a statement on the driver."""
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A datetime read on the driver from a UTCDateTime column, as SQLAlchemy gives it."""
+    return None if value is None else value.replace(tzinfo=UTC)
 
 
 @functools.cache
@@ -465,21 +554,40 @@ def _insert_statement(model: type[Base], many: bool) -> Any:
     return statement.returning(*table.primary_key.columns) if many else statement
 
 
-def sessions_seen(session: Session, asked: Sequence[tuple[Claim, str]]) -> set[str]:
+def sessions_seen(session: Session | Connection, asked: Sequence[tuple[Claim, str]]) -> set[str]:
     """The jobs of ``asked`` (a claim and its capture's session id) whose key submitted that
     session id in another job before, in one query. Session ids are chosen by the client, so
     two partners' ids may coincide: they are compared per key."""
     pairs = [(owned.api_key_id, sid[:100]) for owned, sid in asked if sid]
     if not pairs:
         return set()
+    connection = session if isinstance(session, Connection) else session.connection()
+    if on_psycopg(connection):
+        rows: Any = driver_rows(
+            connection,
+            _PG_SEEN,
+            {"keys": [k for k, _ in pairs], "values": [v for _, v in pairs], "kind": "session"},
+        )
+    else:
+        rows = connection.execute(_seen_statement(), {"pairs": pairs})
     found: dict[tuple[str, str], set[str]] = {}
-    for key_id, value, job_id in session.execute(_seen_statement(), {"pairs": pairs}):
+    for key_id, value, job_id in rows:
         found.setdefault((str(key_id), str(value)), set()).add(str(job_id))
     return {
         owned.job_id
         for owned, sid in asked
         if found.get((owned.api_key_id, sid[:100]), set()) - {owned.job_id}
     }
+
+
+# sessions_seen on PostgreSQL, run on the driver: the same as _seen_statement, one text for
+# any number of pairs.
+_PG_SEEN = """
+SELECT f.api_key_id, f.value, f.job_id
+FROM unnest(CAST(%(keys)s AS varchar[]), CAST(%(values)s AS varchar[])) AS q(api_key_id, value)
+JOIN fingerprints AS f
+    ON f.api_key_id = q.api_key_id AND f.kind = %(kind)s AND f.value = q.value
+"""
 
 
 @functools.cache
@@ -525,20 +633,148 @@ def finish_jobs(session: Session, outcomes: Sequence[AttemptResult]) -> dict[str
     took it) is absent and changes nothing.
 
     The job rows are moved by one ``UPDATE`` guarded by (id, attempt) and the results added by
-    one ``INSERT``, for any number of jobs; a job whose result has a webhook endpoint gets its
-    delivery in the same transaction (the outbox), decided by ``webhooks.completion_row`` from
-    what the ``UPDATE … RETURNING`` read (the callback_url, the key's webhook fields) and
-    written by one more ``INSERT``. All Core statements built once, on the session's
-    connection (no unit of work). An INTERNAL_ERROR is refunded (once:
-    ``refund`` is conditional on the job row), unless the key had the result's
-    ``refund_limit`` refunds today already (None or negative: no limit).
+    one ``INSERT``, for any number of jobs (on PostgreSQL one statement does both, on the
+    driver); a job whose result has a webhook endpoint gets its delivery in the same
+    transaction (the outbox), decided by ``webhooks.completion_row`` from what the
+    ``UPDATE … RETURNING`` read (the callback_url, the key's webhook fields) and written by one
+    more ``INSERT``. All Core statements built once, on the session's connection (no unit of
+    work). An INTERNAL_ERROR is refunded (once: ``refund`` is conditional on the job row),
+    unless the key had the result's ``refund_limit`` refunds today already (None or negative:
+    no limit).
     """
     if not outcomes:
         return {}
-    if len({o.claim.job_id for o in outcomes}) != len(outcomes):
-        raise ValueError("one result per job in a call")
+    _one_per_job(outcomes)
     now = utcnow()
     connection = session.connection()  # Core statements: no unit of work, no ORM layer
+    moved: list[Any] = []
+    rest = list(outcomes)
+    if on_psycopg(connection):
+        moved += _finish_at_once(connection, [o for o in rest if not _refundable(o)], now, False)
+        rest = [o for o in rest if _refundable(o)]
+    moved += _move_and_store(session, rest, now)
+    if not moved:
+        return {}
+    # The webhook deliveries (the outbox), in the same transaction, decided from what the
+    # UPDATE returned: one INSERT for all of them, nothing read.
+    finished: dict[str, Finished] = {}
+    deliveries = []
+    for job_id, key_id, callback_url, webhook_url, revoked_at, disabled_at in moved:
+        done = Completion(
+            str(job_id), str(key_id), callback_url, webhook_url, revoked_at, disabled_at
+        )
+        row = completion_row(done, now)
+        if row is None:
+            finished[done.job_id] = Finished()
+            continue
+        deliveries.append(row)
+        finished[done.job_id] = Finished(row["id"], row["status"])
+    _insert_rows(connection, WebhookDelivery, deliveries)
+    return finished
+
+
+def finish_quiet_jobs(
+    connection: Connection, outcomes: Sequence[AttemptResult]
+) -> dict[str, Finished]:
+    """Record, in one statement, those of ``outcomes`` that bring nothing but their result: no
+    refund (not INTERNAL_ERROR) and no webhook delivery (claimed without an endpoint, and the
+    statement checks that the job and its key still have none). Returns those recorded, as
+    :func:`finish_jobs` does; the others are left as they were, for finish_jobs.
+
+    Being one statement, it may run on a connection in autocommit, where it commits alone
+    (synchronously: a result is never lost once recorded), without BEGIN and COMMIT round
+    trips: the worker's way for most results. PostgreSQL only; elsewhere it records nothing.
+    """
+    quiet = [o for o in outcomes if not o.claim.webhook and not _refundable(o)]
+    if not quiet or not on_psycopg(connection):
+        return {}
+    _one_per_job(quiet)
+    moved = _finish_at_once(connection, quiet, utcnow(), True)
+    return {str(row[0]): Finished() for row in moved}
+
+
+def _one_per_job(outcomes: Sequence[AttemptResult]) -> None:
+    if len({o.claim.job_id for o in outcomes}) != len(outcomes):
+        raise ValueError("one result per job in a call")
+
+
+def _refundable(outcome: AttemptResult) -> bool:
+    """An INTERNAL_ERROR: our fault, refunded (``_refund``, statements of its own)."""
+    return outcome.body.get("status") == "INTERNAL_ERROR"
+
+
+# finish_jobs on PostgreSQL for results without a refund: the job rows moved (guarded by id
+# and attempt, as _finish_statement) and the results inserted for those moved, one statement
+# for any number of jobs, run on the driver; the results travel as one JSON document.
+# ``quiet``: only jobs without a webhook endpoint (finish_quiet_jobs); the others stay RUNNING.
+_PG_FINISH = """
+WITH done AS (
+    SELECT * FROM json_to_recordset(CAST(%(done)s AS json)) AS d(
+        job_id varchar, attempt integer, final varchar, result varchar, body json,
+        reasons json, model_versions json, stage_ms json, failed_steps json)
+), moved AS (
+    UPDATE jobs SET status = done.final, finished_at = %(now)s, lease_expires_at = NULL,
+        result_status = done.result
+    FROM done, api_keys AS k
+    WHERE jobs.id = ANY(CAST(%(job_ids)s AS varchar[])) AND jobs.status = %(running)s
+        AND done.job_id = jobs.id AND done.attempt = jobs.attempts AND k.id = jobs.api_key_id
+        AND NOT (%(quiet)s AND (coalesce(jobs.callback_url, '') <> ''
+                                OR coalesce(k.webhook_url, '') <> ''))
+    RETURNING jobs.id, jobs.api_key_id, jobs.callback_url, k.webhook_url, k.revoked_at,
+        k.webhook_disabled_at
+), stored AS (
+    INSERT INTO job_results (job_id, body, reasons, model_versions, stage_ms, failed_steps,
+        created_at)
+    SELECT done.job_id, done.body, done.reasons, done.model_versions, done.stage_ms,
+        done.failed_steps, %(now)s
+    FROM done JOIN moved ON moved.id = done.job_id
+)
+SELECT * FROM moved
+"""
+
+
+def _finish_at_once(
+    connection: Connection, outcomes: Sequence[AttemptResult], now: datetime, quiet: bool
+) -> list[Any]:
+    """_PG_FINISH for ``outcomes`` (none refunded); the moved jobs' rows, as _finish_statement
+    returns them."""
+    if not outcomes:
+        return []
+    done = []
+    for o in outcomes:
+        status = str(o.body.get("status"))
+        done.append(
+            {
+                "job_id": o.claim.job_id,
+                "attempt": o.claim.attempt,
+                "final": SUCCEEDED if status == "OK" else FAILED,
+                "result": status,
+                "body": o.body,
+                "reasons": o.reasons or [],
+                "model_versions": o.model_versions or {},
+                "stage_ms": o.stage_ms or {},
+                "failed_steps": o.failed_steps or [],
+            }
+        )
+    params = {
+        "done": json.dumps(done),
+        "job_ids": [o.claim.job_id for o in outcomes],
+        "now": _naive(now),
+        "running": RUNNING,
+        "quiet": quiet,
+    }
+    rows = driver_rows(connection, _PG_FINISH, params)
+    return [(*row[:4], _aware(row[4]), _aware(row[5])) for row in rows]
+
+
+def _move_and_store(
+    session: Session, outcomes: Sequence[AttemptResult], now: datetime
+) -> list[Any]:
+    """finish_jobs' Core statements: the job rows moved (one UPDATE per result status), the
+    INTERNAL_ERRORs refunded, the results inserted. Returns the moved jobs' rows."""
+    if not outcomes:
+        return []
+    connection = session.connection()
     by_status: dict[str, list[tuple[str, int]]] = {}
     for o in outcomes:
         by_status.setdefault(str(o.body.get("status")), []).append(
@@ -553,8 +789,6 @@ def finish_jobs(session: Session, outcomes: Sequence[AttemptResult]) -> dict[str
         else:
             params.update(owners=owners)
         moved += connection.execute(_finish_statement(len(owners) == 1), params).all()
-    if not moved:
-        return {}
     owned = {str(row[0]) for row in moved}
     results = []
     for o in outcomes:
@@ -562,7 +796,7 @@ def finish_jobs(session: Session, outcomes: Sequence[AttemptResult]) -> dict[str
             continue
         body, reasons = o.body, o.reasons or []
         limit = o.refund_limit
-        if body.get("status") == "INTERNAL_ERROR" and not _refund(session, o.claim, limit, now):
+        if _refundable(o) and not _refund(session, o.claim, limit, now):
             # Failing every attempt is what a capture built to time out or crash the worker
             # does: past the limit its sender pays for it, as for any other analysis.
             body = {
@@ -583,22 +817,7 @@ def finish_jobs(session: Session, outcomes: Sequence[AttemptResult]) -> dict[str
             }
         )
     _insert_rows(connection, JobResult, results)
-    # The webhook deliveries (the outbox), in the same transaction, decided from what the
-    # UPDATE returned: one INSERT for all of them, nothing read.
-    finished: dict[str, Finished] = {}
-    deliveries = []
-    for job_id, key_id, callback_url, webhook_url, revoked_at, disabled_at in moved:
-        done = Completion(
-            str(job_id), str(key_id), callback_url, webhook_url, revoked_at, disabled_at
-        )
-        row = completion_row(done, now)
-        if row is None:
-            finished[done.job_id] = Finished()
-            continue
-        deliveries.append(row)
-        finished[done.job_id] = Finished(row["id"], row["status"])
-    _insert_rows(connection, WebhookDelivery, deliveries)
-    return finished
+    return moved
 
 
 def _refund(session: Session, claim: Claim, limit: int | None, now: datetime) -> bool:

@@ -47,7 +47,7 @@ MAX_INT = 2**31 - 1  # api_keys.quota_limit and .burst are PostgreSQL integers
 
 SEED_EXAMPLE_ID = "TID8bf47ab6eda64476973cc5f5b6ebf57e"  # the seed documentation's request id
 # The seed documentation's ``extra``, in the worker's order (worker/pipeline/run.py's _extra).
-EXTRA_EXAMPLE: dict[str, float | bool] = {
+EXTRA_EXAMPLE: dict[str, Any] = {
     "mask_proba": 0.001,
     "quality_score": 0.961,
     "quality_too_low": False,

@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from antihack.shared.domain.errors import ApiError
 from antihack.shared.domain.signatures import sign
-from antihack.shared.infra.db import rowcount
+from antihack.shared.infra.db import driver_rows, on_psycopg, rowcount
 from antihack.shared.infra.queues import WEBHOOK_SEND_TASK, WEBHOOKS_QUEUE
 from antihack.shared.infra.secrets import decrypt
 from antihack.shared.infra.settings import Settings
@@ -232,6 +232,48 @@ def claim_due(
         if rowcount(claimed):
             claims.append((found, token))
     return claims
+
+
+def claim_delivery(
+    connection: Connection, delivery_id: str, lease: timedelta, now: datetime | None = None
+) -> str | None:
+    """:func:`claim_due` for one delivery known by its id (the worker's, for the result it has
+    just recorded): its claim token, or None when it is not due (someone claimed it first).
+    One statement, so it may run in autocommit (on PostgreSQL on the driver: no SELECT, no
+    session), where it commits alone."""
+    now = now or utcnow()
+    token = secrets.token_hex(16)
+    if on_psycopg(connection):
+        naive = now.astimezone(UTC).replace(tzinfo=None)  # as the UTCDateTime columns store it
+        claimed = driver_rows(
+            connection,
+            _PG_CLAIM_DELIVERY,
+            {
+                "id": delivery_id,
+                "token": token,
+                "until": naive + lease,
+                "now": naive,
+                "pending": PENDING,
+            },
+        )
+        return token if claimed else None
+    taken = connection.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.status == PENDING,
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .values(claim_token=token, next_attempt_at=now + lease)
+    )
+    return token if rowcount(taken) else None
+
+
+_PG_CLAIM_DELIVERY = """
+UPDATE webhook_deliveries SET claim_token = %(token)s, next_attempt_at = %(until)s
+WHERE id = %(id)s AND status = %(pending)s AND next_attempt_at <= %(now)s
+RETURNING id
+"""
 
 
 def release_claim(session: Session, delivery_id: str, token: str) -> None:
