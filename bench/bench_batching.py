@@ -165,14 +165,17 @@ def bench_bookkeeping(threads: int, jobs: int, rounds: int, sizes: Sequence[int]
     with stack() as st, ThreadPoolExecutor(threads) as pool:
         settings = st.settings.replace(bench_noop_pipeline=True)
         task: Any = make_celery(settings).tasks[ANALYZE_TASK]
-        sessions = get_state(settings).sessions
+        state = get_state(settings)  # as the worker runs it: kept autocommit connections
+        sessions = state.sessions
         lease = timedelta(seconds=settings.task_time_limit_s + settings.lease_margin_s)
 
         def one_round(size: int | None) -> tuple[float, float, float]:
             ids = new_jobs(st, jobs)
             keeper = None
             if size is not None:
-                keeper = bookkeeping.start(sessions, lease, 3, None, max_batch=size)
+                keeper = bookkeeping.start(
+                    sessions, lease, 3, None, max_batch=size, autocommit=state.autocommit
+                )
             try:
                 start = time.perf_counter()
                 outcomes = list(pool.map(task.run, ids))

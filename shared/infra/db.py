@@ -138,19 +138,28 @@ def commit_pipelined(session: Session, statement: Any, params: dict[str, Any]) -
                     pipeline.sync()
                 raise
     except dbapi.Error as error:
-        invalidated = connection.dialect.is_disconnect(error, raw, None)
-        if invalidated:
-            connection.invalidate(error)
-        raise exc.DBAPIError.instance(
-            None,
-            None,
-            error,
-            dbapi.Error,
-            connection_invalidated=invalidated,
-            dialect=connection.dialect,
-        ) from error
+        raise _as_sqlalchemy(connection, raw, error, None, None) from error
     session.commit()  # the session's side: the server has committed, this sends nothing
     return True
+
+
+def _as_sqlalchemy(
+    connection: Connection, raw: Any, error: Any, sql: str | None, params: Any
+) -> exc.StatementError:
+    """A driver error raised under SQLAlchemy's connection, as SQLAlchemy would raise it: a lost
+    connection invalidated (so :func:`retry_on_disconnect` and the pool treat it alike)."""
+    invalidated = connection.dialect.is_disconnect(error, raw, None)
+    if invalidated:
+        connection.invalidate(error)
+    wrapped: exc.StatementError = exc.DBAPIError.instance(
+        sql,
+        params,
+        error,
+        connection.dialect.loaded_dbapi.Error,
+        connection_invalidated=invalidated,
+        dialect=connection.dialect,
+    )
+    return wrapped
 
 
 def rowcount(result: object) -> int:
@@ -185,17 +194,7 @@ def driver_rows(connection: Connection, sql: str, params: Mapping[str, Any]) -> 
             rows: list[Any] = cursor.fetchall()
             return rows
     except dbapi.Error as error:
-        invalidated = connection.dialect.is_disconnect(error, raw, None)
-        if invalidated:
-            connection.invalidate(error)
-        raise exc.DBAPIError.instance(
-            sql,
-            dict(params),
-            error,
-            dbapi.Error,
-            connection_invalidated=invalidated,
-            dialect=connection.dialect,
-        ) from error
+        raise _as_sqlalchemy(connection, raw, error, sql, dict(params)) from error
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
