@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,8 +30,7 @@ def _submit_one(client: Client, path: str, return_extra: bool) -> dict[str, Any]
 
 def _progress(length: int, label: str) -> Any:
     """A progress bar on stderr, so that stdout stays machine-readable."""
-    stream = click.get_text_stream("stderr")  # type: ignore[operator]
-    return click.progressbar(length=length, label=label, file=stream)
+    return click.progressbar(length=length, label=label, file=sys.stderr)
 
 
 def submit_files(
