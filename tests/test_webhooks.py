@@ -596,23 +596,3 @@ def test_a_batch_of_finished_jobs_gets_its_deliveries_from_one_insert(
     assert "410 Gone" in (rows[disabled_job].last_error or "")
     assert rows[revoked_job].last_error == "the API key is revoked"
     assert finished[nothing].delivery_id is None and not finished[nothing].webhook_due
-
-
-def test_record_completion_writes_the_row_completion_row_decides(
-    sessions: Any, base_settings: Settings
-) -> None:
-    """The ORM way (one job) and the worker's Core way share the decision."""
-    from antihack.shared.infra.tables import Job
-
-    hooked = key_with_webhook(sessions, base_settings, "http://127.0.0.1:9/key-hook")
-    [job_id] = new_jobs(sessions, hooked.api_id)
-    with transaction(sessions) as s:
-        job, api_key = s.get(Job, job_id), s.get(ApiKey, hooked.api_id)
-        assert job is not None and api_key is not None
-        decided = webhooks.completion_row(webhooks.Completion.of(job, api_key), utcnow())
-        delivery = webhooks.record_completion(s, job_id)
-        assert decided is not None and delivery is not None
-        same = [c for c in decided if c not in ("id", "created_at", "next_attempt_at")]
-        assert {c: getattr(delivery, c) for c in same} == {c: decided[c] for c in same}
-        assert decided["status"] == "pending" and delivery.next_attempt_at == delivery.created_at
-        s.rollback()

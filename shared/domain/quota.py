@@ -72,8 +72,14 @@ def charge(session: Session, key: ApiKey, now: datetime | None = None) -> str | 
     if key.quota_limit is None:
         return None
     period = period_key(key.quota_period, now or utcnow())
+    _take(session, key, period)
+    return period
+
+
+def _take(session: Session, key: ApiKey, period: str) -> None:
+    """The charge that answers (``RETURNING``): one unit of ``period``, or OUT_OF_QUOTA."""
     taken = None
-    if key.quota_limit > 0:
+    if key.quota_limit is not None and key.quota_limit > 0:
         connection = session.connection()
         taken = connection.execute(
             _charge_statement(connection.dialect.name),
@@ -81,7 +87,6 @@ def charge(session: Session, key: ApiKey, now: datetime | None = None) -> str | 
         ).first()
     if taken is None:
         raise _out_of_quota(key, period)
-    return period
 
 
 def _out_of_quota(key: ApiKey, period: str) -> ApiError:
@@ -146,10 +151,7 @@ def charge_and_commit(session: Session, key: ApiKey, period: str) -> None:
             raise
         session.rollback()
         raise _out_of_quota(key, period) from None
-    # SQLite: the charge that answers, then the commit.
-    connection = session.connection()
-    if connection.execute(_charge_statement(connection.dialect.name), params).first() is None:
-        raise _out_of_quota(key, period)
+    _take(session, key, period)  # SQLite: the charge that answers, then the commit
     session.commit()
 
 

@@ -135,17 +135,6 @@ class Completion:
     revoked_at: datetime | None
     webhook_disabled_at: datetime | None
 
-    @classmethod
-    def of(cls, job: Job, key: ApiKey) -> Completion:
-        return cls(
-            job.id,
-            key.id,
-            job.callback_url,
-            key.webhook_url,
-            key.revoked_at,
-            key.webhook_disabled_at,
-        )
-
 
 def completion_row(done: Completion, now: datetime) -> dict[str, Any] | None:
     """The ``liveness.completed`` delivery row of a job that has just finished, or None when it
@@ -163,25 +152,6 @@ def completion_row(done: Completion, now: datetime) -> dict[str, Any] | None:
     if reason is not None:
         row.update(status=DISABLED, next_attempt_at=None, last_error=reason)
     return row
-
-
-def record_completion(session: Session, job_id: str) -> WebhookDelivery | None:
-    """Add the ``liveness.completed`` delivery for a job that has just finished (not committed),
-    through the ORM: :func:`completion_row` of the job and its key as the session has them.
-
-    The worker's ``jobs.finish_jobs`` writes the same rows with one Core ``INSERT``
-    from what its ``UPDATE … RETURNING`` read; this is the one-job way for everyone else.
-    """
-    job = session.get(Job, job_id)
-    key = session.get(ApiKey, job.api_key_id) if job is not None else None
-    if job is None or key is None:
-        return None
-    row = completion_row(Completion.of(job, key), utcnow())
-    if row is None:
-        return None
-    delivery = WebhookDelivery(**row)
-    session.add(delivery)
-    return delivery
 
 
 # --- claiming and publishing -------------------------------------------------------------------
