@@ -3,11 +3,8 @@ capture SDK shows, records and submits (see shared/domain/capture_sessions.py)."
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, g, request
 from flask.typing import ResponseReturnValue
-from pydantic import BaseModel
 
 from antihack.api.app_helpers import json_response
 from antihack.api.auth import client_key, current_key
@@ -18,15 +15,9 @@ from antihack.shared.domain.capture_sessions import (
     get_owned_capture_session,
 )
 from antihack.shared.domain.errors import ApiError
-from antihack.shared.domain.schemas import NewSession, Session
+from antihack.shared.domain.schemas import NewSession, Session, shown
 
 bp = Blueprint("capture_sessions", __name__)
-
-
-def _shown(body: BaseModel) -> dict[str, Any]:
-    """A response model as JSON; ``light`` is absent, not null, for a capture session without
-    LIGHT."""
-    return body.model_dump(mode="json", exclude_unset=True)
 
 
 def _no_options() -> None:
@@ -51,7 +42,7 @@ def create() -> ResponseReturnValue:
     session.commit()
     fields = {"request_id": g.request_id, "status": "OK", **capture_session.body()}
     body = NewSession.model_validate(fields)
-    return json_response(_shown(body), 201)
+    return json_response(shown(body), 201)  # light absent, not null, without LIGHT
 
 
 @bp.get("/v1/sessions/<session_id>")
@@ -61,4 +52,4 @@ def show(session_id: str) -> ResponseReturnValue:
     capture_session = get_owned_capture_session(db(), current_key(), session_id)
     fields = {"request_id": g.request_id, "status": "OK", **capture_session_view(capture_session)}
     body = Session.model_validate(fields)
-    return json_response(_shown(body))
+    return json_response(shown(body))
