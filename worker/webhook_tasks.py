@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
 
 from celery import shared_task
 from sqlalchemy.orm import Session, sessionmaker
@@ -41,12 +40,11 @@ def claim_and_publish(
     sessions: sessionmaker[Session],
     settings: Settings,
     publisher: webhooks.Publisher,
-    **which: Any,
 ) -> int:
-    """Claim due deliveries (``job_id=`` / ``delivery_id=`` narrow it), commit, then publish a
-    send for each; a claim that cannot be published is released for the dispatcher."""
+    """Claim the due deliveries, commit, then publish a send for each; a claim that cannot be
+    published is released for the next run (the dispatcher's work)."""
     with transaction(sessions) as session:
-        claims = webhooks.claim_due(session, webhooks.claim_lease(settings), **which)
+        claims = webhooks.claim_due(session, webhooks.claim_lease(settings))
     failed = webhooks.publish(publisher, claims)
     if failed:
         with transaction(sessions) as session:
