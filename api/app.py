@@ -34,7 +34,7 @@ from antihack.api.context import Services
 from antihack.shared.domain.errors import ApiError
 from antihack.shared.domain.keys import KeyCache
 from antihack.shared.domain.ratelimit import RateLimiter
-from antihack.shared.infra.db import make_engine, make_sessionmaker
+from antihack.shared.infra.db import DB_POOL_SIZE, make_engine, make_sessionmaker
 from antihack.shared.infra.publisher import TaskPublisher
 from antihack.shared.infra.runtime import prepare
 from antihack.shared.infra.secrets import new_request_id
@@ -48,7 +48,9 @@ DATABASE_BLUEPRINTS = frozenset({"jobs", "admin", "usage", "webhooks", "capture_
 FORM_OVERHEAD_BYTES = 64 * 1024
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, threads: int = 0) -> Flask:
+    """The API's Flask app; ``threads``: how many threads serve it (gunicorn's ``--threads``),
+    so that the database pool keeps a connection for each instead of opening one per request."""
     settings = prepare(settings or Settings.from_env())
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + FORM_OVERHEAD_BYTES
@@ -59,9 +61,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     client = redis.Redis.from_url(
         settings.redis_client_url, socket_timeout=settings.sync_wait_s + 5
     )
+    engine = make_engine(settings.effective_database_url, pool_size=max(DB_POOL_SIZE, threads))
     app.extensions["antihack"] = Services(
         settings=settings,
-        sessions=make_sessionmaker(make_engine(settings.effective_database_url)),
+        sessions=make_sessionmaker(engine),
+        intake=(
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.driver == "psycopg"
+            else None
+        ),
         redis=client,
         publisher=TaskPublisher(settings),
         limiter=RateLimiter(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import redis
 from flask import current_app, g
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from antihack.shared.domain.keys import KeyCache
@@ -23,6 +24,9 @@ class Services:
     publisher: TaskPublisher
     limiter: RateLimiter
     keys: KeyCache
+    # The database in autocommit, for a submission accepted in one statement (PostgreSQL with
+    # psycopg; None elsewhere: shared/domain/jobs.py accept_in_one_statement).
+    intake: Engine | None = None
     # A slot per concurrent liveness_data_url download; None when the number is unbounded.
     download_slots: threading.BoundedSemaphore | None = None
 

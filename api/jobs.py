@@ -21,11 +21,13 @@ from antihack.shared.domain.capture import CaptureError, capture_from_image
 from antihack.shared.domain.errors import HTTP_CODES, ApiError
 from antihack.shared.domain.jobs import (
     Accepted,
+    accept_in_one_statement,
     accept_job,
     capture_limits,
     commit_accepted,
     get_owned_job,
     job_resource,
+    takes_one_statement,
 )
 from antihack.shared.domain.retention import delete_owned_job
 from antihack.shared.infra.db import retry_on_disconnect, transaction
@@ -69,7 +71,8 @@ def _cors(response: Response) -> Response:
 def _submit() -> Accepted:
     """Validate, commit the job, then publish its id (the sweeper covers a failed publish).
 
-    One transaction: the job, its input, the session redemption and the quota charge.
+    One transaction: the job, its input, the session redemption and the quota charge; on
+    PostgreSQL a submission with nothing to look up or redeem is one statement.
     """
     svc = services()
     session = db()
@@ -86,10 +89,13 @@ def _submit() -> Accepted:
             "NO_PERMISSION",
             "this upload token submits only a capture whose session_nonce is its session's nonce",
         )
-    job = retry_on_disconnect(
-        session, lambda: accept_job(session, key, sub, upload, defer_charge=True)
-    )
-    commit_accepted(session, key, job)  # the quota charge travels with the COMMIT
+    if svc.intake is not None and takes_one_statement(key, sub, upload):
+        job = accept_in_one_statement(svc.intake, key, sub)
+    else:
+        job = retry_on_disconnect(
+            session, lambda: accept_job(session, key, sub, upload, defer_charge=True)
+        )
+        commit_accepted(session, key, job)  # the quota charge travels with the COMMIT
     g.request_id = job.id
     if job.created:
         try:

@@ -1,9 +1,11 @@
 """The submission path's shortcuts keep their promises: the API loads no worker code, a cached
 key is refused within the cache's bound once revoked, a dead database connection costs no
-error and no double charge, the quota charge travels with the COMMIT."""
+error and no double charge, the quota charge travels with the COMMIT, a plain submission is one
+statement that writes what the transaction writes."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -18,6 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 
+from antihack.shared.domain import jobs as jobs_module
 from antihack.shared.domain.keys import revoke_key, rotate_key
 from antihack.shared.infra.db import transaction
 from antihack.shared.infra.settings import Settings
@@ -169,11 +172,18 @@ def test_a_pooled_connection_the_server_closed_is_dropped_at_checkout(
     assert _jobs(sessions, key.api_id) == 2 and quota_used(sessions, key.api_id) == 2
 
 
+def _general_path(app: Flask) -> Flask:
+    """The app with the transaction path for every submission (as for one with a capture
+    session, and on SQLite), not the one statement of a plain submission."""
+    app.extensions["antihack"] = dataclasses.replace(app.extensions["antihack"], intake=None)
+    return app
+
+
 def test_a_connection_that_dies_mid_submission_is_retried_once_and_charged_once(
     base_settings: Settings, make_key: Any, sessions: Any, postgres: sa.Engine
 ) -> None:
     key = make_key(quota=10, quota_period="total")
-    app = create_test_app(base_settings)
+    app = _general_path(create_test_app(base_settings))
     client = app.test_client()
     engine = app.extensions["antihack"].sessions.kw["bind"]
     killed: list[int] = []
@@ -191,6 +201,133 @@ def test_a_connection_that_dies_mid_submission_is_retried_once_and_charged_once(
     assert _jobs(sessions, key.api_id) == 1 and quota_used(sessions, key.api_id) == 1
 
 
+def test_a_plain_submission_is_one_statement_and_a_refusal_commits_nothing(
+    base_settings: Settings,
+    make_key: Any,
+    sessions: Any,
+    postgres: sa.Engine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No Idempotency-Key, token or capture session: the job, its input and the charge are
+    one INSERT in autocommit (no BEGIN, no COMMIT); at the limit it fails as a whole."""
+    key = make_key(quota=2, quota_period="total")
+    app = create_test_app(base_settings)
+    client = app.test_client()
+    engine = app.extensions["antihack"].sessions.kw["bind"]
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql))
+    codes = [_submit(client, key).status_code for _ in range(4)]
+    assert codes == [202, 202, 403, 403]
+    assert _jobs(sessions, key.api_id) == 2 and quota_used(sessions, key.api_id) == 2
+    with transaction(sessions) as s:
+        inputs = s.execute(
+            sa.text(
+                "SELECT count(*) FROM job_inputs JOIN jobs ON jobs.id = job_id "
+                "WHERE api_key_id = :k"
+            ),
+            {"k": key.api_id},
+        ).scalar_one()
+    assert inputs == 2
+    # Only the key's read (once: then it is cached) went through SQLAlchemy's execution.
+    assert [sql.split()[:2] for sql in statements] == [["SELECT", "api_keys.id,"]]
+    assert _read(client, key.headers) == 404  # the refusals left their connections usable
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+
+
+def test_one_statement_and_the_transaction_write_the_same_rows(
+    base_settings: Settings, make_key: Any, sessions: Any, postgres: sa.Engine
+) -> None:
+    key = make_key(quota=10, quota_period="month")
+    fast, general = create_test_app(base_settings), _general_path(create_test_app(base_settings))
+    capture = no_face_capture()
+    ids = [
+        app.test_client()
+        .post(
+            "/v1/jobs",
+            data={"liveness_data_file": (io.BytesIO(capture), "c.pb")},
+            headers=key.headers,
+            content_type="multipart/form-data",
+        )
+        .get_json()["request_id"]
+        for app in (fast, general)
+    ]
+    columns = (
+        "status, source, return_image, return_extra, callback_url, idempotency_key, "
+        "payload_sha256, attempts, charged_period, api_key_id, session_check, "
+        "jobs.created_at = enqueued_at, started_at, finished_at, size, payload, "
+        "job_inputs.created_at = jobs.created_at"
+    )
+    with transaction(sessions) as s:
+        rows = [
+            s.execute(
+                sa.text(
+                    f"SELECT {columns} FROM jobs JOIN job_inputs ON job_id = id WHERE id = :id"
+                ),
+                {"id": job_id},
+            ).one()
+            for job_id in ids
+        ]
+    assert rows[0] == rows[1] and rows[0].charged_period.startswith("month:")
+    assert quota_used(sessions, key.api_id) == 2
+
+
+def test_one_statement_retried_on_a_dead_connection_is_charged_once(
+    base_settings: Settings, make_key: Any, sessions: Any, postgres: sa.Engine
+) -> None:
+    """The server ends the connection after the checkout's check: the statement fails, runs
+    once more on a fresh connection, and the job is accepted once."""
+    key = make_key(quota=10, quota_period="total")
+    app = create_test_app(base_settings)
+    client = app.test_client()
+    engine = app.extensions["antihack"].sessions.kw["bind"]
+    killed: list[int] = []
+
+    def kill_once(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        if not killed:  # runs after the pool's own check (listened to later)
+            killed.append(dbapi_conn.info.backend_pid)
+            assert _terminate(postgres, killed) == 1
+
+    assert _submit(client, key).status_code == 202  # the pool holds a connection now
+    event.listen(engine, "checkout", kill_once)
+    resp = _submit(client, key)
+    assert killed and resp.status_code == 202, resp.get_json()
+    assert _jobs(sessions, key.api_id) == 2 and quota_used(sessions, key.api_id) == 2
+
+
+def test_one_statement_whose_answer_was_lost_is_accepted_once(
+    base_settings: Settings,
+    make_key: Any,
+    sessions: Any,
+    postgres: sa.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server committed the statement, then the connection died before its answer came
+    back: the second try meets the job's own primary key, and the job stands, charged once."""
+    key = make_key(quota=10, quota_period="total")
+    app = create_test_app(base_settings)
+    calls: list[str] = []
+    real = jobs_module.driver_rows
+
+    def commit_then_lose_the_answer(connection: Any, sql: str, params: Any) -> Any:
+        rows = real(connection, sql, params)  # committed (autocommit)
+        calls.append(params["id"])
+        if len(calls) == 1:
+            pid = connection.connection.dbapi_connection.info.backend_pid
+            assert _terminate(postgres, [pid]) == 1
+            try:
+                connection.exec_driver_sql("SELECT 1")  # meets the dead connection
+            except sa.exc.DBAPIError as error:
+                assert error.connection_invalidated
+                raise
+        return rows
+
+    monkeypatch.setattr(jobs_module, "driver_rows", commit_then_lose_the_answer)
+    resp = _submit(app.test_client(), key)
+    assert resp.status_code == 202, resp.get_json()
+    assert len(calls) == 1 and resp.get_json()["request_id"] == calls[0]
+    assert _jobs(sessions, key.api_id) == 1 and quota_used(sessions, key.api_id) == 1
+
+
 def test_the_quota_charge_travels_with_the_commit_and_a_refusal_commits_nothing(
     base_settings: Settings,
     make_key: Any,
@@ -204,7 +341,7 @@ def test_the_quota_charge_travels_with_the_commit_and_a_refusal_commits_nothing(
     from psycopg.pq import PipelineStatus
 
     key = make_key(quota=2, quota_period="total")
-    app = create_test_app(base_settings)
+    app = _general_path(create_test_app(base_settings))
     client = app.test_client()
     engine = app.extensions["antihack"].sessions.kw["bind"]
     modes: list[int] = []

@@ -76,7 +76,7 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
             self.cfg.set("child_exit", child_exit)
 
         def load(self) -> Any:
-            return create_app(settings)
+            return create_app(settings, threads)
 
     App().run()
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from antihack.shared.domain.capture import CaptureLimits
@@ -23,7 +24,15 @@ from antihack.shared.domain.capture_sessions import (
     spend_upload_token,
 )
 from antihack.shared.domain.errors import ApiError
-from antihack.shared.domain.quota import charge, charge_and_commit, period_key, refund
+from antihack.shared.domain.quota import (
+    charge,
+    charge_and_commit,
+    charge_sql,
+    is_refusal,
+    out_of_quota,
+    period_key,
+    refund,
+)
 from antihack.shared.domain.webhooks import Completion, completion_row
 from antihack.shared.infra.db import Base, driver_rows, on_psycopg, rowcount
 from antihack.shared.infra.secrets import new_request_id
@@ -184,29 +193,8 @@ def _insert(
     # execution layer (this is the API's hot path, every accepted request).
     period = None if key.quota_limit is None else period_key(key.quota_period, now)
     connection = session.connection()
-    connection.execute(
-        _insert_statement(Job, False),
-        dict(
-            id=job_id,
-            api_key_id=key.id,
-            status=QUEUED,
-            source=sub.source,
-            return_image=sub.return_image,
-            return_extra=sub.return_extra,
-            callback_url=sub.callback_url,
-            idempotency_key=idem,
-            payload_sha256=sub.fingerprint,
-            created_at=now,
-            enqueued_at=now,
-            attempts=0,
-            # The period charged below (or at the commit), from the same clock reading.
-            charged_period=period,
-        ),
-    )
-    connection.execute(
-        _insert_statement(JobInput, False),
-        dict(job_id=job_id, payload=sub.payload, size=len(sub.payload), created_at=now),
-    )
+    connection.execute(_insert_statement(Job, False), _job_row(key, job_id, sub, now, idem, period))
+    connection.execute(_insert_statement(JobInput, False), _input_row(job_id, sub, now))
     if upload is not None:
         spend_upload_token(session, upload, job_id, now)
     if sub.capture.nonce or key.require_session:
@@ -217,6 +205,108 @@ def _insert(
     if charge_now:
         charge(session, key, now)
     return period
+
+
+def _job_row(
+    key: ApiKey, job_id: str, sub: Submission, now: datetime, idem: str | None, period: str | None
+) -> dict[str, Any]:
+    """A new job's row (``period``: the quota period it is charged to, None without a quota)."""
+    return dict(
+        id=job_id,
+        api_key_id=key.id,
+        status=QUEUED,
+        source=sub.source,
+        return_image=sub.return_image,
+        return_extra=sub.return_extra,
+        callback_url=sub.callback_url,
+        idempotency_key=idem,
+        payload_sha256=sub.fingerprint,
+        created_at=now,
+        enqueued_at=now,
+        attempts=0,
+        charged_period=period,
+    )
+
+
+def _input_row(job_id: str, sub: Submission, now: datetime) -> dict[str, Any]:
+    return dict(job_id=job_id, payload=sub.payload, size=len(sub.payload), created_at=now)
+
+
+def takes_one_statement(key: ApiKey, sub: Submission, upload: UploadGrant | None) -> bool:
+    """Whether :func:`accept_in_one_statement` may accept this submission: one with no
+    Idempotency-Key, no upload token and no capture session to redeem (the common case),
+    which inserts its rows and charges, and reads nothing."""
+    return (
+        upload is None
+        and not sub.idempotency_key
+        and not sub.capture.nonce
+        and not (key.require_session)
+    )
+
+
+def accept_in_one_statement(intake: Engine, key: ApiKey, sub: Submission) -> Accepted:
+    """:func:`accept_job` and :func:`commit_accepted` for a submission
+    :func:`takes_one_statement` allows, on PostgreSQL: the job, its input and the quota charge
+    are one ``INSERT`` with two data-modifying CTEs, run in autocommit (``intake``: an engine
+    in autocommit), so one round trip commits them, or OUT_OF_QUOTA commits nothing.
+
+    The charge runs last (it reads its row from the input's insert), so the key's counter row
+    is locked for the charge and the commit only, as with :func:`charge_and_commit`. A
+    connection found dead is tried once more with the same job id: if the first try had
+    committed after all (the server's answer lost), the second meets the job's primary key
+    and the job stands as accepted, charged once.
+    """
+    now = utcnow()
+    job_id = new_request_id()
+    period = None if key.quota_limit is None else period_key(key.quota_period, now)
+    if key.quota_limit is not None and key.quota_limit <= 0:
+        raise out_of_quota(key, period or "")
+    naive = now.replace(tzinfo=None)  # the columns hold naive UTC (UTCDateTime)
+    row = _job_row(key, job_id, sub, naive, None, period)
+    sql = _one_statement_sql(tuple(row), key.quota_limit is not None)
+    params = dict(row)
+    params.update(
+        {f"input_{name}": value for name, value in _input_row(job_id, sub, naive).items()},
+        limit=key.quota_limit,
+        period=period,
+    )
+    for retry in (False, True):
+        try:
+            with intake.connect() as connection:
+                driver_rows(connection, sql, params)
+            break
+        except IntegrityError as error:
+            if is_refusal(error):
+                raise out_of_quota(key, period or "") from None
+            if not (retry and _constraint(error) == f"pk_{Job.__tablename__}"):
+                raise
+            break  # the first try committed: this job, charged once
+        except DBAPIError as error:
+            if retry or not error.connection_invalidated:
+                raise
+    return Accepted(job_id, QUEUED, True)
+
+
+def _constraint(error: DBAPIError) -> str | None:
+    return getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+
+
+@functools.cache
+def _one_statement_sql(columns: tuple[str, ...], charged: bool) -> str:
+    """:func:`accept_in_one_statement`'s statement (``columns``: the job row's): the job's
+    insert, then its input's (reading the job's id, so after it), then the charge
+    (:func:`charge_sql`, reading the input's)."""
+    inputs = ["payload", "size", "created_at"]
+    job = (
+        f"INSERT INTO {Job.__tablename__} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(f'%({c})s' for c in columns)}) RETURNING id"
+    )
+    job_input = (
+        f"INSERT INTO {JobInput.__tablename__} (job_id, {', '.join(inputs)}) "
+        f"SELECT id, {', '.join(f'%(input_{c})s' for c in inputs)} FROM job RETURNING job_id"
+    )
+    last = charge_sql("input") if charged else "SELECT job_id FROM input"
+    return f"WITH job AS ({job}), input AS ({job_input}) {last}"
 
 
 def _by_idempotency_key(session: Session, key_id: str, idem: str) -> Any:

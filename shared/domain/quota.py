@@ -86,10 +86,10 @@ def _take(session: Session, key: ApiKey, period: str) -> None:
             {"api_key_id": key.id, "period": period, "limit": key.quota_limit},
         ).first()
     if taken is None:
-        raise _out_of_quota(key, period)
+        raise out_of_quota(key, period)
 
 
-def _out_of_quota(key: ApiKey, period: str) -> ApiError:
+def out_of_quota(key: ApiKey, period: str) -> ApiError:
     return ApiError(
         "OUT_OF_QUOTA",
         f"quota of {key.quota_limit} per {key.quota_period} used up"
@@ -115,7 +115,20 @@ def _take_statement() -> Any:
     )
 
 
-def _is_refusal(error: IntegrityError) -> bool:
+def charge_sql(source: str) -> str:
+    """:func:`_take_statement` as SQL that charges once for each row of ``source`` (a CTE of
+    the statement it ends, which then runs before the charge): its parameters are
+    ``%(api_key_id)s``, ``%(period)s`` and ``%(limit)s``, and it answers the new count."""
+    table = QuotaCounter.__tablename__
+    return (
+        f"INSERT INTO {table} AS c (api_key_id, period, used) "
+        f"SELECT %(api_key_id)s, %(period)s, 1 FROM {source} "
+        "ON CONFLICT (api_key_id, period) DO UPDATE "
+        "SET used = CASE WHEN c.used < %(limit)s THEN c.used + 1 END RETURNING c.used"
+    )
+
+
+def is_refusal(error: IntegrityError) -> bool:
     """Whether ``error`` is :func:`_take_statement`'s NULL count (and not another constraint)."""
     diag = getattr(error.orig, "diag", None)
     return (
@@ -140,17 +153,17 @@ def charge_and_commit(session: Session, key: ApiKey, period: str) -> None:
         session.commit()
         return
     if key.quota_limit <= 0:
-        raise _out_of_quota(key, period)
+        raise out_of_quota(key, period)
     session.flush()  # the ORM's pending work, if any, before the statement that reads nothing
     params = {"api_key_id": key.id, "period": period, "limit": key.quota_limit}
     try:
         if commit_pipelined(session, _take_statement(), params):
             return
     except IntegrityError as error:
-        if not _is_refusal(error):
+        if not is_refusal(error):
             raise
         session.rollback()
-        raise _out_of_quota(key, period) from None
+        raise out_of_quota(key, period) from None
     _take(session, key, period)  # SQLite: the charge that answers, then the commit
     session.commit()
 

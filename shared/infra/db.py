@@ -31,6 +31,12 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# Connections a pool keeps. Those it opens beyond them (up to max_overflow more) are closed when
+# given back, so a process whose threads outnumber its pool opens a connection (a new server
+# process, its caches cold) for many requests: a threaded server passes pool_size = its threads.
+DB_POOL_SIZE = 10
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine tuned for the backend: WAL and a busy timeout on SQLite; on PostgreSQL a pool
     that drops connections the server closed, without a round trip per checkout."""
@@ -61,7 +67,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("pool_size", DB_POOL_SIZE)
     kwargs.setdefault("max_overflow", 20)
     # A connection is replaced after this long, so none outlives a server-side idle limit.
     kwargs.setdefault("pool_recycle", POOL_RECYCLE_S)
