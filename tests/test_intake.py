@@ -234,10 +234,11 @@ def test_a_plain_submission_is_one_statement_and_a_refusal_commits_nothing(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
 
 
+@pytest.mark.parametrize("quota", [10, None])
 def test_one_statement_and_the_transaction_write_the_same_rows(
-    base_settings: Settings, make_key: Any, sessions: Any, postgres: sa.Engine
+    base_settings: Settings, make_key: Any, sessions: Any, postgres: sa.Engine, quota: int | None
 ) -> None:
-    key = make_key(quota=10, quota_period="month")
+    key = make_key(quota=quota, quota_period="month")
     fast, general = create_test_app(base_settings), _general_path(create_test_app(base_settings))
     capture = no_face_capture()
     ids = [
@@ -267,8 +268,12 @@ def test_one_statement_and_the_transaction_write_the_same_rows(
             ).one()
             for job_id in ids
         ]
-    assert rows[0] == rows[1] and rows[0].charged_period.startswith("month:")
-    assert quota_used(sessions, key.api_id) == 2
+    assert rows[0] == rows[1]
+    if quota is None:
+        assert rows[0].charged_period is None and quota_used(sessions, key.api_id) == 0
+    else:
+        assert rows[0].charged_period.startswith("month:")
+        assert quota_used(sessions, key.api_id) == 2
 
 
 def test_one_statement_retried_on_a_dead_connection_is_charged_once(

@@ -240,7 +240,7 @@ def takes_one_statement(key: ApiKey, sub: Submission, upload: UploadGrant | None
         upload is None
         and not sub.idempotency_key
         and not sub.capture.nonce
-        and not (key.require_session)
+        and not key.require_session
     )
 
 
@@ -263,13 +263,10 @@ def accept_in_one_statement(intake: Engine, key: ApiKey, sub: Submission) -> Acc
         raise out_of_quota(key, period or "")
     naive = now.replace(tzinfo=None)  # the columns hold naive UTC (UTCDateTime)
     row = _job_row(key, job_id, sub, naive, None, period)
-    sql = _one_statement_sql(tuple(row), key.quota_limit is not None)
-    params = dict(row)
-    params.update(
-        {f"input_{name}": value for name, value in _input_row(job_id, sub, naive).items()},
-        limit=key.quota_limit,
-        period=period,
-    )
+    input_row = _input_row(job_id, sub, naive)
+    sql = _one_statement_sql(tuple(row), tuple(input_row), key.quota_limit is not None)
+    params = dict(row, limit=key.quota_limit, period=period)
+    params.update({f"input_{name}": value for name, value in input_row.items()})
     for retry in (False, True):
         try:
             with intake.connect() as connection:
@@ -292,14 +289,16 @@ def _constraint(error: DBAPIError) -> str | None:
 
 
 @functools.cache
-def _one_statement_sql(columns: tuple[str, ...], charged: bool) -> str:
-    """:func:`accept_in_one_statement`'s statement (``columns``: the job row's): the job's
-    insert, then its input's (reading the job's id, so after it), then the charge
+def _one_statement_sql(
+    job_columns: tuple[str, ...], input_columns: tuple[str, ...], charged: bool
+) -> str:
+    """:func:`accept_in_one_statement`'s statement (the columns: its rows'): the job's insert,
+    then its input's (its job id read from the job's insert, so after it), then the charge
     (:func:`charge_sql`, reading the input's)."""
-    inputs = ["payload", "size", "created_at"]
+    inputs = [c for c in input_columns if c != "job_id"]
     job = (
-        f"INSERT INTO {Job.__tablename__} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(f'%({c})s' for c in columns)}) RETURNING id"
+        f"INSERT INTO {Job.__tablename__} ({', '.join(job_columns)}) "
+        f"VALUES ({', '.join(f'%({c})s' for c in job_columns)}) RETURNING id"
     )
     job_input = (
         f"INSERT INTO {JobInput.__tablename__} (job_id, {', '.join(inputs)}) "
