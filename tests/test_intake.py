@@ -22,7 +22,7 @@ from sqlalchemy import event, func, select
 
 from antihack.shared.domain import jobs as jobs_module
 from antihack.shared.domain.keys import revoke_key, rotate_key
-from antihack.shared.infra.db import transaction
+from antihack.shared.infra.db import driver_rows, transaction
 from antihack.shared.infra.settings import Settings
 from antihack.shared.infra.tables import Job
 from tests.conftest import Key, create_test_app
@@ -311,7 +311,7 @@ def test_one_statement_whose_answer_was_lost_is_accepted_once(
     key = make_key(quota=10, quota_period="total")
     app = create_test_app(base_settings)
     calls: list[str] = []
-    real = jobs_module.driver_rows
+    real = driver_rows
 
     def commit_then_lose_the_answer(connection: Any, sql: str, params: Any) -> Any:
         rows = real(connection, sql, params)  # committed (autocommit)
