@@ -23,7 +23,7 @@ def upgrade() -> None:
     # header compresses, so pglz does not give up early and runs over all ~150 KB of JPEG data
     # only to store it raw: measured at ~4 ms of server CPU per submission, 29% of the whole
     # machine's CPU under bench_intake. EXTERNAL stores out of line without trying; values already
-    # stored are read as before. SQLite has no storage modes.
+    # stored are read as before (a catalog change: no table rewrite). SQLite has no storage modes.
     if op.get_bind().dialect.name != "postgresql":
         return
     for table, column in PAYLOADS:
