@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -286,17 +287,33 @@ def test_one_statement_retried_on_a_dead_connection_is_charged_once(
     client = app.test_client()
     engine = app.extensions["antihack"].sessions.kw["bind"]
     killed: list[int] = []
+    checkouts: list[int] = []
 
     def kill_once(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        checkouts.append(dbapi_conn.info.backend_pid)
         if not killed:  # runs after the pool's own check (listened to later)
             killed.append(dbapi_conn.info.backend_pid)
             assert _terminate(postgres, killed) == 1
+            _wait_gone(postgres, killed[0])
 
     assert _submit(client, key).status_code == 202  # the pool holds a connection now
     event.listen(engine, "checkout", kill_once)
     resp = _submit(client, key)
     assert killed and resp.status_code == 202, resp.get_json()
+    # The statement met the dead connection and ran again on another: two checkouts.
+    assert len(checkouts) == 2 and checkouts[1] != killed[0], checkouts
     assert _jobs(sessions, key.api_id) == 2 and quota_used(sessions, key.api_id) == 2
+
+
+def _wait_gone(killer: sa.Engine, pid: int) -> None:
+    """Until the server process has ended (pg_terminate_backend only signals it)."""
+    deadline = time.monotonic() + 10
+    with killer.connect() as conn:
+        while conn.execute(
+            sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        ).scalar_one():
+            assert time.monotonic() < deadline, f"server process {pid} still there"
+            time.sleep(0.02)
 
 
 def test_one_statement_whose_answer_was_lost_is_accepted_once(
