@@ -34,7 +34,7 @@ from antihack.api.context import Services
 from antihack.shared.domain.errors import ApiError
 from antihack.shared.domain.keys import KeyCache
 from antihack.shared.domain.ratelimit import RateLimiter
-from antihack.shared.infra.db import DB_POOL_SIZE, make_engine, make_sessionmaker
+from antihack.shared.infra.db import DB_POOL_SIZE, make_engine, make_sessionmaker, on_psycopg
 from antihack.shared.infra.publisher import TaskPublisher
 from antihack.shared.infra.runtime import prepare
 from antihack.shared.infra.secrets import new_request_id
@@ -66,9 +66,7 @@ def create_app(settings: Settings | None = None, threads: int = 0) -> Flask:
         settings=settings,
         sessions=make_sessionmaker(engine),
         intake=(
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.driver == "psycopg"
-            else None
+            engine.execution_options(isolation_level="AUTOCOMMIT") if on_psycopg(engine) else None
         ),
         redis=client,
         publisher=TaskPublisher(settings),

@@ -28,9 +28,9 @@ from antihack.shared.domain.quota import (
     charge,
     charge_and_commit,
     charge_sql,
+    charged_period,
     is_refusal,
     out_of_quota,
-    period_key,
     refund,
 )
 from antihack.shared.domain.webhooks import Completion, completion_row
@@ -191,7 +191,7 @@ def _insert(
     the period charged (None without a quota)."""
     # Core on the session's connection, with statements made once: no unit of work, no ORM
     # execution layer (this is the API's hot path, every accepted request).
-    period = None if key.quota_limit is None else period_key(key.quota_period, now)
+    period = charged_period(key, now)
     connection = session.connection()
     connection.execute(_insert_statement(Job, False), _job_row(key, job_id, sub, now, idem, period))
     connection.execute(_insert_statement(JobInput, False), _input_row(job_id, sub, now))
@@ -258,10 +258,10 @@ def accept_in_one_statement(intake: Engine, key: ApiKey, sub: Submission) -> Acc
     """
     now = utcnow()
     job_id = new_request_id()
-    period = None if key.quota_limit is None else period_key(key.quota_period, now)
+    period = charged_period(key, now)
     if key.quota_limit is not None and key.quota_limit <= 0:
         raise out_of_quota(key, period or "")
-    naive = now.replace(tzinfo=None)  # the columns hold naive UTC (UTCDateTime)
+    naive = _naive(now)
     row = _job_row(key, job_id, sub, naive, None, period)
     input_row = _input_row(job_id, sub, naive)
     sql = _one_statement_sql(tuple(row), tuple(input_row), key.quota_limit is not None)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, case, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -69,11 +69,15 @@ def charge(session: Session, key: ApiKey, now: datetime | None = None) -> str | 
     serialises the key's submissions: charge last, just before committing.
     Returns the charged period (None when the key has no quota).
     """
-    if key.quota_limit is None:
-        return None
-    period = period_key(key.quota_period, now or utcnow())
-    _take(session, key, period)
+    period = charged_period(key, now or utcnow())
+    if period is not None:
+        _take(session, key, period)
     return period
+
+
+def charged_period(key: ApiKey, now: datetime) -> str | None:
+    """The counter a submission of ``key`` made at ``now`` is charged to; None without a quota."""
+    return None if key.quota_limit is None else period_key(key.quota_period, now)
 
 
 def _take(session: Session, key: ApiKey, period: str) -> None:
@@ -97,39 +101,25 @@ def out_of_quota(key: ApiKey, period: str) -> ApiError:
     )
 
 
-@functools.cache
-def _take_statement() -> Any:
+def charge_sql(source: str | None = None) -> str:
     """PostgreSQL's charge that fails rather than answers: ``INSERT … used = 1 ON CONFLICT DO
-    UPDATE SET used = CASE WHEN used < :limit THEN used + 1 END``. At the limit the new count
-    is NULL, which the column's NOT NULL refuses: the statement fails, and so does the
-    transaction, whose COMMIT then rolls it back."""
-    table = QuotaCounter.__table__
-    assert isinstance(table, Table)
-    return (
-        postgresql.insert(table)
-        .values(api_key_id=bindparam("api_key_id"), period=bindparam("period"), used=1)
-        .on_conflict_do_update(
-            index_elements=["api_key_id", "period"],
-            set_={"used": case((table.c.used < bindparam("limit"), table.c.used + 1))},
-        )
-    )
+    UPDATE SET used = CASE WHEN used < limit THEN used + 1 END``. At the limit the new count is
+    NULL, which the column's NOT NULL refuses: the statement fails, and so does its transaction.
 
-
-def charge_sql(source: str) -> str:
-    """:func:`_take_statement` as SQL that charges once for each row of ``source`` (a CTE of
-    the statement it ends, which then runs before the charge): its parameters are
-    ``%(api_key_id)s``, ``%(period)s`` and ``%(limit)s``, and it answers the new count."""
+    Psycopg's ``%(api_key_id)s``, ``%(period)s`` and ``%(limit)s`` parameters; it answers the
+    new count. ``source``: a CTE of the statement it ends, charged once per row of it (which
+    then runs before the charge); None charges once."""
     table = QuotaCounter.__tablename__
     return (
         f"INSERT INTO {table} AS c (api_key_id, period, used) "
-        f"SELECT %(api_key_id)s, %(period)s, 1 FROM {source} "
+        "SELECT %(api_key_id)s, %(period)s, 1" + (f" FROM {source}" if source else "") + " "
         "ON CONFLICT (api_key_id, period) DO UPDATE "
         "SET used = CASE WHEN c.used < %(limit)s THEN c.used + 1 END RETURNING c.used"
     )
 
 
 def is_refusal(error: IntegrityError) -> bool:
-    """Whether ``error`` is :func:`_take_statement`'s NULL count (and not another constraint)."""
+    """Whether ``error`` is :func:`charge_sql`'s NULL count (and not another constraint)."""
     diag = getattr(error.orig, "diag", None)
     return (
         getattr(error.orig, "sqlstate", None) == "23502"  # not_null_violation
@@ -147,7 +137,7 @@ def charge_and_commit(session: Session, key: ApiKey, period: str) -> None:
     reads the charge's answer and then sends the COMMIT: with many threads on few cores that
     wait was most of the lock's hold, and every submission of the key queued behind it. The
     charge cannot answer whether it was taken before the COMMIT is sent, so it fails instead
-    (:func:`_take_statement`); the database still serialises the key's charges on the row.
+    (:func:`charge_sql`); the database still serialises the key's charges on the row.
     """
     if key.quota_limit is None:
         session.commit()
@@ -157,7 +147,7 @@ def charge_and_commit(session: Session, key: ApiKey, period: str) -> None:
     session.flush()  # the ORM's pending work, if any, before the statement that reads nothing
     params = {"api_key_id": key.id, "period": period, "limit": key.quota_limit}
     try:
-        if commit_pipelined(session, _take_statement(), params):
+        if commit_pipelined(session, charge_sql(), params):
             return
     except IntegrityError as error:
         if not is_refusal(error):

@@ -113,8 +113,9 @@ def retry_on_disconnect(session: Session, work: Callable[[], T]) -> T:
     return work()
 
 
-def commit_pipelined(session: Session, statement: Any, params: dict[str, Any]) -> bool:
-    """Run ``statement`` (one that returns no rows) and commit, in one round trip: PostgreSQL
+def commit_pipelined(session: Session, sql: str, params: dict[str, Any]) -> bool:
+    """Run ``sql`` (psycopg's ``%(name)s`` parameters; rows it returns are not read) and commit,
+    in one round trip: PostgreSQL
     gets both at once (psycopg's pipeline mode), so that a row lock the statement takes is held
     while the server runs the two, not also while this process reads the statement's answer
     and sends the COMMIT. Their errors are raised as SQLAlchemy's (``DBAPIError``; a lost
@@ -132,7 +133,7 @@ def commit_pipelined(session: Session, statement: Any, params: dict[str, Any]) -
     raw: Any = connection.connection.dbapi_connection  # a psycopg.Connection
     try:
         with raw.pipeline() as pipeline:
-            connection.execute(statement, params)
+            connection.exec_driver_sql(sql, params)
             try:
                 # The driver's commit, not the session's: the session would hand the
                 # connection back to the pool at once, to another thread, while this pipeline
@@ -174,7 +175,7 @@ def rowcount(result: object) -> int:
     return int(result.rowcount)
 
 
-def on_psycopg(connection: Connection) -> bool:
+def on_psycopg(connection: Connection | Engine) -> bool:
     """Whether ``connection`` is PostgreSQL through psycopg (:func:`driver_rows` runs there)."""
     return connection.dialect.driver == "psycopg"
 
